@@ -1,0 +1,153 @@
+"""The one place that reads the environment.
+
+Names match local.settings.json.sample, the Bicep template and the README's
+settings table (tests/test_settings_consistency.py keeps them in step).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+from urllib.parse import urlparse
+
+T = TypeVar("T")
+
+APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    microsoft_app_id: str
+    microsoft_app_password: str
+    microsoft_app_tenant_id: str
+    microsoft_app_type: str
+    expire_after_seconds: int
+    cosmos_endpoint: str
+    cosmos_auth_key: str
+    cosmos_database_id: str
+    cosmos_conversation_container_id: str
+    cosmos_user_container_id: str
+    cosmos_time_to_live: int
+    storage_connection_string: str
+    operations_queue_name: str
+    direct_line_endpoint: str
+    direct_line_secret: str
+    operation_signing_key: str
+    sweep_schedule: str
+    expiry_notice_enabled: bool
+    expiry_notice_text: str
+
+    @property
+    def local_mode(self) -> bool:
+        """No app id: Bot Framework authentication is off (local development only)."""
+        return not self.microsoft_app_id
+
+
+def _text(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = environ.get(name, "").strip()
+    if value:
+        return value
+    if default is None:
+        raise SettingsError(f"Setting {name} is required but missing or empty.")
+    return default
+
+
+def _parsed(
+    environ: Mapping[str, str], name: str, default: str | None, parse: Callable[[str], T], expected: str
+) -> T:
+    raw = _text(environ, name, default)
+    try:
+        return parse(raw)
+    except ValueError:
+        raise SettingsError(f"Setting {name}={raw!r} is malformed: expected {expected}.") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError(raw)
+
+
+def _url(raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(raw)
+    return raw
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(raw)
+        return raw
+
+    return parse
+
+
+def _signing_key(raw: str) -> str:
+    if len(raw) < 32:
+        raise ValueError(raw)
+    return raw
+
+
+def _ncrontab(raw: str) -> str:
+    if len(raw.split()) != 6:
+        raise ValueError(raw)
+    return raw
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise SettingsError naming the first bad one."""
+    env = os.environ if environ is None else environ
+    app_type = _parsed(env, "MicrosoftAppType", "MultiTenant", _one_of(APP_TYPES), " or ".join(APP_TYPES))
+    app_id = env.get("MicrosoftAppId", "").strip()
+    settings = Settings(
+        microsoft_app_id=app_id,
+        microsoft_app_password=env.get("MicrosoftAppPassword", "").strip(),
+        microsoft_app_tenant_id=env.get("MicrosoftAppTenantId", "").strip(),
+        microsoft_app_type=app_type,
+        expire_after_seconds=_parsed(env, "ExpireAfterSeconds", "1800", _positive_int, "a positive number of seconds"),
+        cosmos_endpoint=_parsed(env, "CosmosDbEndpoint", None, _url, "an http(s) URL"),
+        cosmos_auth_key=env.get("CosmosDbAuthKey", "").strip(),
+        cosmos_database_id=_text(env, "CosmosDbDatabaseId", "bot-db"),
+        cosmos_conversation_container_id=_text(env, "CosmosDbConversationStateContainerId", "conversation-state"),
+        cosmos_user_container_id=_text(env, "CosmosDbUserStateContainerId", "user-state"),
+        cosmos_time_to_live=_parsed(env, "CosmosDbTimeToLive", "86400", _positive_int, "a positive number of seconds"),
+        storage_connection_string=_text(env, "AzureWebJobsStorage"),
+        operations_queue_name=_text(env, "OperationsQueueName", "long-operations"),
+        direct_line_endpoint=_parsed(
+            env, "DirectLineEndpoint", "https://directline.botframework.com/v3/directline", _url, "an http(s) URL"
+        ),
+        direct_line_secret=_text(env, "DirectLineSecret"),
+        operation_signing_key=_parsed(
+            env, "OperationSigningKey", None, _signing_key, "a random string of at least 32 characters"
+        ),
+        sweep_schedule=_parsed(env, "SweepSchedule", "0 */1 * * * *", _ncrontab, "a six-field NCRONTAB expression"),
+        expiry_notice_enabled=_parsed(env, "ExpiryNoticeEnabled", "true", _bool, "true or false"),
+        expiry_notice_text=_text(
+            env,
+            "ExpiryNoticeText",
+            "This conversation was closed after {minutes} minutes without activity. Send anything to start again.",
+        ),
+    )
+    if app_id and app_type != "UserAssignedMSI" and not settings.microsoft_app_password:
+        raise SettingsError("Setting MicrosoftAppPassword is required when MicrosoftAppId is set.")
+    if app_type in ("SingleTenant", "UserAssignedMSI") and app_id and not settings.microsoft_app_tenant_id:
+        raise SettingsError(f"Setting MicrosoftAppTenantId is required when MicrosoftAppType is {app_type}.")
+    return settings

@@ -1,0 +1,26 @@
+"""Session-wide emulators: started once on free ports, stopped at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localdev.emulators import Azurite, CosmosStandIn, start_azurite, start_cosmos
+
+LOG_DIR = Path(__file__).resolve().parent.parent / ".localdev" / "test-logs"
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    emulator = start_azurite(log_dir=LOG_DIR)
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def cosmos() -> Iterator[CosmosStandIn]:
+    emulator = start_cosmos(log_dir=LOG_DIR)
+    yield emulator
+    emulator.stop()
