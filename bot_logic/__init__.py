@@ -1,0 +1,1 @@
+"""What the bot decides: greetings, dialogs, operation bookkeeping, expiry, trust in results."""

@@ -1,0 +1,35 @@
+"""The Azure Functions app (Python v2 model). A thin face: each function turns its binding
+into plain data and calls a handler; everything else lives in handlers/, bot_logic/,
+operations/ and services/. Heavy SDKs are imported on first use, not here, to keep
+cold starts short."""
+
+import azure.functions as func
+
+from handlers.http_types import HttpRequestData
+from services.settings import load_settings
+
+# Fail at start-up, naming the setting, rather than on the first message.
+load_settings()
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+@app.function_name("messages")
+@app.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def messages(req: func.HttpRequest) -> func.HttpResponse:
+    # Anonymous at the Functions level: the Bot Framework JWT is the authentication.
+    from handlers.messages import handle_messages
+    from services.runtime import get_runtime
+
+    request = HttpRequestData(
+        method=req.method,
+        headers={name.lower(): value for name, value in req.headers.items()},
+        body=req.get_body(),
+    )
+    response = await handle_messages(request, await get_runtime())
+    return func.HttpResponse(
+        body=response.body_bytes(),
+        status_code=response.status,
+        headers=response.headers,
+        mimetype="application/json",
+    )

@@ -1,0 +1,1 @@
+"""One plain async handler per function: plain data in, plain data out, dependencies as arguments."""

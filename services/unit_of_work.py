@@ -1,0 +1,136 @@
+"""A turn as a unit of work: load state, run the bot, commit state, then let effects out.
+
+Replies and other effects (queue messages) are held in the turn's outbox until both
+state scopes are committed. If another turn of the same conversation committed first
+(HTTP 412), the turn is run again on fresh state, a bounded number of times; the held
+replies of the losing attempt are discarded, so the user sees each reply once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+from botbuilder.core import BotState, Storage, TurnContext
+from botbuilder.schema import Activity, ResourceResponse
+
+from services.cosmos_storage import ETAG_KEY, StateConflictError
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_KEY = "unit_of_work.outbox"
+DEFAULT_MAX_ATTEMPTS = 5
+
+Effect = Callable[[], Awaitable[None]]
+
+
+class TurnConflictError(Exception):
+    """The turn lost every commit race it ran; nothing of it was committed or sent."""
+
+
+@dataclass
+class TurnOutbox:
+    holding: bool = True
+    activities: list[Activity] = field(default_factory=list)
+    after_commit: list[Effect] = field(default_factory=list)
+
+    def hold(self, activities: list[Activity]) -> list[ResourceResponse]:
+        self.activities.extend(activities)
+        return [ResourceResponse(id=str(uuid4())) for _ in activities]
+
+    def reset(self) -> None:
+        self.activities.clear()
+        self.after_commit.clear()
+
+
+def outbox_of(context: TurnContext) -> TurnOutbox | None:
+    return context.turn_state.get(OUTBOX_KEY)
+
+
+def add_effect_after_commit(context: TurnContext, effect: Effect) -> None:
+    """Run `effect` only once the turn's state is committed (e.g. send a queue message)."""
+    outbox = outbox_of(context)
+    if outbox is None:
+        raise RuntimeError("effects can only be added inside a unit-of-work turn")
+    outbox.after_commit.append(effect)
+
+
+@dataclass
+class StateScopes:
+    conversation: BotState
+    user: BotState
+    user_storage: Storage
+
+
+async def run_unit_of_work(
+    context: TurnContext,
+    logic: Callable[[TurnContext], Awaitable[None]],
+    scopes: StateScopes,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> None:
+    outbox = TurnOutbox()
+    context.turn_state[OUTBOX_KEY] = outbox
+    for attempt in range(1, max_attempts + 1):
+        outbox.reset()
+        await scopes.conversation.load(context, force=True)
+        await scopes.user.load(context, force=True)
+        user_before = copy.deepcopy(scopes.user.get(context))
+        await logic(context)
+        try:
+            # The conversation document is the commit point: its etag serialises the turns.
+            await scopes.conversation.save_changes(context)
+        except StateConflictError:
+            logger.info(
+                "turn of conversation %s lost a commit race (attempt %d of %d); running it again",
+                context.activity.conversation.id,
+                attempt,
+                max_attempts,
+            )
+            await asyncio.sleep(random.uniform(0, 0.02 * attempt))  # jitter, so racing turns spread out
+            continue
+        await _save_user_state(context, scopes, user_before)
+        break
+    else:
+        raise TurnConflictError(f"conversation {context.activity.conversation.id}: {max_attempts} commit conflicts")
+
+    outbox.holding = False
+    for effect in outbox.after_commit:
+        await effect()
+    if outbox.activities:
+        await context.adapter.send_activities(context, list(outbox.activities))
+
+
+async def _save_user_state(
+    context: TurnContext, scopes: StateScopes, before: dict[str, Any], attempts: int = 5
+) -> None:
+    """User state is shared by all of a user's conversations; a conflict here is merged, not re-run.
+
+    The conversation is already committed, so the turn cannot run again: re-read the
+    user's document and re-apply the top-level properties this turn changed.
+    """
+    try:
+        await scopes.user.save_changes(context)
+        return
+    except StateConflictError:
+        pass
+    after = scopes.user.get(context)
+    changed = {k: v for k, v in after.items() if k != ETAG_KEY and before.get(k) != v}
+    removed = [k for k in before if k != ETAG_KEY and k not in after]
+    key = scopes.user.get_storage_key(context)
+    for _ in range(attempts):
+        fresh = (await scopes.user_storage.read([key])).get(key, {})
+        fresh.update(changed)
+        for name in removed:
+            fresh.pop(name, None)
+        try:
+            await scopes.user_storage.write({key: fresh})
+            return
+        except StateConflictError:
+            continue
+    logger.error("user state of conversation %s not saved after %d merges", context.activity.conversation.id, attempts)

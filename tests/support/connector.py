@@ -1,0 +1,59 @@
+"""A small local Connector endpoint that records what the bot sends (protocol: directline.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+
+class RecordingConnector:
+    """Serves the Connector API routes the bot calls and records every activity it sends."""
+
+    def __init__(self) -> None:
+        self.activities: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v3/conversations/{conversation}/activities", self._record)
+        app.router.add_post("/v3/conversations/{conversation}/activities/{reply_to}", self._record)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _record(self, request: web.Request) -> web.Response:
+        activity = await request.json()
+        activity["_conversation"] = request.match_info["conversation"]
+        activity["_reply_to"] = request.match_info.get("reply_to")
+        async with self._changed:
+            self.activities.append(activity)
+            self._changed.notify_all()
+        return web.json_response({"id": f"reply-{next(self._ids)}"}, status=200)
+
+    def messages(self, conversation_id: str | None = None) -> list[str]:
+        return [
+            a.get("text", "")
+            for a in self.activities
+            if a.get("type") == "message" and (conversation_id is None or a["_conversation"] == conversation_id)
+        ]
+
+    async def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.activities)), timeout)

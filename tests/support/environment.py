@@ -1,0 +1,32 @@
+"""Settings for tests, pointing at the emulators the test session started."""
+
+from __future__ import annotations
+
+import secrets
+
+from localdev.emulators import Azurite, CosmosStandIn
+
+
+def app_environment(azurite: Azurite, cosmos: CosmosStandIn, **overrides: str) -> dict[str, str]:
+    """Values as local.settings.json would hold them; a fresh database per call isolates tests."""
+    values = {
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "AzureWebJobsStorage": azurite.connection_string,
+        "MicrosoftAppId": "",
+        "MicrosoftAppPassword": "",
+        "MicrosoftAppType": "MultiTenant",
+        "ExpireAfterSeconds": "300",
+        "CosmosDbEndpoint": cosmos.endpoint,
+        "CosmosDbAuthKey": cosmos.key,
+        "CosmosDbDatabaseId": f"test-{secrets.token_hex(4)}",
+        "CosmosDbConversationStateContainerId": "conversation-state",
+        "CosmosDbUserStateContainerId": "user-state",
+        "CosmosDbTimeToLive": "3600",
+        "OperationsQueueName": f"ops-{secrets.token_hex(4)}",
+        "DirectLineEndpoint": "http://127.0.0.1:9/v3/directline",
+        "DirectLineSecret": secrets.token_urlsafe(24),
+        "OperationSigningKey": secrets.token_urlsafe(32),
+        "SweepSchedule": "*/5 * * * * *",
+    }
+    values.update(overrides)
+    return values
