@@ -25,7 +25,7 @@ from services.cosmos_storage import ETAG_KEY, StateConflictError
 logger = logging.getLogger(__name__)
 
 OUTBOX_KEY = "unit_of_work.outbox"
-DEFAULT_MAX_ATTEMPTS = 5
+DEFAULT_MAX_ATTEMPTS = 8
 
 Effect = Callable[[], Awaitable[None]]
 
@@ -92,7 +92,8 @@ async def run_unit_of_work(
                 attempt,
                 max_attempts,
             )
-            await asyncio.sleep(random.uniform(0, 0.02 * attempt))  # jitter, so racing turns spread out
+            # Exponential backoff with full jitter, so racing turns spread out instead of colliding again.
+            await asyncio.sleep(random.uniform(0, min(0.4, 0.025 * 2**attempt)))
             continue
         await _save_user_state(context, scopes, user_before)
         break
