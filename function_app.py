@@ -33,3 +33,14 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
         headers=response.headers,
         mimetype="application/json",
     )
+
+
+@app.function_name("operations_worker")
+@app.queue_trigger(arg_name="message", queue_name="%OperationsQueueName%", connection="AzureWebJobsStorage")
+async def operations_worker(message: func.QueueMessage) -> None:
+    # Raising (RetryOperation) leaves the message to the queue's retries and, at the end, its poison queue.
+    from handlers.operations_worker import QueueMessageData, handle_operation_message
+    from services.runtime import get_worker_dependencies
+
+    data = QueueMessageData(id=message.id or "", body=message.get_body(), dequeue_count=message.dequeue_count or 1)
+    await handle_operation_message(data, await get_worker_dependencies())

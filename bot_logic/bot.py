@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
-from botbuilder.dialogs import Dialog, DialogExtensions
+from botbuilder.dialogs import DialogExtensions
 from botbuilder.schema import ChannelAccount
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY, already_handled, new_record, remember_activity
+from bot_logic.dialogs.main_dialog import MainDialog
+from bot_logic.operation_events import is_operation_event
+from bot_logic.operation_messages import PROGRESS_EVENT
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
 
 logger = logging.getLogger(__name__)
@@ -17,35 +22,57 @@ logger = logging.getLogger(__name__)
 WELCOME = "Hello and welcome! I run long operations for you and tell you here when they are done."
 WELCOME_BACK = "Welcome back, {name}!"
 
+Enqueue = Callable[[dict[str, Any]], Awaitable[None]]
+
 
 class LongOperationBot(ActivityHandler):
     def __init__(
         self,
         conversation_state: ConversationState,
         user_state: UserState,
-        dialog_factory: type[Dialog] | None = None,
-        clock: Clock | None = None,
+        enqueue: Enqueue,
+        clock: Clock,
+        operation_timeout_seconds: int,
     ) -> None:
-        from bot_logic.clock import system_clock
-        from bot_logic.dialogs.main_dialog import MainDialog
-
-        self._records = conversation_state.create_property(RECORD_PROPERTY)
+        self.records = conversation_state.create_property(RECORD_PROPERTY)
         self._dialog_state = conversation_state.create_property("DialogState")
         self.profiles = user_state.create_property(PROFILE_PROPERTY)
-        self._dialog = (dialog_factory or MainDialog)(self.profiles)
-        self._clock = clock or system_clock
+        self._clock = clock
+        self._dialog = MainDialog(self.profiles, self.records, enqueue, clock, operation_timeout_seconds)
 
     async def on_turn(self, turn_context: TurnContext) -> None:
-        record = await self._records.get(turn_context, new_record)
-        if already_handled(record, turn_context.activity):
+        record = await self.records.get(turn_context, new_record)
+        activity = turn_context.activity
+        if is_operation_event(activity):
+            await self._on_operation_event(turn_context, record)
+            return
+        if already_handled(record, activity):
             logger.info(
                 "activity %s of conversation %s was already handled; ignoring the redelivery",
-                turn_context.activity.id,
+                activity.id,
+                activity.conversation.id,
+            )
+            return
+        remember_activity(record, activity, self._clock())
+        await super().on_turn(turn_context)
+
+    async def _on_operation_event(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+        """A verified result or progress event, continued into the user's conversation."""
+        value = turn_context.activity.value
+        pending = record.get("pendingOperation")
+        if not pending or pending["id"] != value.get("operationId"):
+            logger.warning(
+                "refused %s for operation %s: conversation %s is not waiting for it",
+                turn_context.activity.name,
+                value.get("operationId"),
                 turn_context.activity.conversation.id,
             )
             return
-        remember_activity(record, turn_context.activity, self._clock())
-        await super().on_turn(turn_context)
+        if turn_context.activity.name == PROGRESS_EVENT:
+            await turn_context.send_activity(f"{pending['name']}: {value.get('percent', 0)}% done.")
+            return
+        record["lastAccessAt"] = self._clock()
+        await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
 
     async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
         bot_id = turn_context.activity.recipient.id if turn_context.activity.recipient else None

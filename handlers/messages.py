@@ -9,6 +9,7 @@ from typing import Any
 from botbuilder.schema import Activity
 from jwt import PyJWTError
 
+from bot_logic.operation_events import is_operation_event, resume_conversation
 from handlers.http_types import HttpRequestData, HttpResponseData, error
 from services.runtime import BotRuntime
 from services.unit_of_work import TurnConflictError, run_unit_of_work
@@ -57,8 +58,22 @@ async def handle_messages(request: HttpRequestData, runtime: BotRuntime) -> Http
     activity = parsed
     conversation_id = activity.conversation.id
 
-    async def logic(context: Any) -> None:
+    async def run_turn(context: Any) -> None:
         await run_unit_of_work(context, runtime.bot.on_turn, runtime.scopes)
+
+    async def logic(context: Any) -> None:
+        if is_operation_event(context.activity):
+            # The worker's conversation keeps no state: the turn runs in the conversation the event names.
+            await resume_conversation(
+                context,
+                runtime.adapter,
+                runtime.settings.microsoft_app_id,
+                runtime.settings.operation_signing_key,
+                runtime.clock,
+                run_turn,
+            )
+        else:
+            await run_turn(context)
 
     try:
         invoke_response = await runtime.adapter.process_activity(request.header("authorization"), activity, logic)

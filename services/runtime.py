@@ -10,9 +10,13 @@ from botbuilder.core import ConversationState, UserState
 from bot_logic.bot import LongOperationBot
 from bot_logic.clock import Clock, system_clock
 from bot_logic.expiry import conversation_index_fields
+from handlers.operations_worker import WorkerDependencies
 from services.bot_adapter import FunctionsBotAdapter, create_authentication
 from services.cosmos import CosmosAccount
 from services.cosmos_storage import CosmosStorage, StorageCounters
+from services.directline_client import DirectLineClient
+from services.host_config import max_dequeue_count
+from services.operation_queue import OperationQueue
 from services.settings import Settings, load_settings
 from services.unit_of_work import StateScopes
 
@@ -25,9 +29,12 @@ class BotRuntime:
     bot: LongOperationBot
     scopes: StateScopes
     counters: StorageCounters
+    operation_queue: OperationQueue
+    clock: Clock
 
     async def close(self) -> None:
         await self.cosmos.close()
+        await self.operation_queue.close()
 
 
 def build_runtime(settings: Settings, clock: Clock = system_clock) -> BotRuntime:
@@ -39,13 +46,23 @@ def build_runtime(settings: Settings, clock: Clock = system_clock) -> BotRuntime
     user_storage = CosmosStorage(cosmos.user_container, counters=counters)
     conversation_state = ConversationState(conversation_storage)
     user_state = UserState(user_storage)
+    operation_queue = OperationQueue(settings.storage_connection_string, settings.operations_queue_name)
+    bot = LongOperationBot(
+        conversation_state,
+        user_state,
+        enqueue=operation_queue.send,
+        clock=clock,
+        operation_timeout_seconds=settings.operation_timeout_seconds,
+    )
     return BotRuntime(
         settings=settings,
         cosmos=cosmos,
         adapter=FunctionsBotAdapter(create_authentication(settings)),
-        bot=LongOperationBot(conversation_state, user_state, clock=clock),
+        bot=bot,
         scopes=StateScopes(conversation_state, user_state, user_storage),
         counters=counters,
+        operation_queue=operation_queue,
+        clock=clock,
     )
 
 
@@ -61,3 +78,28 @@ async def get_runtime() -> BotRuntime:
             if _runtime is None:
                 _runtime = build_runtime(load_settings())
     return _runtime
+
+
+_worker: WorkerDependencies | None = None
+
+
+def build_worker_dependencies(settings: Settings, clock: Clock = system_clock) -> WorkerDependencies:
+    poison = OperationQueue(settings.storage_connection_string, f"{settings.operations_queue_name}-poison")
+
+    async def send_to_poison(body: bytes) -> None:
+        await poison.send_raw(body.decode("utf-8", errors="replace"))
+
+    return WorkerDependencies(
+        directline=DirectLineClient(settings.direct_line_endpoint, settings.direct_line_secret),
+        signing_key=settings.operation_signing_key,
+        max_dequeue_count=max_dequeue_count(),
+        send_to_poison=send_to_poison,
+        clock=clock,
+    )
+
+
+async def get_worker_dependencies() -> WorkerDependencies:
+    global _worker
+    if _worker is None:
+        _worker = build_worker_dependencies(load_settings())
+    return _worker

@@ -36,6 +36,7 @@ class Settings:
     cosmos_time_to_live: int
     storage_connection_string: str
     operations_queue_name: str
+    operation_timeout_seconds: int
     direct_line_endpoint: str
     direct_line_secret: str
     operation_signing_key: str
@@ -131,6 +132,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cosmos_time_to_live=_parsed(env, "CosmosDbTimeToLive", "86400", _positive_int, "a positive number of seconds"),
         storage_connection_string=_text(env, "AzureWebJobsStorage"),
         operations_queue_name=_text(env, "OperationsQueueName", "long-operations"),
+        operation_timeout_seconds=_parsed(
+            env, "OperationTimeoutSeconds", "600", _positive_int, "a positive number of seconds"
+        ),
         direct_line_endpoint=_parsed(
             env, "DirectLineEndpoint", "https://directline.botframework.com/v3/directline", _url, "an http(s) URL"
         ),

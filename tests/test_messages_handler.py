@@ -75,14 +75,17 @@ async def test_greets_asks_name_and_remembers_it(runtime: BotRuntime, connector:
         "What's your name?",
     ]
     assert (await handle_messages(post(activity(conversation, url, text="Ada")), runtime)).status == 200
-    assert connector.messages(conversation)[-1] == "Nice to meet you, Ada! I'll remember your name."
+    assert connector.messages(conversation)[-2] == "Nice to meet you, Ada! I'll remember your name."
+    assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Ada?")
 
     # A new conversation of the same user: the name is known (user state), the prompt is not repeated.
     second = f"c-{uuid.uuid4()}"
     update = joined(second, url)
     update["from"]["id"] = update["membersAdded"][1]["id"] = f"user-of-{conversation}"
     await handle_messages(post(update), runtime)
-    assert connector.messages(second) == ["Welcome back, Ada!"]
+    assert connector.messages(second)[0] == "Welcome back, Ada!"
+    assert connector.messages(second)[1].startswith("Which long operation shall I run, Ada?")
+    assert len(connector.messages(second)) == 2
 
 
 async def test_replies_go_to_the_incoming_conversation_and_user(
@@ -106,14 +109,18 @@ async def test_concurrent_messages_to_one_conversation_each_answered_once(
     url = connector.service_url
     await handle_messages(post(activity(conversation, url, text="start")), runtime)
     await handle_messages(post(activity(conversation, url, text="Grace")), runtime)
+    await handle_messages(post(activity(conversation, url, text="1")), runtime)
+    assert runtime.operation_queue.sent == 1
     writes_before = runtime.counters.writes
-    texts = [f"message {n}" for n in range(8)]
+    texts = [f"are you done yet? ({n})" for n in range(8)]
     incoming = [activity(conversation, url, text=text) for text in texts]
     responses = await asyncio.gather(*(handle_messages(post(a), runtime) for a in incoming))
 
     assert [r.status for r in responses] == [200] * len(texts)
-    echoes = [m for m in connector.messages(conversation) if m.startswith("Grace, you said: message")]
-    assert sorted(echoes) == sorted(f"Grace, you said: {text}" for text in texts)
+    still = [m for m in connector.messages(conversation) if m.startswith("Still performing the long operation")]
+    assert len(still) == len(texts)
+    # Re-run turns did not start the operation again.
+    assert runtime.operation_queue.sent == 1
     # Every turn's bookkeeping survived: no turn overwrote another's commit.
     container = await runtime.cosmos.conversation_container()
     docs = [d async for d in container.query_items("SELECT * FROM c")]

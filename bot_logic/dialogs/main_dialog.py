@@ -1,29 +1,53 @@
-"""The conversation: learn the user's name once, then serve requests."""
+"""The conversation: learn the user's name once, offer the operations, wait for one, tell the result."""
 
 from __future__ import annotations
 
-from botbuilder.core import MessageFactory, StatePropertyAccessor
-from botbuilder.dialogs import (
-    ComponentDialog,
-    DialogTurnResult,
-    WaterfallDialog,
-    WaterfallStepContext,
-)
-from botbuilder.dialogs.prompts import PromptOptions, TextPrompt
+from typing import Any
 
+from botbuilder.core import MessageFactory, StatePropertyAccessor
+from botbuilder.dialogs import ComponentDialog, DialogTurnResult, WaterfallDialog, WaterfallStepContext
+from botbuilder.dialogs.choices import Choice, ListStyle
+from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, TextPrompt
+
+from bot_logic.clock import Clock
+from bot_logic.conversation_record import new_record
+from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog
+from bot_logic.operation_messages import SUCCEEDED, operation_request
+from bot_logic.pending_operation import describe_duration, start_pending
 from bot_logic.user_profile import display_name, get_profile
+from operations import Operation, all_operations, resolve_parameters
+from services.unit_of_work import add_effect_after_commit
 
 NAME_PROMPT = "What's your name?"
 MAX_NAME_LENGTH = 60
+WATERFALL = "main"
 
 
 class MainDialog(ComponentDialog):
-    def __init__(self, profile_accessor: StatePropertyAccessor) -> None:
+    def __init__(
+        self,
+        profiles: StatePropertyAccessor,
+        records: StatePropertyAccessor,
+        enqueue: Any,
+        clock: Clock,
+        operation_timeout_seconds: int,
+    ) -> None:
         super().__init__(MainDialog.__name__)
-        self._profiles = profile_accessor
+        self._profiles = profiles
+        self._records = records
+        self._enqueue = enqueue  # async (message: dict) -> None, run after the turn commits
+        self._clock = clock
+        self._timeout = operation_timeout_seconds
         self.add_dialog(TextPrompt("name_prompt"))
-        self.add_dialog(WaterfallDialog("main", [self._ask_name, self._remember_name, self._serve]))
-        self.initial_dialog_id = "main"
+        self.add_dialog(ChoicePrompt("operation_prompt"))
+        self.add_dialog(WaitForOperationDialog(records, clock))
+        self.add_dialog(
+            WaterfallDialog(
+                WATERFALL,
+                [self._ask_name, self._remember_name, self._offer_operations, self._start_operation, self._tell_result],
+            )
+        )
+        self.initial_dialog_id = WATERFALL
 
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
         if display_name(await get_profile(self._profiles, step.context)):
@@ -31,16 +55,58 @@ class MainDialog(ComponentDialog):
         return await step.prompt("name_prompt", PromptOptions(prompt=MessageFactory.text(NAME_PROMPT)))
 
     async def _remember_name(self, step: WaterfallStepContext) -> DialogTurnResult:
-        profile = await get_profile(self._profiles, step.context)
         if step.result is not None:
+            profile = await get_profile(self._profiles, step.context)
             name = " ".join(str(step.result).split())[:MAX_NAME_LENGTH] or "friend"
             profile["name"] = name
             await step.context.send_activity(f"Nice to meet you, {name}! I'll remember your name.")
         return await step.next(None)
 
-    async def _serve(self, step: WaterfallStepContext) -> DialogTurnResult:
-        profile = await get_profile(self._profiles, step.context)
-        text = (step.context.activity.text or "").strip()
-        if step.context.activity.type == "message" and text and text != profile.get("name"):
-            await step.context.send_activity(f"{display_name(profile)}, you said: {text}")
-        return await step.end_dialog()
+    async def _offer_operations(self, step: WaterfallStepContext) -> DialogTurnResult:
+        operations = all_operations()
+        name = display_name(await get_profile(self._profiles, step.context)) or "friend"
+        lines = [f"{n}. {op.name} — {op.description}" for n, op in enumerate(operations, start=1)]
+        text = f"Which long operation shall I run, {name}?\n\n" + "\n".join(lines)
+        retry = "Please answer with the number or the name of an operation:\n\n" + "\n".join(lines)
+        return await step.prompt(
+            "operation_prompt",
+            PromptOptions(
+                prompt=MessageFactory.text(text),
+                retry_prompt=MessageFactory.text(retry),
+                choices=[Choice(value=op.name) for op in operations],
+                style=ListStyle.none,
+            ),
+        )
+
+    async def _start_operation(self, step: WaterfallStepContext) -> DialogTurnResult:
+        operation: Operation = next(op for op in all_operations() if op.name == step.result.value)
+        record = await self._records.get(step.context, new_record)
+        pending = start_pending(operation.name, resolve_parameters(operation, None), self._clock(), self._timeout)
+        record["pendingOperation"] = pending
+        message = operation_request(pending, record["reference"])
+
+        async def enqueue() -> None:
+            await self._enqueue(message)
+
+        add_effect_after_commit(step.context, enqueue)
+        await step.context.send_activity(
+            f"Starting the {operation.name}. It will take a while; I'll tell you here when it's done "
+            f"(at the latest in {describe_duration(self._timeout)})."
+        )
+        return await step.begin_dialog(WaitForOperationDialog.__name__)
+
+    async def _tell_result(self, step: WaterfallStepContext) -> DialogTurnResult:
+        result: dict[str, Any] = step.result or {}
+        name = result.get("name", "operation")
+        outcome = result.get("outcome")
+        if outcome == SUCCEEDED:
+            await step.context.send_activity(f"Thanks for waiting. {result.get('text', '')}")
+        elif outcome == TIMED_OUT:
+            await step.context.send_activity(
+                f"Sorry, the {name} timed out: no result came within {describe_duration(self._timeout)}."
+            )
+        elif outcome == CANCELLED:
+            await step.context.send_activity(f"Cancelled the {name}. If its result still arrives, I'll ignore it.")
+        else:
+            await step.context.send_activity(f"Sorry, the {name} failed. {result.get('text', '')}".strip())
+        return await step.replace_dialog(WATERFALL)

@@ -1,0 +1,63 @@
+"""Waiting for a long operation: answers the user meanwhile, ends when the result arrives,
+the user cancels, or the deadline passes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botbuilder.core import StatePropertyAccessor
+from botbuilder.dialogs import Dialog, DialogContext, DialogTurnResult
+from botbuilder.schema import Activity, ActivityTypes
+
+from bot_logic.clock import Clock
+from bot_logic.conversation_record import new_record
+from bot_logic.operation_messages import RESULT_EVENT
+from bot_logic.pending_operation import describe_duration
+
+CANCEL_WORDS = {"cancel", "stop", "abort"}
+TIMED_OUT = "timed_out"
+CANCELLED = "cancelled"
+
+
+class WaitForOperationDialog(Dialog):
+    def __init__(self, records: StatePropertyAccessor, clock: Clock) -> None:
+        super().__init__(WaitForOperationDialog.__name__)
+        self._records = records
+        self._clock = clock
+
+    async def begin_dialog(self, dialog_context: DialogContext, options: object = None) -> DialogTurnResult:
+        return Dialog.end_of_turn
+
+    async def continue_dialog(self, dialog_context: DialogContext) -> DialogTurnResult:
+        context = dialog_context.context
+        activity = context.activity
+        record = await self._records.get(context, new_record)
+        pending: dict[str, Any] | None = record.get("pendingOperation")
+        if pending is None:  # cleared elsewhere (e.g. expiry); nothing to wait for
+            return await dialog_context.end_dialog({"outcome": CANCELLED, "name": "operation"})
+
+        if activity.type == ActivityTypes.event and activity.name == RESULT_EVENT:
+            value = activity.value or {}
+            if value.get("operationId") != pending["id"]:
+                return Dialog.end_of_turn
+            record["pendingOperation"] = None
+            return await dialog_context.end_dialog({**value, "name": pending["name"]})
+
+        if activity.type != ActivityTypes.message:
+            return Dialog.end_of_turn
+
+        now = self._clock()
+        if now >= pending["deadline"]:
+            record["pendingOperation"] = None
+            return await dialog_context.end_dialog({"outcome": TIMED_OUT, **pending})
+        if (activity.text or "").strip().lower() in CANCEL_WORDS:
+            record["pendingOperation"] = None
+            return await dialog_context.end_dialog({"outcome": CANCELLED, "name": pending["name"]})
+
+        await context.send_activity(Activity(type=ActivityTypes.typing))
+        elapsed = describe_duration(now - pending["startedAt"])
+        await context.send_activity(
+            f"Still performing the long operation: {pending['name']} ... (running for {elapsed}). "
+            "Write 'cancel' to stop waiting."
+        )
+        return Dialog.end_of_turn

@@ -1,0 +1,76 @@
+"""Results and progress the worker posts back as Direct Line events: trust, then resume.
+
+The event arrives in the worker's own Direct Line conversation. Only after its signature
+verifies and it has not expired does the bot continue the user's original conversation
+(named inside the signed payload); there the pending operation must match, or nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from botbuilder.core import CloudAdapterBase, TurnContext
+from botbuilder.schema import Activity, ActivityTypes, ConversationReference
+
+from bot_logic.clock import Clock
+from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT
+from services.signing import signature_valid
+
+logger = logging.getLogger(__name__)
+
+OPERATION_EVENTS = (RESULT_EVENT, PROGRESS_EVENT)
+
+
+def is_operation_event(activity: Activity) -> bool:
+    return activity.type == ActivityTypes.event and activity.name in OPERATION_EVENTS
+
+
+def refusal_reason(activity: Activity, signing_key: str, now: float) -> str | None:
+    """Why the event must be refused, or None if it is trustworthy."""
+    value = activity.value
+    if not isinstance(value, dict):
+        return "its value is not an object"
+    if not signature_valid(value, signing_key):
+        return "its signature does not verify"
+    if value.get("event") != activity.name:
+        return "it was signed for another event"
+    expires_at = value.get("expiresAt")
+    if not isinstance(expires_at, (int, float)) or now >= expires_at:
+        return "it has expired"
+    reference = value.get("conversation")
+    if not isinstance(reference, dict) or not isinstance(reference.get("conversation"), dict):
+        return "it names no conversation"
+    return None
+
+
+async def resume_conversation(
+    context: TurnContext,
+    adapter: CloudAdapterBase,
+    bot_app_id: str,
+    signing_key: str,
+    clock: Clock,
+    run_turn: Callable[[TurnContext], Awaitable[None]],
+) -> None:
+    """Verify an operation event and, if trusted, run a turn in the conversation it names."""
+    activity = context.activity
+    reason = refusal_reason(activity, signing_key, clock())
+    value: Any = activity.value if isinstance(activity.value, dict) else {}
+    if reason:
+        logger.warning(
+            "refused %s event for operation %r from conversation %s (sender %s): %s",
+            activity.name,
+            value.get("operationId"),
+            activity.conversation.id,
+            activity.from_property.id if activity.from_property else None,
+            reason,
+        )
+        return
+    reference = ConversationReference().deserialize(value["conversation"])
+    continuation = reference.get_continuation_activity()
+    # get_continuation_activity() carries no value: put the event back, as the C# sample does.
+    continuation.name = activity.name
+    continuation.value = value
+    claims = adapter.create_claims_identity(bot_app_id)
+    await adapter.process_proactive(claims, continuation, None, run_turn)

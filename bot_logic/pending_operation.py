@@ -1,0 +1,24 @@
+"""The operation a conversation is waiting for, kept in its ConversationRecord."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+
+def start_pending(name: str, parameters: dict[str, int], now: float, timeout_seconds: int) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "name": name,
+        "parameters": parameters,
+        "startedAt": now,
+        "deadline": now + timeout_seconds,
+    }
+
+
+def describe_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{minutes} min {rest} s" if rest else f"{minutes} min"

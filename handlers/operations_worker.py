@@ -1,0 +1,140 @@
+"""The queue-triggered worker: run one long operation and post its result to the bot over Direct Line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot_logic.clock import Clock, system_clock
+from bot_logic.operation_messages import (
+    FAILED,
+    PROGRESS_EVENT,
+    RESULT_EVENT,
+    SUCCEEDED,
+    MalformedRequest,
+    parse_operation_request,
+    progress_payload,
+    result_payload,
+)
+from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
+from services.directline_client import DirectLineClient
+from services.signing import sign
+
+logger = logging.getLogger(__name__)
+
+WORKER_ID = "operations-worker"
+
+
+@dataclass(frozen=True)
+class QueueMessageData:
+    id: str
+    body: bytes  # already decoded per host.json's messageEncoding
+    dequeue_count: int
+
+
+@dataclass
+class WorkerDependencies:
+    directline: DirectLineClient
+    signing_key: str
+    max_dequeue_count: int
+    send_to_poison: Callable[[bytes], Awaitable[None]]
+    clock: Clock = system_clock
+    progress_interval: float = 5.0  # seconds between progress messages, at most one per 10 %
+
+
+class RetryOperation(Exception):
+    """Raised to let the queue deliver the message again (the host retries, then poisons)."""
+
+
+class _ResultChannel:
+    """One Direct Line conversation per operation run, opened on first use."""
+
+    def __init__(self, client: DirectLineClient) -> None:
+        self._client = client
+        self._conversation: tuple[str, str] | None = None
+
+    async def post(self, name: str, value: dict[str, Any]) -> None:
+        def post_sync() -> None:
+            if self._conversation is None:
+                self._conversation = self._client.start_conversation()
+            conversation_id, token = self._conversation
+            self._client.post_event(conversation_id, token, name, value, WORKER_ID)
+
+        await asyncio.to_thread(post_sync)
+
+
+async def handle_operation_message(message: QueueMessageData, deps: WorkerDependencies) -> str:
+    """Returns what happened ("succeeded", "failed", "poisoned", "expired"); raises RetryOperation to retry."""
+    try:
+        request = parse_operation_request(message.body)
+    except MalformedRequest as error:
+        logger.error("queue message %s moved to the poison queue: %s", message.id, error)
+        await deps.send_to_poison(message.body)
+        return "poisoned"
+
+    operation_id = request["operationId"]
+    if deps.clock() >= request["deadline"]:
+        # The bot has told (or will tell) the user it timed out; its result would be refused.
+        logger.warning("operation %s picked up after its deadline; dropped", operation_id)
+        return "expired"
+
+    channel = _ResultChannel(deps.directline)
+
+    async def report(outcome: str, text: str) -> str:
+        await channel.post(RESULT_EVENT, sign(result_payload(request, outcome, text), deps.signing_key))
+        logger.info("operation %s (%s) %s", operation_id, request["operation"], outcome)
+        return outcome
+
+    try:
+        operation = get_operation(request["operation"])
+        parameters = resolve_parameters(operation, request.get("parameters"))
+    except UnknownOperation:
+        return await report(FAILED, f"I don't know an operation called {request['operation']!r}.")
+    except InvalidParameters as error:
+        return await report(FAILED, f"Its parameters were not valid: {error}")
+
+    progress = _ProgressRelay(channel, request, deps)
+    try:
+        text = await operation.run(parameters, progress)
+    except OperationFailed as error:
+        # A failure in plain words is final: running it again would fail the same way.
+        return await report(FAILED, str(error))
+    except Exception as error:
+        if message.dequeue_count < deps.max_dequeue_count:
+            logger.warning(
+                "operation %s failed on delivery %d of %d; the queue will retry",
+                operation_id,
+                message.dequeue_count,
+                deps.max_dequeue_count,
+                exc_info=True,
+            )
+            raise RetryOperation(str(error)) from error
+        logger.exception("operation %s failed on its last delivery", operation_id)
+        return await report(FAILED, f"It failed {deps.max_dequeue_count} times ({type(error).__name__}: {error}).")
+    return await report(SUCCEEDED, text)
+
+
+class _ProgressRelay:
+    """Relays progress at a sensible rate: at most one message per progress_interval and per 10 %."""
+
+    def __init__(self, channel: _ResultChannel, request: dict[str, Any], deps: WorkerDependencies) -> None:
+        self._channel = channel
+        self._request = request
+        self._deps = deps
+        self._last_percent = 0
+        self._last_time = deps.clock()
+
+    async def __call__(self, fraction: float) -> None:
+        percent = int(max(0.0, min(1.0, fraction)) * 100)
+        now = self._deps.clock()
+        if percent >= 100 or percent - self._last_percent < 10 or now - self._last_time < self._deps.progress_interval:
+            return
+        self._last_percent, self._last_time = percent, now
+        payload = sign(progress_payload(self._request, percent), self._deps.signing_key)
+        try:
+            await self._channel.post(PROGRESS_EVENT, payload)
+        except Exception:
+            logger.warning("progress of operation %s not delivered", self._request["operationId"], exc_info=True)

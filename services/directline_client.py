@@ -1,0 +1,83 @@
+"""The worker's side of Direct Line (REST API 3.0, with requests): start a conversation
+with the secret and post event activities to the bot. 429 and 5xx are retried with
+backoff, honouring Retry-After, a bounded number of times."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+RETRYABLE = {429, 500, 502, 503, 504}
+
+
+class DirectLineError(Exception):
+    pass
+
+
+class DirectLineClient:
+    def __init__(
+        self,
+        endpoint: str,
+        secret: str,
+        session: requests.Session | None = None,
+        max_attempts: int = 5,
+        base_delay: float = 0.5,
+        max_delay: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+        timeout: float = 30.0,
+    ) -> None:
+        self._endpoint = endpoint.rstrip("/")
+        self._secret = secret
+        self._session = session or requests.Session()
+        self._max_attempts = max_attempts
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._sleep = sleep
+        self._timeout = timeout
+
+    def _request(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        url = f"{self._endpoint}{path}"
+        for attempt in range(1, self._max_attempts + 1):
+            try:
+                response = self._session.request(
+                    method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=self._timeout
+                )
+            except requests.RequestException as error:
+                status, retry_after, reason = None, None, str(error)
+            else:
+                if response.status_code < 400:
+                    return response.json() if response.content else {}
+                status, retry_after, reason = response.status_code, response.headers.get("Retry-After"), response.text
+                if status not in RETRYABLE:
+                    raise DirectLineError(f"{method} {path}: HTTP {status}: {reason[:200]}")
+            if attempt == self._max_attempts:
+                break
+            delay = self._delay(attempt, retry_after)
+            logger.warning("Direct Line %s %s failed (%s); retrying in %.1fs", method, path, status or reason, delay)
+            self._sleep(delay)
+        raise DirectLineError(f"{method} {path}: gave up after {self._max_attempts} attempts ({status or reason})")
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        if retry_after:
+            try:
+                return min(self._max_delay, max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: fall back to backoff
+        return min(self._max_delay, self._base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+    def start_conversation(self) -> tuple[str, str]:
+        """A new conversation; returns (conversation id, its token)."""
+        answer = self._request("POST", "/conversations", self._secret, {})
+        return answer["conversationId"], answer.get("token") or self._secret
+
+    def post_event(self, conversation_id: str, token: str, name: str, value: Any, sender_id: str) -> str:
+        activity = {"type": "event", "name": name, "value": value, "from": {"id": sender_id, "name": sender_id}}
+        answer = self._request("POST", f"/conversations/{conversation_id}/activities", token, activity)
+        return str(answer.get("id", ""))
