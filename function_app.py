@@ -3,13 +3,21 @@ into plain data and calls a handler; everything else lives in handlers/, bot_log
 operations/ and services/. Heavy SDKs are imported on first use, not here, to keep
 cold starts short."""
 
+import logging
+
 import azure.functions as func
 
+from bot_logic.expiry import check_expiry_settings
 from handlers.http_types import HttpRequestData
 from services.settings import load_settings
 
 # Fail at start-up, naming the setting, rather than on the first message.
-load_settings()
+_settings = load_settings()
+_expiry_warning = check_expiry_settings(
+    _settings.expire_after_seconds, _settings.cosmos_time_to_live, _settings.sweep_schedule
+)
+if _expiry_warning:
+    logging.getLogger(__name__).warning(_expiry_warning)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
@@ -44,3 +52,12 @@ async def operations_worker(message: func.QueueMessage) -> None:
 
     data = QueueMessageData(id=message.id or "", body=message.get_body(), dequeue_count=message.dequeue_count or 1)
     await handle_operation_message(data, await get_worker_dependencies())
+
+
+@app.function_name("sweeper")
+@app.timer_trigger(arg_name="timer", schedule="%SweepSchedule%", run_on_startup=False, use_monitor=True)
+async def sweeper(timer: func.TimerRequest) -> None:
+    from handlers.sweeper import handle_sweep
+    from services.runtime import build_sweeper_dependencies, get_runtime
+
+    await handle_sweep(await build_sweeper_dependencies(await get_runtime()))

@@ -13,6 +13,7 @@ from botbuilder.schema import ChannelAccount
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY, already_handled, new_record, remember_activity
 from bot_logic.dialogs.main_dialog import MainDialog
+from bot_logic.expiry import WELCOME_BACK_TEXT, is_expired
 from bot_logic.operation_events import is_operation_event
 from bot_logic.operation_messages import PROGRESS_EVENT
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
@@ -33,7 +34,10 @@ class LongOperationBot(ActivityHandler):
         enqueue: Enqueue,
         clock: Clock,
         operation_timeout_seconds: int,
+        expire_after_seconds: int,
     ) -> None:
+        self._conversation_state = conversation_state
+        self._expire_after_seconds = expire_after_seconds
         self.records = conversation_state.create_property(RECORD_PROPERTY)
         self._dialog_state = conversation_state.create_property("DialogState")
         self.profiles = user_state.create_property(PROFILE_PROPERTY)
@@ -53,8 +57,22 @@ class LongOperationBot(ActivityHandler):
                 activity.conversation.id,
             )
             return
-        remember_activity(record, activity, self._clock())
+        now = self._clock()
+        if is_expired(record, self._expire_after_seconds, now):
+            record = self._start_over(turn_context)
+            await turn_context.send_activity(WELCOME_BACK_TEXT)
+        remember_activity(record, activity, now)
         await super().on_turn(turn_context)
+
+    def _start_over(self, turn_context: TurnContext) -> dict[str, Any]:
+        """Clear the conversation's state in place (keeping its etag, so the commit stays conditional)."""
+        state = self._conversation_state.get(turn_context)
+        kept = {key: state[key] for key in ("e_tag",) if key in state}
+        state.clear()
+        state.update(kept)
+        record = new_record()
+        state[RECORD_PROPERTY] = record
+        return record
 
     async def _on_operation_event(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
         """A verified result or progress event, continued into the user's conversation."""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
-from botbuilder.core import ConversationState, UserState
+from botbuilder.core import ConversationState, TurnContext, UserState
+from botbuilder.schema import ConversationReference
 
 from bot_logic.bot import LongOperationBot
 from bot_logic.clock import Clock, system_clock
 from bot_logic.expiry import conversation_index_fields
 from handlers.operations_worker import WorkerDependencies
+from handlers.sweeper import SweeperDependencies
 from services.bot_adapter import FunctionsBotAdapter, create_authentication
 from services.cosmos import CosmosAccount
 from services.cosmos_storage import CosmosStorage, StorageCounters
@@ -40,9 +43,8 @@ class BotRuntime:
 def build_runtime(settings: Settings, clock: Clock = system_clock) -> BotRuntime:
     cosmos = CosmosAccount(settings)
     counters = StorageCounters()
-    conversation_storage = CosmosStorage(
-        cosmos.conversation_container, conversation_index_fields(settings.expire_after_seconds, clock), counters
-    )
+    index_fields = conversation_index_fields(settings.expire_after_seconds, settings.cosmos_time_to_live, clock)
+    conversation_storage = CosmosStorage(cosmos.conversation_container, index_fields, counters)
     user_storage = CosmosStorage(cosmos.user_container, counters=counters)
     conversation_state = ConversationState(conversation_storage)
     user_state = UserState(user_storage)
@@ -53,6 +55,7 @@ def build_runtime(settings: Settings, clock: Clock = system_clock) -> BotRuntime
         enqueue=operation_queue.send,
         clock=clock,
         operation_timeout_seconds=settings.operation_timeout_seconds,
+        expire_after_seconds=settings.expire_after_seconds,
     )
     return BotRuntime(
         settings=settings,
@@ -103,3 +106,26 @@ async def get_worker_dependencies() -> WorkerDependencies:
     if _worker is None:
         _worker = build_worker_dependencies(load_settings())
     return _worker
+
+
+async def build_sweeper_dependencies(runtime: BotRuntime) -> SweeperDependencies:
+    settings = runtime.settings
+
+    async def notify(reference: dict[str, Any], texts: list[str]) -> None:
+        async def send(context: TurnContext) -> None:
+            for text in texts:
+                await context.send_activity(text)
+
+        await runtime.adapter.continue_conversation(
+            ConversationReference().deserialize(reference), send, settings.microsoft_app_id
+        )
+
+    return SweeperDependencies(
+        conversations=runtime.cosmos.conversation_container,
+        notify=notify,
+        clock=runtime.clock,
+        expire_after_seconds=settings.expire_after_seconds,
+        notice_enabled=settings.expiry_notice_enabled,
+        notice_text=settings.expiry_notice_text,
+        counters=runtime.counters,
+    )

@@ -1,0 +1,115 @@
+"""The timer-triggered sweeper: expire idle conversations and tell their users.
+
+Each run asks Cosmos DB for conversations whose `expiresAt` has passed (an indexed range
+query, so its cost follows the number of expired conversations, not all of them), clears
+each with a conditional replace (If-Match its etag: a conversation touched since the
+query is left alone), and only then notifies the user. Overlapping runs race on the same
+etag and only one wins, so each conversation is cleared once and notified at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.cosmos.aio import ContainerProxy
+from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
+
+from bot_logic.clock import Clock
+from bot_logic.conversation_record import RECORD_PROPERTY
+from bot_logic.pending_operation import describe_duration
+from services.cosmos_storage import StorageCounters
+
+logger = logging.getLogger(__name__)
+
+EXPIRED_QUERY = "SELECT TOP @batch * FROM c WHERE c.expiresAt <= @now ORDER BY c.expiresAt"
+
+Notify = Callable[[dict[str, Any], list[str]], Awaitable[None]]  # (conversation reference, texts)
+
+
+@dataclass
+class SweeperDependencies:
+    conversations: Callable[[], Awaitable[ContainerProxy]]
+    notify: Notify
+    clock: Clock
+    expire_after_seconds: int
+    notice_enabled: bool
+    notice_text: str
+    batch_size: int = 100
+    max_batches: int = 20  # bounds one run; the next run continues
+    counters: StorageCounters = field(default_factory=StorageCounters)
+
+
+@dataclass
+class SweepReport:
+    expired: int = 0
+    notified: int = 0
+    skipped: int = 0  # touched or cleared by someone else since the query
+
+
+def notice_texts(record: dict[str, Any], deps: SweeperDependencies) -> list[str]:
+    texts = []
+    pending = record.get("pendingOperation")
+    if pending:
+        texts.append(f"Sorry, the {pending['name']} timed out: no result came in time.")
+    if deps.notice_enabled:
+        minutes = max(1, round(deps.expire_after_seconds / 60))
+        texts.append(deps.notice_text.format(minutes=minutes, duration=describe_duration(deps.expire_after_seconds)))
+    return texts
+
+
+def tombstone(doc: dict[str, Any], now: float) -> dict[str, Any]:
+    """The cleared conversation: only its record survives, marked expired, so the next turn
+    says "Welcome back!". It has no expiresAt (never swept again); the container's TTL removes it."""
+    record = dict((doc.get("document") or {}).get(RECORD_PROPERTY) or {})
+    record.update(expiredAt=now, pendingOperation=None)
+    return {"id": doc["id"], "realId": doc.get("realId"), "document": {RECORD_PROPERTY: record}}
+
+
+async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
+    container = await deps.conversations()
+    report = SweepReport()
+    for _ in range(deps.max_batches):
+        now = deps.clock()
+        deps.counters.queries += 1
+        batch = [
+            doc
+            async for doc in container.query_items(
+                EXPIRED_QUERY, parameters=[{"name": "@batch", "value": deps.batch_size}, {"name": "@now", "value": now}]
+            )
+        ]
+        for doc in batch:
+            await _expire(container, doc, now, deps, report)
+        if len(batch) < deps.batch_size:
+            break
+    if report.expired or report.skipped:
+        logger.info("sweep: %d expired, %d notified, %d skipped", report.expired, report.notified, report.skipped)
+    return report
+
+
+async def _expire(
+    container: ContainerProxy, doc: dict[str, Any], now: float, deps: SweeperDependencies, report: SweepReport
+) -> None:
+    deps.counters.writes += 1
+    try:
+        await container.replace_item(
+            item=doc["id"], body=tombstone(doc, now), etag=doc["_etag"], match_condition=MatchConditions.IfNotModified
+        )
+    except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+        report.skipped += 1
+        return
+    report.expired += 1
+    record = (doc.get("document") or {}).get(RECORD_PROPERTY) or {}
+    texts = notice_texts(record, deps)
+    reference = record.get("reference")
+    if not texts or not reference:
+        return
+    try:
+        await deps.notify(reference, texts)
+        report.notified += 1
+    except Exception:
+        # At most once: the conversation is already cleared; a lost notice is not retried.
+        logger.warning("could not notify expired conversation %s", doc.get("realId"), exc_info=True)

@@ -1,0 +1,167 @@
+"""The worker handler, called directly, with a Direct Line client that records what it posts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT
+from handlers.operations_worker import QueueMessageData, RetryOperation, WorkerDependencies, handle_operation_message
+from operations import Operation, OperationFailed, Parameter, register
+from services.signing import signature_valid
+
+KEY = "s" * 40
+
+
+class RecordingDirectLine:
+    """Stands in for the Direct Line service, which cannot run inside a unit test."""
+
+    def __init__(self) -> None:
+        self.conversations = 0
+        self.posts: list[tuple[str, dict[str, Any]]] = []
+
+    def start_conversation(self) -> tuple[str, str]:
+        self.conversations += 1
+        return f"worker-{self.conversations}", "token"
+
+    def post_event(self, conversation_id: str, token: str, name: str, value: Any, sender_id: str) -> str:
+        self.posts.append((name, value))
+        return f"{conversation_id}|{len(self.posts)}"
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def request(operation: str, deadline: float = 5000.0, **extra: Any) -> bytes:
+    body = {
+        "operationId": "op-1",
+        "operation": operation,
+        "parameters": {},
+        "conversation": {"conversation": {"id": "c1"}, "serviceUrl": "http://127.0.0.1:1/", "channelId": "directline"},
+        "deadline": deadline,
+        **extra,
+    }
+    return json.dumps(body).encode()
+
+
+@pytest.fixture
+def directline() -> RecordingDirectLine:
+    return RecordingDirectLine()
+
+
+@pytest.fixture
+def poisoned() -> list[bytes]:
+    return []
+
+
+@pytest.fixture
+def deps(directline: RecordingDirectLine, poisoned: list[bytes]) -> WorkerDependencies:
+    async def to_poison(body: bytes) -> None:
+        poisoned.append(body)
+
+    return WorkerDependencies(
+        directline=directline,  # type: ignore[arg-type]
+        signing_key=KEY,
+        max_dequeue_count=3,
+        send_to_poison=to_poison,
+        clock=FakeClock(),
+        progress_interval=0.0,
+    )
+
+
+def temporary(name: str, run: Any) -> Iterator[None]:
+    unregister = register(Operation(name=name, description="test", parameters=(Parameter("n", "n", 1, 0, 9),), run=run))
+    yield
+    unregister()
+
+
+@pytest.fixture
+def counting_operation() -> Iterator[None]:
+    async def run(parameters: Any, progress: Any) -> str:
+        for step in range(1, 5):
+            await progress(step / 4)
+        return f"counted to {parameters['n']}"
+
+    yield from temporary("counting test", run)
+
+
+@pytest.fixture
+def broken_operation() -> Iterator[None]:
+    async def run(parameters: Any, progress: Any) -> str:
+        raise RuntimeError("disk on fire")
+
+    yield from temporary("broken test", run)
+
+
+@pytest.fixture
+def refusing_operation() -> Iterator[None]:
+    async def run(parameters: Any, progress: Any) -> str:
+        raise OperationFailed("The range is empty.")
+
+    yield from temporary("refusing test", run)
+
+
+async def test_success_posts_one_signed_result_after_progress(
+    deps: WorkerDependencies, directline: RecordingDirectLine, counting_operation: None
+) -> None:
+    outcome = await handle_operation_message(QueueMessageData("m1", request("counting test"), 1), deps)
+    assert outcome == "succeeded"
+    names = [name for name, _ in directline.posts]
+    assert names[-1] == RESULT_EVENT and names.count(RESULT_EVENT) == 1
+    assert PROGRESS_EVENT in names
+    result = directline.posts[-1][1]
+    assert result["text"] == "counted to 1" and result["outcome"] == "succeeded"
+    assert signature_valid(result, KEY)
+    assert directline.conversations == 1  # progress and result share one Direct Line conversation
+
+
+async def test_unexpected_failure_is_retried_then_reported_once(
+    deps: WorkerDependencies, directline: RecordingDirectLine, broken_operation: None
+) -> None:
+    for delivery in (1, 2):
+        with pytest.raises(RetryOperation):
+            await handle_operation_message(QueueMessageData("m1", request("broken test"), delivery), deps)
+    assert directline.posts == []
+    assert await handle_operation_message(QueueMessageData("m1", request("broken test"), 3), deps) == "failed"
+    [(name, value)] = directline.posts
+    assert name == RESULT_EVENT and value["outcome"] == "failed"
+    assert "disk on fire" in value["text"] and signature_valid(value, KEY)
+
+
+async def test_failure_in_plain_words_is_reported_at_once(
+    deps: WorkerDependencies, directline: RecordingDirectLine, refusing_operation: None
+) -> None:
+    assert await handle_operation_message(QueueMessageData("m1", request("refusing test"), 1), deps) == "failed"
+    assert directline.posts[-1][1]["text"] == "The range is empty."
+
+
+async def test_unknown_operation_is_reported(deps: WorkerDependencies, directline: RecordingDirectLine) -> None:
+    assert await handle_operation_message(QueueMessageData("m1", request("no such thing"), 1), deps) == "failed"
+    assert "no such thing" in directline.posts[-1][1]["text"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"not json", b"[1]", json.dumps({"operationId": "x"}).encode(), request("x", deadline="soon")],  # type: ignore[arg-type]
+)
+async def test_undecodable_message_goes_to_poison(
+    deps: WorkerDependencies, directline: RecordingDirectLine, poisoned: list[bytes], body: bytes
+) -> None:
+    assert await handle_operation_message(QueueMessageData("m1", body, 1), deps) == "poisoned"
+    assert poisoned == [body]
+    assert directline.posts == []
+
+
+async def test_message_past_its_deadline_is_dropped(
+    deps: WorkerDependencies, directline: RecordingDirectLine, counting_operation: None
+) -> None:
+    assert await handle_operation_message(QueueMessageData("m1", request("counting test", 999.0), 1), deps) == "expired"
+    assert directline.posts == []
