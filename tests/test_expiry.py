@@ -168,7 +168,9 @@ async def test_conversation_touched_between_query_and_clear_survives(
     assert fresh["document"][RECORD_PROPERTY]["expiredAt"] is None
 
 
-async def test_overlapping_sweeps_notify_once(runtime: BotRuntime, connector: RecordingConnector, clock: FakeClock) -> None:
+async def test_overlapping_sweeps_notify_once(
+    runtime: BotRuntime, connector: RecordingConnector, clock: FakeClock
+) -> None:
     conversations = [await named_conversation(runtime, connector, f"Overlap{n}") for n in range(4)]
     clock.now += EXPIRE + 1
     notified: list[tuple[str, list[str]]] = []
