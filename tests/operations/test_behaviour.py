@@ -1,0 +1,121 @@
+"""What the worker relies on from every built-in operation: progress, responsiveness, determinism, plain failures."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from operations import Operation, OperationFailed, all_operations, get_operation
+
+# Small runs (well under a second) and medium runs (~0.3-1 s: long enough to watch the event loop).
+SMALL: dict[str, dict[str, int]] = {
+    "prime report": {"start": 1, "end": 50_000},
+    "sales report": {"orders": 2_000, "seed": 1},
+    "risk simulation": {"simulations": 2_000, "days": 5, "seed": 1},
+    "route report": {"size": 30, "seed": 1},
+}
+MEDIUM: dict[str, dict[str, int]] = {
+    "prime report": {"start": 1, "end": 12_000_000},
+    "sales report": {"orders": 200_000},
+    "risk simulation": {"simulations": 120_000},
+    "route report": {"size": 200},
+}
+BUILTIN = [op.name for op in all_operations()]
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.fractions: list[float] = []
+
+    async def __call__(self, fraction: float) -> None:
+        self.fractions.append(fraction)
+
+
+def test_every_builtin_has_test_sizes() -> None:
+    assert set(BUILTIN) <= set(SMALL) and set(BUILTIN) <= set(MEDIUM)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+async def test_small_runs_are_fast_and_deterministic(name: str) -> None:
+    operation = get_operation(name)
+    started = time.perf_counter()
+    first = await operation.run(SMALL[name], Recorder())
+    elapsed = time.perf_counter() - started
+    second = await operation.run(SMALL[name], Recorder())
+    assert first == second
+    assert first.strip() and len(first) < 600 and len(first.splitlines()) <= 6
+    assert elapsed < 1.0
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+async def test_progress_is_monotonic_and_ends_at_one(name: str) -> None:
+    progress = Recorder()
+    await get_operation(name).run(MEDIUM[name], progress)
+    fractions = progress.fractions
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert fractions.count(1.0) == 1
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert fractions == sorted(fractions)
+    assert len(fractions) >= 3  # something in between, not just start and end
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+async def test_event_loop_stays_responsive(name: str) -> None:
+    operation: Operation = get_operation(name)
+    gaps: list[float] = []
+    running = True
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while running:
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    try:
+        await operation.run(MEDIUM[name], Recorder())
+    finally:
+        running = False
+        await task
+    assert len(gaps) > 10  # the ticker really ran alongside the operation
+    assert max(gaps) < 0.5
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+async def test_cancellation_is_prompt(name: str) -> None:
+    task = asyncio.create_task(get_operation(name).run(MEDIUM[name], Recorder()))
+    await asyncio.sleep(0.05)
+    started = time.perf_counter()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.perf_counter() - started < 0.5
+    await asyncio.sleep(0.3)  # let the abandoned chunk finish before the next test measures timings
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+@pytest.mark.parametrize("bad", [{"no such thing": 1}, "out of range"])
+async def test_bad_parameters_fail_plainly(name: str, bad: object) -> None:
+    operation = get_operation(name)
+    if bad == "out of range":
+        first = operation.parameters[0]
+        bad = {first.name: first.maximum + 1}
+    progress = Recorder()
+    with pytest.raises(OperationFailed) as caught:
+        await operation.run(bad, progress)
+    message = str(caught.value)
+    assert message.endswith(".") and "Traceback" not in message
+    assert progress.fractions == []  # rejected before any work started
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+async def test_defaults_accepted_from_an_empty_mapping(name: str) -> None:
+    """Only checks that defaults resolve; running them is minutes of CPU, measured outside the tests."""
+    from operations import resolve_parameters
+
+    operation = get_operation(name)
+    assert set(resolve_parameters(operation, {})) == {p.name for p in operation.parameters}

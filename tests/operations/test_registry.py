@@ -1,0 +1,153 @@
+"""Registry behaviour: lookup, parameter validation, the register/unregister extension point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+import operations
+from operations import (
+    InvalidParameters,
+    Operation,
+    OperationFailed,
+    Parameter,
+    ProgressCallback,
+    UnknownOperation,
+    all_operations,
+    get_operation,
+    register,
+    resolve_parameters,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _always_fails(parameters: Mapping[str, int], progress: ProgressCallback) -> str:
+    await progress(0.0)
+    raise OperationFailed("This operation always fails.")
+
+
+FAILING = Operation(
+    name="Always Fails",
+    description="Fails on purpose (tests only).",
+    parameters=(Parameter("tries", "How many times", default=1, minimum=1, maximum=3),),
+    run=_always_fails,
+)
+
+
+def test_package_reexports_the_contract() -> None:
+    for name in operations.__all__:
+        assert getattr(operations, name) is getattr(operations.registry, name)
+
+
+def test_at_least_three_builtin_operations_in_menu_order() -> None:
+    ops = all_operations()
+    names = [op.name for op in ops]
+    assert len(ops) >= 3
+    assert names[:4] == ["prime report", "sales report", "risk simulation", "route report"]
+    assert len(set(names)) == len(names)
+    for op in ops:
+        assert op.name == op.name.lower().strip() and op.name
+        assert op.description and "\n" not in op.description
+        for p in op.parameters:
+            assert p.minimum <= p.default <= p.maximum
+
+
+def test_lookup_is_case_and_space_insensitive() -> None:
+    prime = get_operation("prime report")
+    assert get_operation("PRIME Report") is prime
+    assert get_operation("  prime   report ") is prime
+
+
+def test_unknown_operation() -> None:
+    with pytest.raises(UnknownOperation) as caught:
+        get_operation("tea report")
+    assert isinstance(caught.value, KeyError)
+    assert "tea report" in str(caught.value)
+    assert not str(caught.value).startswith('"')  # plain words, not a KeyError repr
+
+
+def test_defaults_filled_in() -> None:
+    op = get_operation("risk simulation")
+    defaults = {p.name: p.default for p in op.parameters}
+    assert resolve_parameters(op, None) == defaults
+    assert resolve_parameters(op, {}) == defaults
+    assert resolve_parameters(op, {"days": 5}) == {**defaults, "days": 5}
+
+
+def test_values_converted_to_int() -> None:
+    op = get_operation("prime report")
+    assert resolve_parameters(op, {"END": "20,000,000", "Start": 3.0}) == {"start": 3, "end": 20_000_000}
+    assert resolve_parameters(op, {"end": " 1 000 "})["end"] == 1000
+
+
+@pytest.mark.parametrize("value", [True, 2.5, "ten", "", None, [1], "1e6"])
+def test_non_integers_rejected(value: object) -> None:
+    with pytest.raises(InvalidParameters, match="whole number"):
+        resolve_parameters(get_operation("prime report"), {"end": value})
+
+
+@pytest.mark.parametrize("value", [0, -5, 5_000_000_001])
+def test_out_of_range_rejected(value: int) -> None:
+    with pytest.raises(InvalidParameters, match="between 1 and 5,000,000,000"):
+        resolve_parameters(get_operation("prime report"), {"end": value})
+
+
+def test_range_bounds_are_inclusive() -> None:
+    op = get_operation("risk simulation")
+    assert resolve_parameters(op, {"days": 1})["days"] == 1
+    assert resolve_parameters(op, {"days": 252})["days"] == 252
+
+
+def test_unknown_parameter_rejected() -> None:
+    with pytest.raises(InvalidParameters, match=r"no parameter called 'size'.*start, end"):
+        resolve_parameters(get_operation("prime report"), {"size": 3})
+
+
+def test_parameter_default_must_be_in_range() -> None:
+    with pytest.raises(ValueError, match="outside"):
+        Parameter("n", "a count", default=0, minimum=1, maximum=10)
+
+
+async def test_register_and_unregister() -> None:
+    before = all_operations()
+    unregister = register(FAILING)
+    try:
+        assert all_operations() == (*before, FAILING)
+        assert get_operation("always fails") is FAILING
+        assert resolve_parameters(FAILING, None) == {"tries": 1}
+
+        async def progress(fraction: float) -> None:
+            pass
+
+        with pytest.raises(OperationFailed, match="always fails"):
+            await get_operation("always fails").run({"tries": 1}, progress)
+        with pytest.raises(ValueError, match="already registered"):
+            register(FAILING)
+        with pytest.raises(ValueError, match="already registered"):
+            register(get_operation("prime report"))
+    finally:
+        unregister()
+    assert all_operations() == before
+    with pytest.raises(UnknownOperation):
+        get_operation("always fails")
+    unregister()  # a second call is harmless
+    assert all_operations() == before
+
+
+def test_import_is_cheap() -> None:
+    """Importing the package loads no operation module and nothing outside the stdlib."""
+    code = (
+        "import sys; before = set(sys.modules); import operations; "
+        "new = sorted(set(sys.modules) - before); print('\\n'.join(new))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded = result.stdout.split()
+    ours = [m for m in loaded if m == "operations" or m.startswith("operations.")]
+    assert ours == ["operations", "operations.registry"]
+    foreign = [m for m in loaded if m not in ours and m.split(".")[0] not in sys.stdlib_module_names]
+    assert foreign == []
