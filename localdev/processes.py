@@ -70,9 +70,9 @@ def spawn(
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"{name}.log"
-        output = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        output = open(log_path, "ab")
     else:
-        output = open(os.devnull, "wb")  # noqa: SIM115
+        output = open(os.devnull, "wb")
     try:
         popen = subprocess.Popen(
             list(argv), cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True

@@ -1,0 +1,27 @@
+"""Fixtures for the local Functions host tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localdev.functions_host import HostProcess, spawn_host
+from tests.localdev.helpers import APPS, LOG_DIR
+
+
+@pytest.fixture(scope="module")
+def http_records(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("http-records")
+
+
+@pytest.fixture(scope="module")
+def http_host(http_records: Path) -> Iterator[HostProcess]:
+    host = spawn_host(
+        APPS / "http_app",
+        settings={"RECORD_DIR": str(http_records)},
+        log_path=LOG_DIR / "functions-host-http.log",
+    )
+    yield host
+    assert host.stop() == 0

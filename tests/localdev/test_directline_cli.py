@@ -1,0 +1,68 @@
+"""The command lines: `python -m localdev.directline` and the terminal chat client `python -m localdev.chat_cli`."""
+
+from __future__ import annotations
+
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from localdev.directline import BackgroundLoop
+from localdev.processes import PROJECT_ROOT, free_port
+from tests.support.directline_stack import SECRET, EchoBot
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """One line of the child's stdout, or fail at the deadline."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        if select.select([process.stdout], [], [], remaining)[0]:
+            return process.stdout.readline()
+    raise AssertionError(f"no output within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def domain() -> Iterator[str]:
+    loop = BackgroundLoop("cli-bot")
+    bot = EchoBot()
+    runner, bot_port = loop.run(bot.start())
+    port = free_port()
+    argv = [sys.executable, "-m", "localdev.directline", "--port", str(port), "--secret", SECRET,
+            "--bot-endpoint", f"http://127.0.0.1:{bot_port}/api/messages"]  # fmt: skip
+    server = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert read_line(server, 20) == f"Direct Line listening on http://127.0.0.1:{port}/v3/directline\n"
+        assert read_line(server, 5) == f"Web Chat: http://127.0.0.1:{port}/\n"
+        yield f"http://127.0.0.1:{port}/v3/directline"
+    finally:
+        server.terminate()
+        server.wait(10)
+        loop.run(runner.cleanup())
+        loop.run(bot.close())
+        loop.close()
+
+
+def test_server_command_serves_the_client_api(domain: str) -> None:
+    started = requests.post(f"{domain}/conversations", headers={"Authorization": f"Bearer {SECRET}"}, timeout=10)
+    assert started.status_code == 201
+
+
+@pytest.mark.parametrize("transport", [[], ["--polling", "--poll-interval", "0.2"]], ids=["websocket", "polling"])
+def test_chat_cli_sends_lines_and_prints_replies(domain: str, transport: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "localdev.chat_cli", "--directline", domain, "--secret", SECRET,
+         "--user-id", "terminal", "--linger", "1", *transport],
+        input="hello\ntyping\n", capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "Bot> welcome terminal" in lines
+    assert "Bot> echo: hello" in lines and "Bot> echo: typing" in lines
+    assert not any(line.startswith("terminal") for line in lines)  # own echoes are not printed
+    if not transport:
+        assert "(Bot is typing…)" in lines  # not a terminal: the indicator is a plain line

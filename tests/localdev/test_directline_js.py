@@ -1,0 +1,65 @@
+"""Microsoft's own Direct Line client (botframework-directlinejs, unmodified) chatting through the local server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from localdev.processes import NODE_MODULES
+from tests.support.directline_js import DirectLineJsClient
+from tests.support.directline_stack import SECRET, Stack, running_stack
+
+pytestmark = [
+    pytest.mark.node,
+    pytest.mark.skipif(
+        shutil.which("node") is None or not (NODE_MODULES / "botframework-directlinejs").is_dir(),
+        reason="needs node and `npm ci`",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with running_stack() as running:
+        yield running
+
+
+@pytest.mark.parametrize("mode", ["websocket", "polling"])
+def test_send_and_receive_with_the_secret(stack: Stack, mode: str) -> None:
+    with DirectLineJsClient().start(stack.domain, secret=SECRET, mode=mode, user_id=f"js-{mode}") as client:
+        welcome = client.wait_for_text(f"welcome js-{mode}")  # the user id went in the start request
+        conversation_id = welcome["conversation"]["id"]
+
+        mark = client.mark()
+        posted_id = client.send("hello", channelData={"clientActivityID": f"client-{mode}"})
+        assert posted_id.startswith(f"{conversation_id}|")
+        echo = client.wait_for_activity(
+            lambda a: (a.get("channelData") or {}).get("clientActivityID") == f"client-{mode}", since=mark
+        )
+        assert echo["id"] == posted_id and echo["from"]["id"] == f"js-{mode}" and echo["from"]["role"] == "user"
+        reply = client.wait_for_text("echo: hello", since=mark)
+        assert reply["replyToId"] == posted_id
+
+        client.send_event("LongOperationResponse", {"operationId": "op-7"})
+        client.wait_for_text('event LongOperationResponse {"operationId": "op-7"}')
+        forwarded = stack.bot.received_in(conversation_id)[-1]
+        assert forwarded["type"] == "event" and forwarded["value"] == {"operationId": "op-7"}
+
+        client.send("typing")
+        client.wait_for_text("echo: typing")
+        typing = [a for a in client.activities if a["type"] == "typing"]
+        assert len(typing) == (1 if mode == "websocket" else 0)  # typing only travels on the WebSocket
+        assert not [a for a in client.activities if a["type"] == "conversationUpdate"]
+        assert client.errors == []
+
+
+def test_webchat_style_token_with_embedded_user(stack: Stack) -> None:
+    local = requests.post(f"{stack.url}local/token", timeout=10).json()
+    with DirectLineJsClient().start(stack.domain, token=local["token"], user_id=local["userId"]) as client:
+        client.wait_for_text(f"welcome {local['userId']}")
+        client.send("from web chat")
+        reply = client.wait_for_text("echo: from web chat")
+        assert reply["recipient"]["id"] == local["userId"] and reply["conversation"]["id"] == local["conversationId"]

@@ -1,0 +1,151 @@
+"""Queue triggers through the local Functions host against Azurite."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from localdev.emulators import Azurite
+from localdev.functions_host import HostProcess, spawn_host
+from tests.localdev.helpers import APPS, LOG_DIR, copy_app, records, wait_until
+
+BATCH_SIZE = 4  # queue_app/host.json batchSize
+
+
+def queue(azurite: Azurite, name: str, base64: bool = True) -> QueueClient:
+    policy = TextBase64EncodePolicy() if base64 else None
+    return QueueClient.from_connection_string(azurite.connection_string, name, message_encode_policy=policy)
+
+
+def peek_all(azurite: Azurite, name: str) -> list[str]:
+    client = queue(azurite, name)
+    try:
+        return [str(message.content) for message in client.peek_messages(max_messages=32)]
+    except Exception:  # the poison queue does not exist until the first poison message
+        return []
+
+
+@pytest.fixture(scope="module")
+def names() -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    return {
+        "OrdersQueue": f"orders-{suffix}",
+        "FailQueue": f"fails-{suffix}",
+        "BatchQueue": f"batch-{suffix}",
+        "SlowQueue": f"slow-{suffix}",
+    }
+
+
+@pytest.fixture(scope="module")
+def record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("queue-records")
+
+
+@pytest.fixture(scope="module")
+def queue_host(azurite: Azurite, names: dict[str, str], record_dir: Path) -> Iterator[HostProcess]:
+    # A whole batch is waiting before the host starts, so its first receive takes all of it.
+    batch = queue(azurite, names["BatchQueue"])
+    batch.create_queue()
+    for number in range(BATCH_SIZE):
+        batch.send_message(f"batch-{number}")
+    host = spawn_host(
+        APPS / "queue_app",
+        settings={
+            "AzureWebJobsStorage": azurite.connection_string,
+            "RECORD_DIR": str(record_dir),
+            "BATCH_SIZE": str(BATCH_SIZE),
+            "SLOW_SECONDS": "3",
+            **names,
+        },
+        # Short leases so the slow test proves renewal (renewed every second).
+        extra_args=["--queue-message-lease", "2"],
+        log_path=LOG_DIR / "functions-host-queue.log",
+    )
+    yield host
+    assert host.stop() == 0
+
+
+def test_base64_message_is_delivered_as_queue_message(
+    azurite: Azurite, queue_host: HostProcess, names: dict[str, str], record_dir: Path
+) -> None:
+    sent = queue(azurite, names["OrdersQueue"]).send_message("caf\u00e9 order")
+    (received,) = wait_until(lambda: records(record_dir, "orders"), message="the orders function")
+    assert received["id"] == sent.id
+    assert received["body"] == "caf\u00e9 order"
+    assert received["dequeue_count"] == 1
+    assert received["insertion_time"] and received["expiration_time"] and received["pop_receipt"]
+    assert received["is_func_queue_message"]
+    # Success deletes the message.
+    wait_until(lambda: not peek_all(azurite, names["OrdersQueue"]), message="the message to be deleted")
+    assert f"orders: queueTrigger (queue '{names['OrdersQueue']}', encoding base64)" in queue_host.output
+
+
+def test_batch_is_fetched_and_processed_concurrently(queue_host: HostProcess, record_dir: Path) -> None:
+    # The function waits on a barrier of BATCH_SIZE: it only succeeds if all run at once.
+    done = wait_until(lambda: len(records(record_dir, "batch")) >= BATCH_SIZE, message="the batch")
+    assert sorted(r["body"] for r in records(record_dir, "batch")) == [f"batch-{n}" for n in range(BATCH_SIZE)]
+    assert all(r["dequeue_count"] == 1 for r in records(record_dir, "batch")), done
+
+
+def test_failures_are_redelivered_then_poisoned(
+    azurite: Azurite, queue_host: HostProcess, names: dict[str, str], record_dir: Path
+) -> None:
+    queue(azurite, names["FailQueue"]).send_message("doomed")
+    poison = f"{names['FailQueue']}-poison"
+    poisoned = wait_until(lambda: peek_all(azurite, poison), message="the poison queue")
+    # The poison copy is the raw text, so it decodes like the original.
+    assert poisoned == [base64.b64encode(b"doomed").decode()]
+    attempts = records(record_dir, "always_fails")
+    assert sorted(a["dequeue_count"] for a in attempts) == [1, 2, 3]  # maxDequeueCount 3
+    assert not peek_all(azurite, names["FailQueue"])
+    assert "Message has reached MaxDequeueCount of 3" in queue_host.output
+
+
+def test_undecodable_message_goes_straight_to_poison(
+    azurite: Azurite, queue_host: HostProcess, names: dict[str, str], record_dir: Path
+) -> None:
+    queue(azurite, names["OrdersQueue"], base64=False).send_message("this is not base64!")
+    poison = f"{names['OrdersQueue']}-poison"
+    assert wait_until(lambda: peek_all(azurite, poison), message="the poison queue") == ["this is not base64!"]
+    assert all(r["body"] != "this is not base64!" for r in records(record_dir, "orders"))
+    assert "cannot be decoded as base64" in queue_host.output
+
+
+def test_long_invocation_keeps_its_message_invisible(
+    azurite: Azurite, queue_host: HostProcess, names: dict[str, str], record_dir: Path
+) -> None:
+    # The function runs 3 s with a 2 s lease: without renewal it would be delivered twice.
+    queue(azurite, names["SlowQueue"]).send_message("slow")
+    wait_until(lambda: records(record_dir, "slow_done"), timeout=15, message="the slow function")
+    assert [r["dequeue_count"] for r in records(record_dir, "slow_started")] == [1]
+
+
+def test_message_encoding_none(azurite: Azurite, tmp_path: Path) -> None:
+    host_json = {"version": "2.0", "extensions": {"queues": {"messageEncoding": "none", "maxPollingInterval": 200}}}
+    app_dir = copy_app("queue_app", tmp_path, host_json)
+    orders = f"plain-{uuid.uuid4().hex[:8]}"
+    record_dir = tmp_path / "records"
+    host = spawn_host(
+        app_dir,
+        settings={
+            "AzureWebJobsStorage": azurite.connection_string,
+            "RECORD_DIR": str(record_dir),
+            "OrdersQueue": orders,
+            "FailQueue": f"{orders}-f",
+            "BatchQueue": f"{orders}-b",
+            "SlowQueue": f"{orders}-s",
+        },
+        log_path=LOG_DIR / "functions-host-queue-none.log",
+    )
+    try:
+        queue(azurite, orders, base64=False).send_message('{"plain": "json"}')
+        (received,) = wait_until(lambda: records(record_dir, "orders"), message="the orders function")
+        assert received["body"] == '{"plain": "json"}'
+        assert "encoding none" in host.output
+    finally:
+        assert host.stop() == 0
