@@ -8,14 +8,15 @@ from typing import Any
 
 from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
 from botbuilder.dialogs import DialogExtensions
-from botbuilder.schema import ChannelAccount
+from botbuilder.schema import Activity, ChannelAccount
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY, already_handled, new_record, remember_activity
 from bot_logic.dialogs.main_dialog import MainDialog
 from bot_logic.expiry import WELCOME_BACK_TEXT, is_expired
 from bot_logic.operation_events import is_operation_event
-from bot_logic.operation_messages import PROGRESS_EVENT
+from bot_logic.operation_messages import PROGRESS_EVENT, WORKER_ID
+from bot_logic.pending_operation import timed_out_text
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,10 @@ class LongOperationBot(ActivityHandler):
         self._dialog = MainDialog(self.profiles, self.records, enqueue, clock, operation_timeout_seconds)
 
     async def on_turn(self, turn_context: TurnContext) -> None:
-        record = await self.records.get(turn_context, new_record)
         activity = turn_context.activity
+        if _from_worker_conversation(activity):
+            return  # the worker's own Direct Line conversation: nothing to greet, no state to keep
+        record = await self.records.get(turn_context, new_record)
         if is_operation_event(activity):
             await self._on_operation_event(turn_context, record)
             return
@@ -59,7 +62,12 @@ class LongOperationBot(ActivityHandler):
             return
         now = self._clock()
         if is_expired(record, self._expire_after_seconds, now):
+            pending = record.get("pendingOperation")
             record = self._start_over(turn_context)
+            if pending:
+                await turn_context.send_activity(
+                    timed_out_text(pending["name"], pending["deadline"] - pending["startedAt"])
+                )
             await turn_context.send_activity(WELCOME_BACK_TEXT)
         remember_activity(record, activity, now)
         await super().on_turn(turn_context)
@@ -102,3 +110,10 @@ class LongOperationBot(ActivityHandler):
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
+
+
+def _from_worker_conversation(activity: Activity) -> bool:
+    if activity.from_property is not None and activity.from_property.id == WORKER_ID:
+        return True
+    added = activity.members_added or []
+    return bool(added) and all(m.id in (WORKER_ID, activity.recipient and activity.recipient.id) for m in added)

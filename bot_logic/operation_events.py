@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.core import CloudAdapterBase, TurnContext
+from botbuilder.core.conversation_reference_extension import get_continuation_activity
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference
 
 from bot_logic.clock import Clock
@@ -68,7 +69,7 @@ async def resume_conversation(
         )
         return
     reference = ConversationReference().deserialize(value["conversation"])
-    continuation = reference.get_continuation_activity()
+    continuation = get_continuation_activity(reference)
     # get_continuation_activity() carries no value: put the event back, as the C# sample does.
     continuation.name = activity.name
     continuation.value = value

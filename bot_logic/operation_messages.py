@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# The worker's Direct Line identity; the bot keeps no state for the worker's own conversations.
+WORKER_ID = "operations-worker"
+
 RESULT_EVENT = "LongOperationResponse"
 PROGRESS_EVENT = "LongOperationProgress"
 

@@ -22,3 +22,7 @@ def describe_duration(seconds: float) -> str:
         return f"{seconds} s"
     minutes, rest = divmod(seconds, 60)
     return f"{minutes} min {rest} s" if rest else f"{minutes} min"
+
+
+def timed_out_text(name: str, timeout_seconds: float) -> str:
+    return f"Sorry, the {name} timed out: no result came within {describe_duration(timeout_seconds)}."

@@ -14,6 +14,7 @@ from bot_logic.operation_messages import (
     PROGRESS_EVENT,
     RESULT_EVENT,
     SUCCEEDED,
+    WORKER_ID,
     MalformedRequest,
     parse_operation_request,
     progress_payload,
@@ -24,8 +25,6 @@ from services.directline_client import DirectLineClient
 from services.signing import sign
 
 logger = logging.getLogger(__name__)
-
-WORKER_ID = "operations-worker"
 
 
 @dataclass(frozen=True)

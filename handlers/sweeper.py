@@ -20,7 +20,7 @@ from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosReso
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
-from bot_logic.pending_operation import describe_duration
+from bot_logic.pending_operation import describe_duration, timed_out_text
 from services.cosmos_storage import StorageCounters
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def notice_texts(record: dict[str, Any], deps: SweeperDependencies) -> list[str]
     texts = []
     pending = record.get("pendingOperation")
     if pending:
-        texts.append(f"Sorry, the {pending['name']} timed out: no result came in time.")
+        texts.append(timed_out_text(pending["name"], pending["deadline"] - pending["startedAt"]))
     if deps.notice_enabled:
         minutes = max(1, round(deps.expire_after_seconds / 60))
         texts.append(deps.notice_text.format(minutes=minutes, duration=describe_duration(deps.expire_after_seconds)))

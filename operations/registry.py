@@ -56,7 +56,7 @@ class UnknownOperation(KeyError):
 
 
 class InvalidParameters(ValueError):
-    """Parameters were missing a sensible value; the message is meant for the user."""
+    """A parameter is unknown, not a whole number, or out of range; the message is meant for the user."""
 
 
 _lock = threading.Lock()  # sync Functions handlers may run on worker threads
@@ -76,15 +76,9 @@ def _ensure_builtins() -> None:
         if _builtins_loaded:
             return
         package = __name__.rpartition(".")[0]
-        builtins: dict[str, Operation] = {}
         for module_name in BUILTIN_MODULES:
-            operation = importlib.import_module(f"{package}.{module_name}").OPERATION
-            builtins[_key(operation.name)] = operation
-        # Built-ins come first in the menu, before anything registered earlier at run time.
-        extras = {k: v for k, v in _operations.items() if k not in builtins}
-        _operations.clear()
-        _operations.update(builtins)
-        _operations.update(extras)
+            operation: Operation = importlib.import_module(f"{package}.{module_name}").OPERATION
+            _operations[_key(operation.name)] = operation
         _builtins_loaded = True
 
 
@@ -107,7 +101,7 @@ def get_operation(name: str) -> Operation:
 
 def register(operation: Operation) -> Callable[[], None]:
     """Add an operation to the menu; returns a function that removes it again."""
-    _ensure_builtins()
+    _ensure_builtins()  # first, so built-ins keep their place at the top of the menu
     key = _key(operation.name)
     if not key:
         raise ValueError("an operation needs a name")

@@ -59,9 +59,7 @@ def _text(environ: Mapping[str, str], name: str, default: str | None = None) -> 
     return default
 
 
-def _parsed(
-    environ: Mapping[str, str], name: str, default: str | None, parse: Callable[[str], T], expected: str
-) -> T:
+def _parsed(environ: Mapping[str, str], name: str, default: str | None, parse: Callable[[str], T], expected: str) -> T:
     raw = _text(environ, name, default)
     try:
         return parse(raw)

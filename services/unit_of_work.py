@@ -84,7 +84,8 @@ async def run_unit_of_work(
         await logic(context)
         try:
             # The conversation document is the commit point: its etag serialises the turns.
-            await scopes.conversation.save_changes(context)
+            if _worth_saving(scopes.conversation, context):
+                await scopes.conversation.save_changes(context)
         except StateConflictError:
             logger.info(
                 "turn of conversation %s lost a commit race (attempt %d of %d); running it again",
@@ -107,6 +108,12 @@ async def run_unit_of_work(
         await context.adapter.send_activities(context, list(outbox.activities))
 
 
+def _worth_saving(state: BotState, context: TurnContext) -> bool:
+    """False for a scope that was never stored and is still empty (e.g. a turn that ignored its activity)."""
+    cached = state.get(context) or {}
+    return (bool(cached) and set(cached) != {ETAG_KEY}) or ETAG_KEY in cached
+
+
 async def _save_user_state(
     context: TurnContext, scopes: StateScopes, before: dict[str, Any], attempts: int = 5
 ) -> None:
@@ -115,6 +122,8 @@ async def _save_user_state(
     The conversation is already committed, so the turn cannot run again: re-read the
     user's document and re-apply the top-level properties this turn changed.
     """
+    if not _worth_saving(scopes.user, context):
+        return
     try:
         await scopes.user.save_changes(context)
         return

@@ -13,7 +13,7 @@ from bot_logic.clock import Clock
 from bot_logic.conversation_record import new_record
 from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog
 from bot_logic.operation_messages import SUCCEEDED, operation_request
-from bot_logic.pending_operation import describe_duration, start_pending
+from bot_logic.pending_operation import describe_duration, start_pending, timed_out_text
 from bot_logic.user_profile import display_name, get_profile
 from operations import Operation, all_operations, resolve_parameters
 from services.unit_of_work import add_effect_after_commit
@@ -102,9 +102,7 @@ class MainDialog(ComponentDialog):
         if outcome == SUCCEEDED:
             await step.context.send_activity(f"Thanks for waiting. {result.get('text', '')}")
         elif outcome == TIMED_OUT:
-            await step.context.send_activity(
-                f"Sorry, the {name} timed out: no result came within {describe_duration(self._timeout)}."
-            )
+            await step.context.send_activity(timed_out_text(name, result["deadline"] - result["startedAt"]))
         elif outcome == CANCELLED:
             await step.context.send_activity(f"Cancelled the {name}. If its result still arrives, I'll ignore it.")
         else:
