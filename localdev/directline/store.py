@@ -166,7 +166,7 @@ class ConversationStore:
         return len(self._conversations)
 
     def create(self, conversation_id: str | None = None) -> Conversation:
-        self.sweep()
+        self.sweep(room=1)
         conversation = Conversation(conversation_id or random_id(), self.max_activities, self._clock())
         self._conversations[conversation.id] = conversation
         return conversation
@@ -180,14 +180,12 @@ class ConversationStore:
     def all(self) -> list[Conversation]:
         return list(self._conversations.values())
 
-    def sweep(self) -> list[str]:
-        """Drop idle conversations, then the least recently used idle ones above the cap."""
+    def sweep(self, room: int = 0) -> list[str]:
+        """Drop idle conversations, then the least recently used idle ones above the cap (less `room`)."""
         now = self._clock()
-        idle = sorted(
-            (c for c in self._conversations.values() if not c.subscriptions), key=lambda c: c.last_used
-        )
+        idle = sorted((c for c in self._conversations.values() if not c.subscriptions), key=lambda c: c.last_used)
         dropped: list[str] = []
-        excess = len(self._conversations) - self.max_conversations + 1  # room for one more
+        excess = len(self._conversations) - self.max_conversations + room
         for conversation in idle:
             if now - conversation.last_used >= self.idle_ttl or excess > 0:
                 dropped.append(conversation.id)

@@ -130,8 +130,8 @@ class QueueListener:
                         visibility_timeout=self._lease_seconds,
                     )
                 ]
-            except ResourceNotFoundError:
-                await _create_if_missing(self.queue)
+            except ResourceNotFoundError:  # deleted while we run: recreate, as at startup
+                await self._ensure_queue()
                 messages = []
             except AzureError as error:
                 log.warning("Polling queue '%s' failed: %s", self.queue_name, error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import subprocess
 import sys
@@ -16,14 +17,20 @@ from localdev.processes import PROJECT_ROOT, free_port
 from tests.support.directline_stack import SECRET, EchoBot
 
 
-def read_line(process: subprocess.Popen[str], timeout: float) -> str:
-    """One line of the child's stdout, or fail at the deadline."""
+def read_lines(process: subprocess.Popen[bytes], count: int, timeout: float) -> list[str]:
+    """The first `count` lines of the child's stdout (raw reads: select and buffered files don't mix)."""
     assert process.stdout is not None
+    data = b""
     deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        if select.select([process.stdout], [], [], remaining)[0]:
-            return process.stdout.readline()
-    raise AssertionError(f"no output within {timeout}s")
+    while data.count(b"\n") < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([process.stdout], [], [], remaining)[0]:
+            raise AssertionError(f"no {count} lines within {timeout}s: {data!r}")
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            raise AssertionError(f"the server exited: {data!r}")
+        data += chunk
+    return data.decode().splitlines()[:count]
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +41,12 @@ def domain() -> Iterator[str]:
     port = free_port()
     argv = [sys.executable, "-m", "localdev.directline", "--port", str(port), "--secret", SECRET,
             "--bot-endpoint", f"http://127.0.0.1:{bot_port}/api/messages"]  # fmt: skip
-    server = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE)
     try:
-        assert read_line(server, 20) == f"Direct Line listening on http://127.0.0.1:{port}/v3/directline\n"
-        assert read_line(server, 5) == f"Web Chat: http://127.0.0.1:{port}/\n"
+        assert read_lines(server, 2, 20) == [
+            f"Direct Line listening on http://127.0.0.1:{port}/v3/directline",
+            f"Web Chat: http://127.0.0.1:{port}/",
+        ]
         yield f"http://127.0.0.1:{port}/v3/directline"
     finally:
         server.terminate()

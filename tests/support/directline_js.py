@@ -173,8 +173,11 @@ class DirectLineJsClient:
     def wait_for_text(self, text: str, timeout: float = 10.0, since: int = 0) -> Activity:
         """A bot message whose text contains `text`."""
         return self.wait_for_activity(
-            lambda a: a.get("type") == "message" and (a.get("from") or {}).get("role") == "bot"
-            and text in (a.get("text") or ""),
+            lambda a: (
+                a.get("type") == "message"
+                and (a.get("from") or {}).get("role") == "bot"
+                and text in (a.get("text") or "")
+            ),
             timeout,
             since,
         )
