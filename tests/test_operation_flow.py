@@ -207,3 +207,35 @@ async def test_idle_past_the_deadline_tells_the_timeout_then_starts_over(
         "Welcome back! Let's start over from the beginning.",
     ]
     assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Alan?")
+
+
+@pytest.mark.parametrize(
+    ("answer", "parameters"),
+    [
+        ("1", {"start": 1, "end": 500_000_000}),
+        ("prime report end=1,000,000", {"start": 1, "end": 1_000_000}),
+        ("1 end=5000", {"start": 1, "end": 5000}),
+    ],
+)
+async def test_choice_by_number_or_name_with_parameters(
+    runtime: BotRuntime, connector: RecordingConnector, answer: str, parameters: dict[str, int]
+) -> None:
+    conversation = f"c-{uuid.uuid4()}"
+    url = connector.service_url
+    await handle_messages(post(joined(conversation, url)), runtime)
+    await handle_messages(post(activity(conversation, url, text="Kay")), runtime)
+    await handle_messages(post(activity(conversation, url, text=answer)), runtime)
+    [request] = [r for r in await queued_requests(runtime) if r["conversation"]["conversation"]["id"] == conversation]
+    assert request["parameters"] == parameters
+
+
+async def test_bad_parameters_are_explained_and_the_menu_offered_again(
+    runtime: BotRuntime, connector: RecordingConnector
+) -> None:
+    conversation = f"c-{uuid.uuid4()}"
+    url = connector.service_url
+    await handle_messages(post(joined(conversation, url)), runtime)
+    await handle_messages(post(activity(conversation, url, text="Kay")), runtime)
+    await handle_messages(post(activity(conversation, url, text="route report size=999999")), runtime)
+    assert connector.messages(conversation)[-2].startswith("I can't run the route report like that: size must be")
+    assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Kay?")

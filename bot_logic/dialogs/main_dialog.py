@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from botbuilder.core import MessageFactory, StatePropertyAccessor
@@ -15,10 +16,19 @@ from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOp
 from bot_logic.operation_messages import SUCCEEDED, operation_request
 from bot_logic.pending_operation import describe_duration, start_pending, timed_out_text
 from bot_logic.user_profile import display_name, get_profile
-from operations import Operation, all_operations, resolve_parameters
+from operations import InvalidParameters, Operation, all_operations, resolve_parameters
 from services.unit_of_work import add_effect_after_commit
 
 NAME_PROMPT = "What's your name?"
+PARAMETERS_HINT = "\n\nAnswer with a number or a name; add parameters to change the size, e.g. `1 end=1000000`."
+_PARAMETER = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*([\d][\d,_]*)")
+
+
+def parameters_in(text: str) -> dict[str, str]:
+    """`name=value` pairs a user added to a choice, e.g. "prime report end=1000000"."""
+    return {name: value for name, value in _PARAMETER.findall(text)}
+
+
 MAX_NAME_LENGTH = 60
 WATERFALL = "main"
 
@@ -66,7 +76,7 @@ class MainDialog(ComponentDialog):
         operations = all_operations()
         name = display_name(await get_profile(self._profiles, step.context)) or "friend"
         lines = [f"{n}. {op.name} — {op.description}" for n, op in enumerate(operations, start=1)]
-        text = f"Which long operation shall I run, {name}?\n\n" + "\n".join(lines)
+        text = f"Which long operation shall I run, {name}?\n\n" + "\n".join(lines) + PARAMETERS_HINT
         retry = "Please answer with the number or the name of an operation:\n\n" + "\n".join(lines)
         return await step.prompt(
             "operation_prompt",
@@ -80,8 +90,13 @@ class MainDialog(ComponentDialog):
 
     async def _start_operation(self, step: WaterfallStepContext) -> DialogTurnResult:
         operation: Operation = next(op for op in all_operations() if op.name == step.result.value)
+        try:
+            parameters = resolve_parameters(operation, parameters_in(step.context.activity.text or ""))
+        except InvalidParameters as error:
+            await step.context.send_activity(f"I can't run the {operation.name} like that: {error}")
+            return await step.replace_dialog(WATERFALL)
         record = await self._records.get(step.context, new_record)
-        pending = start_pending(operation.name, resolve_parameters(operation, None), self._clock(), self._timeout)
+        pending = start_pending(operation.name, parameters, self._clock(), self._timeout)
         record["pendingOperation"] = pending
         message = operation_request(pending, record["reference"])
 
