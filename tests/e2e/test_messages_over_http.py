@@ -34,9 +34,10 @@ async def start_host(settings: dict[str, str]) -> HostProcess:
 
 
 async def post(host: HostProcess, body: Any, **headers: str) -> int:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{host.base_url}/api/messages", json=body, headers=headers
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{host.base_url}/api/messages", json=body, headers=headers) as response,
+    ):
         return response.status
 
 
