@@ -1,7 +1,7 @@
 """The one place that reads the environment.
 
 Names match local.settings.json.sample, the Bicep template and the README's
-settings table (tests/test_settings_consistency.py keeps them in step).
+settings table (tests/deploy/test_settings_consistency.py keeps them in step).
 """
 
 from __future__ import annotations

@@ -1,0 +1,262 @@
+"""Every setting the code reads is set by the Bicep template, present in
+local.settings.json.sample and documented in the settings table, under the same name, and
+nothing in those three is left over. Names and defaults agree everywhere."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot_logic.expiry import check_expiry_settings
+from services.cosmos import CONVERSATION_INDEXING_POLICY, USER_INDEXING_POLICY
+from services.settings import SettingsError, load_settings
+from tests.deploy import bicep
+from tests.deploy.project import (
+    PARAMETERS,
+    app_settings,
+    code_settings,
+    function_app,
+    is_host_only,
+    path,
+    resources_of_type,
+    sample_values,
+    setting_value,
+    settings_table,
+    template,
+    to_python,
+)
+
+CODE = code_settings()
+TEMPLATE = template()
+APP_SETTINGS = app_settings(TEMPLATE)
+SAMPLE = sample_values()
+TABLE_FILE, TABLE = settings_table()
+# What a deployment needs besides what services/settings.py reads.
+REQUIRED = sorted({*CODE, "AzureWebJobsStorage", "FUNCTIONS_WORKER_RUNTIME"})
+# Deliberate differences between the template and the code's defaults, with the reason.
+TEMPLATE_OVERRIDES = {"MicrosoftAppType": "UserAssignedMSI"}  # the Azure deployment uses a managed identity
+
+
+def _is_flex() -> bool:
+    plans = resources_of_type(TEMPLATE, "Microsoft.Web/serverfarms")
+    return any(path(p.value, "sku", "tier") == "FlexConsumption" for p in plans)
+
+
+def test_the_code_reads_its_settings_through_services_settings() -> None:
+    assert len(CODE) >= 15, sorted(CODE)
+    assert {"AzureWebJobsStorage", "OperationsQueueName", "DirectLineSecret", "OperationSigningKey"} <= set(CODE)
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_the_template_sets_every_setting(name: str) -> None:
+    if name == "FUNCTIONS_WORKER_RUNTIME" and _is_flex():
+        runtime = path(function_app(TEMPLATE).value, "properties", "functionAppConfig", "runtime", "name")
+        assert TEMPLATE.resolve(runtime) == "python"
+        return
+    assert name in APP_SETTINGS, f"infra/main.bicep does not set app setting {name}"
+
+
+def test_the_template_runs_python_3_11() -> None:
+    app = function_app(TEMPLATE)
+    if _is_flex():
+        runtime = to_python(TEMPLATE, path(app.value, "properties", "functionAppConfig", "runtime"))
+        assert runtime == {"name": "python", "version": "3.11"}
+    else:
+        linux_fx = TEMPLATE.resolve(path(app.value, "properties", "siteConfig", "linuxFxVersion"))
+        assert linux_fx == "Python|3.11"
+
+
+def test_no_app_setting_that_flex_consumption_rejects() -> None:
+    if not _is_flex():
+        pytest.skip("not a Flex Consumption app")
+    rejected = {
+        "FUNCTIONS_WORKER_RUNTIME",
+        "FUNCTIONS_EXTENSION_VERSION",
+        "FUNCTIONS_WORKER_RUNTIME_VERSION",
+        "WEBSITE_RUN_FROM_PACKAGE",
+        "WEBSITE_CONTENTSHARE",
+        "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+        "SCM_DO_BUILD_DURING_DEPLOYMENT",
+        "ENABLE_ORYX_BUILD",
+    }
+    assert not rejected & set(APP_SETTINGS)
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_the_sample_has_every_setting(name: str) -> None:
+    assert name in SAMPLE, f"local.settings.json.sample has no {name}"
+
+
+@pytest.mark.parametrize("name", REQUIRED)
+def test_the_settings_table_documents_every_setting(name: str) -> None:
+    assert name in TABLE, f"{TABLE_FILE.name}'s settings table has no row for `{name}`"
+
+
+@pytest.mark.parametrize(
+    ("where", "names"),
+    [
+        ("infra/main.bicep app settings", sorted(APP_SETTINGS)),
+        ("local.settings.json.sample", sorted(SAMPLE)),
+        ("the settings table", sorted(TABLE)),
+    ],
+)
+def test_nothing_is_set_that_the_code_does_not_read(where: str, names: list[str]) -> None:
+    unused = [n for n in names if n not in CODE and not is_host_only(n)]
+    assert not unused, f"{where} names settings the code never reads: {unused}"
+
+
+def test_host_only_settings_in_use_are_documented() -> None:
+    host_only = {n for n in [*APP_SETTINGS, *SAMPLE] if is_host_only(n)}
+    assert host_only - set(TABLE) == set()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "OperationsQueueName",
+        "CosmosDbDatabaseId",
+        "CosmosDbConversationStateContainerId",
+        "CosmosDbUserStateContainerId",
+    ],
+)
+def test_queue_and_container_names_agree_everywhere(name: str) -> None:
+    code_default = CODE[name].default
+    assert code_default
+    assert SAMPLE[name] == code_default
+    assert setting_value(TEMPLATE, APP_SETTINGS[name]) == code_default
+
+
+def test_template_defaults_match_the_code_defaults() -> None:
+    differing = {}
+    for name, value in APP_SETTINGS.items():
+        setting = CODE.get(name)
+        got = setting_value(TEMPLATE, value)
+        if setting is None or setting.default is None or got is None:
+            continue
+        expected = TEMPLATE_OVERRIDES.get(name, setting.default)
+        if got != expected:
+            differing[name] = (got, expected)
+    assert not differing, f"template value vs expected: {differing}"
+
+
+def _symbol_of(name: str) -> str:
+    ident = APP_SETTINGS[name]
+    assert isinstance(ident, bicep.Raw) and ident.single_identifier, f"{name} should be a plain parameter reference"
+    return ident.single_identifier
+
+
+def test_the_template_creates_the_operations_queue_and_its_poison_queue() -> None:
+    symbol = _symbol_of("OperationsQueueName")
+    names = []
+    for queue in resources_of_type(TEMPLATE, "Microsoft.Storage/storageAccounts/queueServices/queues"):
+        name_value = queue.body.entries["name"]
+        if isinstance(name_value, bicep.Raw):
+            tokens = [t for t in name_value.tokens if t.kind != "newline"]
+            assert len(tokens) == 1 and tokens[0].kind in ("ident", "string")
+            tok = tokens[0]
+            if tok.kind == "ident":
+                names.append(tok.value)
+            else:
+                inner = [[t.value for t in i if t.kind != "newline"] for i in tok.interpolations]
+                names.append(
+                    "".join(p + (f"{{{inner[k][0]}}}" if k < len(inner) else "") for k, p in enumerate(tok.parts))
+                )
+        else:
+            names.append(str(name_value))
+    assert sorted(names) == sorted([symbol, f"{{{symbol}}}-poison"])
+
+
+def _containers() -> dict[str, bicep.Declaration]:
+    out = {}
+    for container in resources_of_type(TEMPLATE, "Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers"):
+        name = container.body.entries["name"]
+        assert isinstance(name, bicep.Raw) and name.single_identifier
+        out[name.single_identifier] = container
+    return out
+
+
+def test_the_template_creates_the_database_and_both_containers_with_the_settings_names() -> None:
+    databases = resources_of_type(TEMPLATE, "Microsoft.DocumentDB/databaseAccounts/sqlDatabases")
+    assert len(databases) == 1
+    db_name = databases[0].body.entries["name"]
+    assert isinstance(db_name, bicep.Raw) and db_name.single_identifier == _symbol_of("CosmosDbDatabaseId")
+    containers = _containers()
+    assert set(containers) == {
+        _symbol_of("CosmosDbConversationStateContainerId"),
+        _symbol_of("CosmosDbUserStateContainerId"),
+    }
+    for symbol, container in containers.items():
+        resource = path(container.value, "properties", "resource")
+        id_value = path(resource, "id")
+        assert isinstance(id_value, bicep.Raw) and id_value.single_identifier == symbol
+        assert to_python(TEMPLATE, path(resource, "partitionKey")) == {"paths": ["/id"], "kind": "Hash"}
+
+
+def test_conversation_container_ttl_is_the_setting_and_user_container_has_none() -> None:
+    containers = _containers()
+    conversation = path(containers[_symbol_of("CosmosDbConversationStateContainerId")].value, "properties", "resource")
+    user = path(containers[_symbol_of("CosmosDbUserStateContainerId")].value, "properties", "resource")
+    ttl = path(conversation, "defaultTtl")
+    ttl_setting = APP_SETTINGS["CosmosDbTimeToLive"]
+    assert isinstance(ttl, bicep.Raw) and isinstance(ttl_setting, bicep.Raw)
+    assert bicep.references(ttl.tokens) <= bicep.references(ttl_setting.tokens), (
+        "defaultTtl and CosmosDbTimeToLive differ"
+    )
+    assert isinstance(user, bicep.BObject) and "defaultTtl" not in user.entries
+
+
+def test_indexing_policies_match_services_cosmos() -> None:
+    containers = _containers()
+    conversation = containers[_symbol_of("CosmosDbConversationStateContainerId")]
+    user = containers[_symbol_of("CosmosDbUserStateContainerId")]
+    policy = to_python(TEMPLATE, path(conversation.value, "properties", "resource", "indexingPolicy"))
+    assert policy == CONVERSATION_INDEXING_POLICY
+    assert to_python(TEMPLATE, path(user.value, "properties", "resource", "indexingPolicy")) == USER_INDEXING_POLICY
+
+
+def _template_defaults_env() -> dict[str, str]:
+    env = {name: value for name, v in APP_SETTINGS.items() if (value := setting_value(TEMPLATE, v)) is not None}
+    # Values only Azure knows at deployment time.
+    env.update(
+        AzureWebJobsStorage="DefaultEndpointsProtocol=https;AccountName=x;AccountKey=eA==;EndpointSuffix=core.windows.net",
+        MicrosoftAppId="00000000-0000-0000-0000-000000000001",
+        MicrosoftAppTenantId="00000000-0000-0000-0000-000000000002",
+        CosmosDbEndpoint="https://example.documents.azure.com:443/",
+        DirectLineSecret="dummy-direct-line-secret",
+        OperationSigningKey="00000000-0000-0000-0000-000000000003",  # the shape newGuid() gives
+    )
+    return env
+
+
+def test_the_app_starts_with_the_template_defaults() -> None:
+    settings = load_settings(_template_defaults_env())
+    assert settings.microsoft_app_type == "UserAssignedMSI"
+    assert settings.cosmos_auth_key == ""  # managed identity
+    assert (
+        check_expiry_settings(settings.expire_after_seconds, settings.cosmos_time_to_live, settings.sweep_schedule)
+        is None
+    )
+
+
+def test_the_app_starts_with_the_parameters_file_values() -> None:
+    params = json.loads(PARAMETERS.read_text())["parameters"]
+    env = _template_defaults_env()
+    for setting, value in APP_SETTINGS.items():
+        refs = bicep.references(value.tokens) if isinstance(value, bicep.Raw) else set()
+        for name, given in params.items():
+            if name in refs:
+                given_value = given["value"]
+                env[setting] = str(given_value).lower() if isinstance(given_value, bool) else str(given_value)
+    settings = load_settings(env)
+    assert (
+        check_expiry_settings(settings.expire_after_seconds, settings.cosmos_time_to_live, settings.sweep_schedule)
+        is None
+    )
+
+
+def test_the_app_starts_with_the_sample_once_placeholders_are_filled() -> None:
+    env = {k: ("x" * 43 if v.startswith("<generated") else v) for k, v in SAMPLE.items()}
+    load_settings(env)
+    with pytest.raises(SettingsError, match="OperationSigningKey"):
+        load_settings({**env, "OperationSigningKey": "too-short"})
