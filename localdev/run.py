@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from localdev.emulators import Azurite, CosmosStandIn, start_azurite, start_cosmos
 from localdev.processes import PROJECT_ROOT, ManagedProcess, spawn, wait_for_port
-from localdev.settings_file import create_local_settings, read_values
+from localdev.settings_file import DEFAULT_SETTINGS_FILE, create_local_settings, read_values
 
 LOG_DIR = PROJECT_ROOT / ".localdev" / "logs"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -27,6 +27,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--cosmos-port", type=int, default=8081)
     parser.add_argument("--azurite-queue-port", type=int, default=10001)
     parser.add_argument("--use-local-host", action="store_true", help="even when `func` is installed")
+    parser.add_argument(
+        "--settings-file", type=Path, default=DEFAULT_SETTINGS_FILE, help="created from the sample if missing"
+    )
+    parser.add_argument("--log-dir", type=Path, default=LOG_DIR)
     return parser.parse_args()
 
 
@@ -44,40 +48,45 @@ def local_overrides(values: dict[str, str], azurite: Azurite, cosmos: CosmosStan
     return overrides
 
 
-def start_functions(port: int, overrides: dict[str, str], use_local_host: bool) -> ManagedProcess:
+def start_functions(
+    port: int, overrides: dict[str, str], use_local_host: bool, settings_file: Path, log_dir: Path
+) -> ManagedProcess:
     func = shutil.which("func")
-    if func and not use_local_host:
+    if func and not use_local_host and settings_file == DEFAULT_SETTINGS_FILE:
         import os
 
         print("Azure Functions Core Tools found: starting `func start`.")
-        process = spawn("functions", [func, "start", "--port", str(port)], LOG_DIR, env={**os.environ, **overrides})
+        process = spawn("functions", [func, "start", "--port", str(port)], log_dir, env={**os.environ, **overrides})
     else:
         print("Azure Functions Core Tools not found: starting the project's local Functions host.")
         argv = [sys.executable, "-u", "-m", "localdev.functions_host"]
-        argv += ["--app-dir", str(PROJECT_ROOT), "--port", str(port)]
+        argv += ["--app-dir", str(PROJECT_ROOT), "--port", str(port), "--settings-file", str(settings_file)]
         for name, value in overrides.items():
             argv += ["--setting", f"{name}={value}"]
-        process = spawn("functions", argv, LOG_DIR)
+        process = spawn("functions", argv, log_dir)
     wait_for_port("127.0.0.1", port, 90, process.popen)
     return process
 
 
 def main() -> int:
     args = parse_args()
-    create_local_settings()
-    values = read_values()
+    create_local_settings(args.settings_file)
+    values = read_values(args.settings_file)
+    log_dir: Path = args.log_dir
     started: list[ManagedProcess] = []
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        azurite = start_azurite(args.azurite_queue_port, LOG_DIR)
+        azurite = start_azurite(args.azurite_queue_port, log_dir)
         started.append(azurite.process)
-        cosmos = start_cosmos(args.cosmos_port, LOG_DIR)
+        cosmos = start_cosmos(args.cosmos_port, log_dir)
         started.append(cosmos.process)
         directline_base = f"http://127.0.0.1:{args.directline_port}"
         overrides = local_overrides(values, azurite, cosmos, f"{directline_base}/v3/directline")
-        started.append(start_functions(args.functions_port, overrides, args.use_local_host))
+        started.append(
+            start_functions(args.functions_port, overrides, args.use_local_host, args.settings_file, log_dir)
+        )
         directline = spawn(
             "directline",
             [
@@ -86,11 +95,11 @@ def main() -> int:
                 "--bot-endpoint", f"http://127.0.0.1:{args.functions_port}/api/messages",
                 "--secret", values["DirectLineSecret"],
             ],
-            LOG_DIR,
+            log_dir,
         )  # fmt: skip
         started.append(directline)
         wait_for_port("127.0.0.1", args.directline_port, 30, directline.popen)
-        print_banner(args, Path(LOG_DIR), values["DirectLineSecret"])
+        print_banner(args, log_dir, values["DirectLineSecret"])
         while not stop.wait(1.0):
             for process in started:
                 if process.popen.poll() is not None:
@@ -99,7 +108,7 @@ def main() -> int:
         return 0
     except (RuntimeError, TimeoutError) as error:
         print(f"make run: {error}", file=sys.stderr)
-        print(f"Logs: {LOG_DIR}", file=sys.stderr)
+        print(f"Logs: {log_dir}", file=sys.stderr)
         return 1
     finally:
         print("Stopping the local stack...")
