@@ -93,7 +93,7 @@ def main() -> int:
                 sys.executable, "-u", "-m", "localdev.directline",
                 "--port", str(args.directline_port),
                 "--bot-endpoint", f"http://127.0.0.1:{args.functions_port}/api/messages",
-                "--secret", values["DirectLineSecret"],
+                f"--secret={values['DirectLineSecret']}",  # one token: a secret may start with "-"
             ],
             log_dir,
         )  # fmt: skip
@@ -123,7 +123,7 @@ def print_banner(args: argparse.Namespace, log_dir: Path, secret: str) -> None:
         "The bot is running.\n"
         f"  Chat in your browser (Web Chat):   {web_chat}\n"
         f"  Chat in this terminal:             .venv/bin/python -m localdev.chat_cli "
-        f"--directline http://127.0.0.1:{args.directline_port}/v3/directline --secret {secret}\n"
+        f"--directline http://127.0.0.1:{args.directline_port}/v3/directline --secret={secret}\n"
         f"  Bot messaging endpoint:            http://127.0.0.1:{args.functions_port}/api/messages\n"
         f"  Direct Line (client API):          http://127.0.0.1:{args.directline_port}/v3/directline\n"
         f"  Logs:                              {log_dir}/\n"

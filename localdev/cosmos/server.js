@@ -5,6 +5,11 @@
 //   * the account advertises http:// endpoints (endpoint discovery works as in Azure);
 //   * a point read of a missing item answers 404 NotFound (the stand-in throws: 500).
 // TTL is stored but not enforced, as in the stand-in; tests check the stored values.
+// For benchmarks (outside /dbs, so no Cosmos DB route can collide with them):
+//   GET  /_localdev/stats        requests served, by kind, in all and per container;
+//   POST /_localdev/stats/reset  zero them;
+//   POST /_localdev/bulk/<db>/<container>  upsert a JSON array of documents in one request
+//        (seeding only; not counted, and the container must exist).
 "use strict";
 const http = require("http");
 const crypto = require("crypto");
@@ -29,14 +34,105 @@ function isMissingPointRead(req, account, params) {
   return Boolean(account.database(params.dbId).collection(params.collId).read());
 }
 
+const KINDS = ["pointRead", "create", "replace", "upsert", "delete", "query", "other"];
+const DOC = /^\/+dbs\/[^/]+\/colls\/([^/]+)\/docs(\/[^/]+)?\/*$/;
+
+function isTrue(req, name) {
+  return String(req.headers[name] || "").toLowerCase() === "true";
+}
+
+// The kind of a Cosmos DB request, as the stand-in's router tells them apart.
+function requestKind(req) {
+  const path = (req.url || "").split("?")[0];
+  const match = DOC.exec(path);
+  if (!match) return ["other", null];
+  const [, container, item] = match;
+  const method = req.method;
+  if (item) {
+    if (method === "GET") return ["pointRead", container];
+    if (method === "PUT") return ["replace", container];
+    if (method === "DELETE") return ["delete", container];
+    return ["other", container];
+  }
+  if (method !== "POST") return ["other", container];
+  if (isTrue(req, "x-ms-documentdb-isquery") || req.headers["content-type"] === "application/query+json") {
+    return ["query", container];
+  }
+  if (isTrue(req, "x-ms-documentdb-is-upsert")) return ["upsert", container];
+  if (isTrue(req, "x-ms-cosmos-is-batch-request")) return ["other", container];
+  return ["create", container];
+}
+
+class RequestStats {
+  constructor() { this.reset(); }
+
+  reset() {
+    this.since = Date.now();
+    this.total = 0;
+    this.kinds = Object.fromEntries(KINDS.map((kind) => [kind, 0]));
+    this.containers = {};
+  }
+
+  count(req) {
+    const [kind, container] = requestKind(req);
+    this.total += 1;
+    this.kinds[kind] += 1;
+    if (container) {
+      const perContainer = this.containers[container] || (this.containers[container] = {});
+      perContainer[kind] = (perContainer[kind] || 0) + 1;
+    }
+  }
+
+  snapshot() {
+    return { since: this.since, total: this.total, kinds: { ...this.kinds }, containers: structuredClone(this.containers) };
+  }
+}
+
+function readJson(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on("data", (chunk) => chunks.push(chunk));
+    req.on("end", () => {
+      try { resolve(JSON.parse(Buffer.concat(chunks).toString("utf8"))); } catch (err) { reject(err); }
+    });
+    req.on("error", reject);
+  });
+}
+
+// The /_localdev/ routes; returns [status, body] or null when the request is not one of them.
+async function localdevRoute(req, account, stats) {
+  const path = (req.url || "").split("?")[0].replace(/\/+$/, "");
+  if (req.method === "GET" && path === "/_localdev/stats") return [200, stats.snapshot()];
+  if (req.method === "POST" && path === "/_localdev/stats/reset") { stats.reset(); return [200, stats.snapshot()]; }
+  const bulk = /^\/_localdev\/bulk\/([^/]+)\/([^/]+)$/.exec(path);
+  if (req.method === "POST" && bulk) {
+    const collection = account.database(decodeURIComponent(bulk[1])).collection(decodeURIComponent(bulk[2]));
+    if (!collection.read()) return [404, { message: "no such container" }];
+    const docs = await readJson(req);
+    if (!Array.isArray(docs)) return [400, { message: "expected a JSON array of documents" }];
+    for (const doc of docs) collection.documents.upsert(doc);
+    return [200, { upserted: docs.length }];
+  }
+  return path.startsWith("/_localdev") ? [404, { message: "no route" }] : null;
+}
+
 function createServer(host, port) {
   const account = new Account(host, port);
   const endpoint = `http://${host}:${port}/`;
   for (const key of ["writableLocations", "readableLocations"]) {
     account.read()[key].forEach((location) => { location.databaseAccountEndpoint = endpoint; });
   }
-  return http.createServer({ keepAlive: true }, (req, res) => {
+  const stats = new RequestStats();
+  const server = http.createServer({ keepAlive: true }, (req, res) => {
     (async () => {
+      const local = await localdevRoute(req, account, stats);
+      if (local) {
+        res.statusCode = local[0];
+        res.setHeader("content-type", "application/json");
+        res.end(JSON.stringify(local[1]));
+        return;
+      }
+      stats.count(req);
       const route = routes(req);
       let body;
       if (!route) {
@@ -69,6 +165,8 @@ function createServer(host, port) {
       if (!res.writableEnded) { res.statusCode = 500; res.end(""); }
     });
   });
+  server.stats = stats;
+  return server;
 }
 
 if (require.main === module) {

@@ -178,7 +178,7 @@ def start_directline_process(
     port = port or free_port()
     argv = [
         sys.executable, "-m", "localdev.directline",
-        "--host", host, "--port", str(port), "--bot-endpoint", bot_endpoint, "--secret", secret, *extra_args,
+        "--host", host, "--port", str(port), "--bot-endpoint", bot_endpoint, f"--secret={secret}", *extra_args,
     ]  # fmt: skip
     process = spawn("directline", argv, log_dir)
     wait_for_port(host if host not in ("", "0.0.0.0") else "127.0.0.1", port, timeout, process.popen)

@@ -123,8 +123,7 @@ def spawn_host(
         str(port),
         "--host",
         host,
-        "--function-key",
-        key,
+        f"--function-key={key}",  # one token: a generated key may start with "-"
     ]
     if settings_file is not None:
         argv += ["--settings-file", str(settings_file)]
