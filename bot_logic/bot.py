@@ -49,10 +49,12 @@ class LongOperationBot(ActivityHandler):
         activity = turn_context.activity
         if _from_worker_conversation(activity):
             return  # the worker's own Direct Line conversation: nothing to greet, no state to keep
-        record = await self.records.get(turn_context, new_record)
         if is_operation_event(activity):
-            await self._on_operation_event(turn_context, record)
+            # Never create state for an event: its conversation may be gone (expired, deleted by TTL).
+            record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY)
+            await self._on_operation_event(turn_context, record or {})
             return
+        record = await self.records.get(turn_context, new_record)
         if already_handled(record, activity):
             logger.info(
                 "activity %s of conversation %s was already handled; ignoring the redelivery",

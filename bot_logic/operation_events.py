@@ -17,7 +17,7 @@ from botbuilder.schema import Activity, ActivityTypes, ConversationReference
 
 from bot_logic.clock import Clock
 from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT
-from services.signing import signature_valid
+from services.signing import verified_payload
 
 logger = logging.getLogger(__name__)
 
@@ -28,22 +28,20 @@ def is_operation_event(activity: Activity) -> bool:
     return activity.type == ActivityTypes.event and activity.name in OPERATION_EVENTS
 
 
-def refusal_reason(activity: Activity, signing_key: str, now: float) -> str | None:
-    """Why the event must be refused, or None if it is trustworthy."""
-    value = activity.value
-    if not isinstance(value, dict):
-        return "its value is not an object"
-    if not signature_valid(value, signing_key):
-        return "its signature does not verify"
-    if value.get("event") != activity.name:
-        return "it was signed for another event"
-    expires_at = value.get("expiresAt")
+def trusted_payload(activity: Activity, signing_key: str, now: float) -> tuple[dict[str, Any] | None, str | None]:
+    """(payload, None) for a trustworthy event, else (None, why it is refused)."""
+    payload = verified_payload(activity.value, signing_key)
+    if payload is None:
+        return None, "its signature does not verify"
+    if payload.get("event") != activity.name:
+        return None, "it was signed for another event"
+    expires_at = payload.get("expiresAt")
     if not isinstance(expires_at, (int, float)) or now >= expires_at:
-        return "it has expired"
-    reference = value.get("conversation")
+        return None, "it has expired"
+    reference = payload.get("conversation")
     if not isinstance(reference, dict) or not isinstance(reference.get("conversation"), dict):
-        return "it names no conversation"
-    return None
+        return None, "it names no conversation"
+    return payload, None
 
 
 async def resume_conversation(
@@ -56,22 +54,20 @@ async def resume_conversation(
 ) -> None:
     """Verify an operation event and, if trusted, run a turn in the conversation it names."""
     activity = context.activity
-    reason = refusal_reason(activity, signing_key, clock())
-    value: Any = activity.value if isinstance(activity.value, dict) else {}
-    if reason:
+    payload, reason = trusted_payload(activity, signing_key, clock())
+    if payload is None:
         logger.warning(
-            "refused %s event for operation %r from conversation %s (sender %s): %s",
+            "refused %s event from conversation %s (sender %s): %s",
             activity.name,
-            value.get("operationId"),
             activity.conversation.id,
             activity.from_property.id if activity.from_property else None,
             reason,
         )
         return
-    reference = ConversationReference().deserialize(value["conversation"])
+    reference = ConversationReference().deserialize(payload["conversation"])
     continuation = get_continuation_activity(reference)
     # get_continuation_activity() carries no value: put the event back, as the C# sample does.
     continuation.name = activity.name
-    continuation.value = value
+    continuation.value = payload
     claims = adapter.create_claims_identity(bot_app_id)
     await adapter.process_proactive(claims, continuation, None, run_turn)

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from botbuilder.schema import Activity
-from jwt import PyJWTError
 
 from bot_logic.operation_events import is_operation_event, resume_conversation
 from handlers.http_types import HttpRequestData, HttpResponseData, error
@@ -43,6 +42,7 @@ def _parse_activity(request: HttpRequestData) -> Activity | HttpResponseData:
             ("serviceUrl", activity.service_url),
             ("channelId", activity.channel_id),
             ("recipient.id", activity.recipient and activity.recipient.id),
+            ("from.id", activity.from_property and activity.from_property.id),
         )
         if not value
     ]
@@ -76,9 +76,16 @@ async def handle_messages(request: HttpRequestData, runtime: BotRuntime) -> Http
             await run_turn(context)
 
     try:
-        invoke_response = await runtime.adapter.process_activity(request.header("authorization"), activity, logic)
-    except (PermissionError, PyJWTError):
+        # Authenticate apart from the turn: a token problem is the caller's (401), while an error
+        # inside the turn, even a PermissionError getting the bot's own outbound token, is ours (500).
+        authentication = await runtime.adapter.bot_framework_authentication.authenticate_request(
+            activity, request.header("authorization")
+        )
+    except Exception as failure:  # the SDK raises PermissionError, PyJWTError, IndexError, Exception...
+        logger.warning("conversation %s: request refused: %s", conversation_id, failure or type(failure).__name__)
         return error(401, "Unauthorized", "The request does not carry a valid Bot Framework token.")
+    try:
+        invoke_response = await runtime.adapter.process_activity(authentication, activity, logic)
     except TurnConflictError:
         logger.warning("conversation %s: turn gave up after repeated commit conflicts", conversation_id)
         return error(503, "Conflict", "The conversation is busy; try again.", {"Retry-After": "1"})

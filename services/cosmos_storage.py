@@ -107,7 +107,8 @@ class CosmosStorage(Storage):
                         item=doc_id, body=body, etag=etag, match_condition=MatchConditions.IfNotModified
                     )
             except CosmosHttpResponseError as error:
-                if error.status_code in (409, 412):
+                # 404 on a conditional replace: deleted (e.g. by TTL) since it was read.
+                if error.status_code in (409, 412) or (error.status_code == 404 and etag not in (None, "*")):
                     raise StateConflictError(f"state {key!r} changed since it was read") from error
                 raise
             # Keep the new etag so a second save in the same turn is still conditional.

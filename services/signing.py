@@ -1,8 +1,12 @@
 """HMAC signatures on operation results, so the bot trusts only what its own worker sent.
 
 Any Direct Line client can post an event named LongOperationResponse; only the worker
-knows OperationSigningKey. The signature covers the whole payload (operation id,
-conversation, outcome, result text, expiry), in a canonical JSON form.
+knows OperationSigningKey. The worker signs the exact JSON text of the payload and sends
+that text, not an object: Direct Line re-serialises event values on the way (and may drop
+empty objects or reformat numbers and dates), so verifying the bytes received is the only
+check that cannot be broken by a faithful-but-different serialisation.
+
+    value = {"payload": "<JSON text>", "signature": "<hex HMAC-SHA256 of that text>"}
 """
 
 from __future__ import annotations
@@ -13,26 +17,28 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-SIGNATURE_FIELD = "signature"
+
+def _digest(text: str, key: str) -> str:
+    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
-def _canonical(payload: Mapping[str, Any]) -> bytes:
-    unsigned = {k: v for k, v in payload.items() if k != SIGNATURE_FIELD}
-    return json.dumps(unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def sign(payload: Mapping[str, Any], key: str) -> dict[str, str]:
+    """The event value carrying `payload` and its signature."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {"payload": text, "signature": _digest(text, key)}
 
 
-def sign(payload: Mapping[str, Any], key: str) -> dict[str, Any]:
-    """The payload with its signature added."""
-    digest = hmac.new(key.encode(), _canonical(payload), hashlib.sha256).hexdigest()
-    return {**payload, SIGNATURE_FIELD: digest}
-
-
-def signature_valid(payload: Mapping[str, Any], key: str) -> bool:
-    given = payload.get(SIGNATURE_FIELD)
-    if not isinstance(given, str):
-        return False
+def verified_payload(value: object, key: str) -> dict[str, Any] | None:
+    """The payload if `value` carries a valid signature over it, else None."""
+    if not isinstance(value, Mapping):
+        return None
+    text, signature = value.get("payload"), value.get("signature")
+    if not isinstance(text, str) or not isinstance(signature, str):
+        return None
+    if not hmac.compare_digest(signature, _digest(text, key)):
+        return None
     try:
-        expected = hmac.new(key.encode(), _canonical(payload), hashlib.sha256).hexdigest()
-    except (TypeError, ValueError):
-        return False
-    return hmac.compare_digest(given, expected)
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None

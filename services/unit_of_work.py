@@ -34,11 +34,17 @@ class TurnConflictError(Exception):
     """The turn lost every commit race it ran; nothing of it was committed or sent."""
 
 
+@dataclass(frozen=True)
+class AfterCommit:
+    effect: Effect
+    failure_reply: str | None  # told to the user if the effect fails, so nobody waits for nothing
+
+
 @dataclass
 class TurnOutbox:
     holding: bool = True
     activities: list[Activity] = field(default_factory=list)
-    after_commit: list[Effect] = field(default_factory=list)
+    after_commit: list[AfterCommit] = field(default_factory=list)
 
     def hold(self, activities: list[Activity]) -> list[ResourceResponse]:
         self.activities.extend(activities)
@@ -53,12 +59,12 @@ def outbox_of(context: TurnContext) -> TurnOutbox | None:
     return context.turn_state.get(OUTBOX_KEY)
 
 
-def add_effect_after_commit(context: TurnContext, effect: Effect) -> None:
+def add_effect_after_commit(context: TurnContext, effect: Effect, failure_reply: str | None = None) -> None:
     """Run `effect` only once the turn's state is committed (e.g. send a queue message)."""
     outbox = outbox_of(context)
     if outbox is None:
         raise RuntimeError("effects can only be added inside a unit-of-work turn")
-    outbox.after_commit.append(effect)
+    outbox.after_commit.append(AfterCommit(effect, failure_reply))
 
 
 @dataclass
@@ -78,6 +84,7 @@ async def run_unit_of_work(
     context.turn_state[OUTBOX_KEY] = outbox
     for attempt in range(1, max_attempts + 1):
         outbox.reset()
+        context.buffered_reply_activities.clear()  # expectReplies: the losing attempt's replies go too
         await scopes.conversation.load(context, force=True)
         await scopes.user.load(context, force=True)
         user_before = copy.deepcopy(scopes.user.get(context))
@@ -102,10 +109,21 @@ async def run_unit_of_work(
         raise TurnConflictError(f"conversation {context.activity.conversation.id}: {max_attempts} commit conflicts")
 
     outbox.holding = False
-    for effect in outbox.after_commit:
-        await effect()
+    for after in outbox.after_commit:
+        try:
+            await after.effect()
+        except Exception:
+            # The state is committed; the turn must not fail now. Tell the user instead.
+            logger.exception("conversation %s: an effect after the commit failed", context.activity.conversation.id)
+            if after.failure_reply:
+                outbox.activities.append(_reply(context, after.failure_reply))
     if outbox.activities:
         await context.adapter.send_activities(context, list(outbox.activities))
+
+
+def _reply(context: TurnContext, text: str) -> Activity:
+    reference = TurnContext.get_conversation_reference(context.activity)
+    return TurnContext.apply_conversation_reference(Activity(type="message", text=text), reference)
 
 
 def _worth_saving(state: BotState, context: TurnContext) -> bool:
@@ -120,7 +138,7 @@ async def _save_user_state(
     """User state is shared by all of a user's conversations; a conflict here is merged, not re-run.
 
     The conversation is already committed, so the turn cannot run again: re-read the
-    user's document and re-apply the top-level properties this turn changed.
+    user's document and re-apply the properties this turn changed.
     """
     if not _worth_saving(scopes.user, context):
         return
@@ -129,18 +147,51 @@ async def _save_user_state(
         return
     except StateConflictError:
         pass
-    after = scopes.user.get(context)
-    changed = {k: v for k, v in after.items() if k != ETAG_KEY and before.get(k) != v}
-    removed = [k for k in before if k != ETAG_KEY and k not in after]
+    changes = _changes(before, scopes.user.get(context))
     key = scopes.user.get_storage_key(context)
     for _ in range(attempts):
         fresh = (await scopes.user_storage.read([key])).get(key, {})
-        fresh.update(changed)
-        for name in removed:
-            fresh.pop(name, None)
+        _apply(fresh, changes)
         try:
             await scopes.user_storage.write({key: fresh})
             return
         except StateConflictError:
             continue
     logger.error("user state of conversation %s not saved after %d merges", context.activity.conversation.id, attempts)
+
+
+_MISSING = object()
+Change = tuple[tuple[str, ...], Any]
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> list[Change]:
+    """What this turn changed, down to properties of top-level objects (e.g. UserProfile.name).
+
+    An object the turn merely created empty (an accessor's default) is no change.
+    """
+    changes: list[Change] = []
+    for key in (set(before) | set(after)) - {ETAG_KEY}:
+        old, new = before.get(key, _MISSING), after.get(key, _MISSING)
+        if old == new:
+            continue
+        if isinstance(new, dict) and (old is _MISSING or isinstance(old, dict)):
+            old_dict = old if isinstance(old, dict) else {}
+            for name in set(old_dict) | set(new):
+                if old_dict.get(name, _MISSING) != new.get(name, _MISSING):
+                    changes.append(((key, name), new.get(name, _MISSING)))
+        else:
+            changes.append(((key,), new))
+    return changes
+
+
+def _apply(state: dict[str, Any], changes: list[Change]) -> None:
+    for path, value in changes:
+        target = state
+        for part in path[:-1]:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        if value is _MISSING:
+            target.pop(path[-1], None)
+        else:
+            target[path[-1]] = value

@@ -197,3 +197,41 @@ async def test_with_an_app_id_a_request_without_a_valid_token_is_401(
     finally:
         await runtime.close()
     assert connector.activities == []
+
+
+async def test_a_queue_that_cannot_be_reached_is_told_not_left_waiting(
+    azurite: Any, cosmos: Any, connector: RecordingConnector
+) -> None:
+    unreachable = azurite.connection_string.replace(f":{azurite.queue_port}/", ":9/")
+    runtime = build_runtime(load_settings(app_environment(azurite, cosmos, AzureWebJobsStorage=unreachable)))
+    try:
+        conversation = f"c-{uuid.uuid4()}"
+        url = connector.service_url
+        await handle_messages(post(joined(conversation, url)), runtime)
+        await handle_messages(post(activity(conversation, url, text="Ada")), runtime)
+        response = await handle_messages(post(activity(conversation, url, text="1")), runtime)
+    finally:
+        await runtime.close()
+    assert response.status == 200
+    assert connector.messages(conversation)[-2].startswith("Starting the prime report.")
+    assert connector.messages(conversation)[-1].startswith("Sorry, I couldn't start the prime report")
+
+
+async def test_tokens_that_fail_validation_in_any_way_are_401(
+    azurite: Any, cosmos: Any, connector: RecordingConnector
+) -> None:
+    import jwt
+
+    settings = load_settings(
+        app_environment(azurite, cosmos, MicrosoftAppId=str(uuid.uuid4()), MicrosoftAppPassword="not-used")
+    )
+    runtime = build_runtime(settings)
+    # Signed with HS256 by someone who knows no Microsoft key: the SDK raises a bare Exception for it.
+    forged = jwt.encode({"iss": "https://api.botframework.com", "aud": settings.microsoft_app_id}, "x" * 32)
+    try:
+        message = activity("c-auth", connector.service_url, text="hi")
+        response = await handle_messages(post(message, auth=f"Bearer {forged}"), runtime)
+    finally:
+        await runtime.close()
+    assert response.status == 401
+    assert connector.activities == []

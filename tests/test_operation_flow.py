@@ -143,7 +143,7 @@ async def test_forged_results_change_nothing(runtime: BotRuntime, connector: Rec
     count = len(connector.activities)
     forged = [
         result_payload(request, "succeeded", "you won"),  # unsigned
-        {**signed_result(runtime, request, "succeeded", "ok"), "text": "you won"},  # tampered
+        {**signed_result(runtime, request, "succeeded", "ok"), "payload": json.dumps({"text": "you won"})},
         sign(result_payload({**request, "operationId": "other"}, "succeeded", "x"), "wrong-key" * 5),
         sign(
             result_payload({**request, "operationId": "other"}, "succeeded", "x"),

@@ -11,7 +11,7 @@ import pytest
 from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT
 from handlers.operations_worker import QueueMessageData, RetryOperation, WorkerDependencies, handle_operation_message
 from operations import Operation, OperationFailed, Parameter, register
-from services.signing import signature_valid
+from services.signing import verified_payload
 
 KEY = "s" * 40
 
@@ -117,9 +117,9 @@ async def test_success_posts_one_signed_result_after_progress(
     names = [name for name, _ in directline.posts]
     assert names[-1] == RESULT_EVENT and names.count(RESULT_EVENT) == 1
     assert PROGRESS_EVENT in names
-    result = directline.posts[-1][1]
+    result = verified_payload(directline.posts[-1][1], KEY)
+    assert result is not None
     assert result["text"] == "counted to 1" and result["outcome"] == "succeeded"
-    assert signature_valid(result, KEY)
     assert directline.conversations == 1  # progress and result share one Direct Line conversation
 
 
@@ -132,20 +132,21 @@ async def test_unexpected_failure_is_retried_then_reported_once(
     assert directline.posts == []
     assert await handle_operation_message(QueueMessageData("m1", request("broken test"), 3), deps) == "failed"
     [(name, value)] = directline.posts
-    assert name == RESULT_EVENT and value["outcome"] == "failed"
-    assert "disk on fire" in value["text"] and signature_valid(value, KEY)
+    result = verified_payload(value, KEY)
+    assert name == RESULT_EVENT and result is not None and result["outcome"] == "failed"
+    assert "disk on fire" in result["text"]
 
 
 async def test_failure_in_plain_words_is_reported_at_once(
     deps: WorkerDependencies, directline: RecordingDirectLine, refusing_operation: None
 ) -> None:
     assert await handle_operation_message(QueueMessageData("m1", request("refusing test"), 1), deps) == "failed"
-    assert directline.posts[-1][1]["text"] == "The range is empty."
+    assert (verified_payload(directline.posts[-1][1], KEY) or {})["text"] == "The range is empty."
 
 
 async def test_unknown_operation_is_reported(deps: WorkerDependencies, directline: RecordingDirectLine) -> None:
     assert await handle_operation_message(QueueMessageData("m1", request("no such thing"), 1), deps) == "failed"
-    assert "no such thing" in directline.posts[-1][1]["text"]
+    assert "no such thing" in (verified_payload(directline.posts[-1][1], KEY) or {})["text"]
 
 
 @pytest.mark.parametrize(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 from botbuilder.schema import Activity
 
-from bot_logic.operation_events import refusal_reason
+from bot_logic.operation_events import trusted_payload
 from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT, result_payload
-from services.signing import sign, signature_valid
+from services.signing import sign, verified_payload
 
 KEY = "k" * 40
 REQUEST = {
     "operationId": "op-1",
     "operation": "prime report",
-    "conversation": {"conversation": {"id": "conv-1"}, "serviceUrl": "http://127.0.0.1:1/"},
+    "conversation": {"conversation": {"id": "conv-1"}, "serviceUrl": "http://127.0.0.1:1/", "user": {"properties": {}}},
     "deadline": 1000.0,
 }
 
@@ -21,10 +23,17 @@ def event(value: object, name: str = RESULT_EVENT) -> Activity:
     return Activity(type="event", name=name, value=value)
 
 
+def tampered(value: dict[str, str], **changes: object) -> dict[str, str]:
+    payload = json.loads(value["payload"])
+    payload.update(changes)
+    return {"payload": json.dumps(payload), "signature": value["signature"]}
+
+
 def test_signed_payload_verifies_and_any_change_breaks_it() -> None:
-    signed = sign(result_payload(REQUEST, "succeeded", "42 primes"), KEY)
-    assert signature_valid(signed, KEY)
-    assert not signature_valid(signed, "x" * 40)
+    payload = result_payload(REQUEST, "succeeded", "42 primes — ünïcode ✓")
+    signed = sign(payload, KEY)
+    assert verified_payload(signed, KEY) == payload
+    assert verified_payload(signed, "x" * 40) is None
     for field, forged in [
         ("text", "43 primes"),
         ("outcome", "failed"),
@@ -32,21 +41,32 @@ def test_signed_payload_verifies_and_any_change_breaks_it() -> None:
         ("expiresAt", 99999.0),
         ("conversation", {"conversation": {"id": "someone-else"}, "serviceUrl": "http://127.0.0.1:1/"}),
     ]:
-        assert not signature_valid({**signed, field: forged}, KEY), field
-    assert not signature_valid({k: v for k, v in signed.items() if k != "signature"}, KEY)
+        assert verified_payload(tampered(signed, **{field: forged}), KEY) is None, field
+    assert verified_payload({"payload": signed["payload"]}, KEY) is None
+    assert verified_payload(payload, KEY) is None  # an object, not signed text
 
 
-def test_trusted_event_has_no_refusal_reason() -> None:
+def test_survives_a_channel_that_reserialises_objects() -> None:
+    # Direct Line may drop empty objects or reformat numbers inside event values; the signed text is untouched.
     signed = sign(result_payload(REQUEST, "succeeded", "ok"), KEY)
-    assert refusal_reason(event(signed), KEY, now=999.0) is None
+    travelled = json.loads(json.dumps(signed, indent=2))
+    assert verified_payload(travelled, KEY) is not None
+
+
+def test_trusted_event_is_accepted() -> None:
+    payload, reason = trusted_payload(event(sign(result_payload(REQUEST, "succeeded", "ok"), KEY)), KEY, now=999.0)
+    assert reason is None and payload is not None and payload["text"] == "ok"
 
 
 def test_refusals_name_their_reason() -> None:
     signed = sign(result_payload(REQUEST, "succeeded", "ok"), KEY)
-    assert refusal_reason(event("text"), KEY, 0) == "its value is not an object"
-    assert refusal_reason(event({**signed, "text": "forged"}), KEY, 0) == "its signature does not verify"
-    assert refusal_reason(event(signed), KEY, now=1000.0) == "it has expired"
-    # A genuine result replayed as a progress event, or vice versa, is refused.
-    assert refusal_reason(event(signed, PROGRESS_EVENT), KEY, 0) == "it was signed for another event"
-    unsigned_forgery = result_payload(REQUEST, "succeeded", "you won")
-    assert refusal_reason(event(unsigned_forgery), KEY, 0) == "its signature does not verify"
+
+    def reason(activity: Activity, now: float = 0) -> str | None:
+        return trusted_payload(activity, KEY, now)[1]
+
+    assert reason(event("text")) == "its signature does not verify"
+    assert reason(event(tampered(signed, text="forged"))) == "its signature does not verify"
+    assert reason(event(signed), now=1000.0) == "it has expired"
+    # A genuine result replayed as a progress event is refused.
+    assert reason(event(signed, PROGRESS_EVENT)) == "it was signed for another event"
+    assert reason(event(result_payload(REQUEST, "succeeded", "you won"))) == "its signature does not verify"

@@ -103,7 +103,12 @@ class MainDialog(ComponentDialog):
         async def enqueue() -> None:
             await self._enqueue(message)
 
-        add_effect_after_commit(step.context, enqueue)
+        add_effect_after_commit(
+            step.context,
+            enqueue,
+            failure_reply=f"Sorry, I couldn't start the {operation.name}: its work queue is unavailable. "
+            "Write 'cancel', then try again in a moment.",
+        )
         await step.context.send_activity(
             f"Starting the {operation.name}. It will take a while; I'll tell you here when it's done "
             f"(at the latest in {describe_duration(self._timeout)})."
