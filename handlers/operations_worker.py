@@ -26,6 +26,8 @@ from services.signing import sign
 
 logger = logging.getLogger(__name__)
 
+REPORT_MARGIN_SECONDS = 30.0  # time kept back from the deadline to post the result
+
 
 @dataclass(frozen=True)
 class QueueMessageData:
@@ -54,15 +56,17 @@ class _ResultChannel:
     def __init__(self, client: DirectLineClient) -> None:
         self._client = client
         self._conversation: tuple[str, str] | None = None
+        self._lock = asyncio.Lock()  # one conversation, posts in order
 
-    async def post(self, name: str, value: dict[str, Any]) -> None:
+    async def post(self, name: str, value: dict[str, Any], best_effort: bool = False) -> None:
         def post_sync() -> None:
             if self._conversation is None:
                 self._conversation = self._client.start_conversation()
             conversation_id, token = self._conversation
-            self._client.post_event(conversation_id, token, name, value, WORKER_ID)
+            self._client.post_event(conversation_id, token, name, value, WORKER_ID, best_effort=best_effort)
 
-        await asyncio.to_thread(post_sync)
+        async with self._lock:
+            await asyncio.to_thread(post_sync)
 
 
 async def handle_operation_message(message: QueueMessageData, deps: WorkerDependencies) -> str:
@@ -96,12 +100,19 @@ async def handle_operation_message(message: QueueMessageData, deps: WorkerDepend
         return await report(FAILED, f"Its parameters were not valid: {error}")
 
     progress = _ProgressRelay(channel, request, deps)
+    # Stop in time to report before the deadline: after it, the bot refuses the result anyway.
+    time_left = request["deadline"] - deps.clock() - REPORT_MARGIN_SECONDS
     try:
-        text = await operation.run(parameters, progress)
+        text = await asyncio.wait_for(operation.run(parameters, progress), timeout=max(1.0, time_left))
+    except TimeoutError:
+        await progress.settle()
+        return await report(FAILED, "It ran out of time and was stopped.")
     except OperationFailed as error:
+        await progress.settle()
         # A failure in plain words is final: running it again would fail the same way.
         return await report(FAILED, str(error))
     except Exception as error:
+        await progress.settle()
         if message.dequeue_count < deps.max_dequeue_count:
             logger.warning(
                 "operation %s failed on delivery %d of %d; the queue will retry",
@@ -113,11 +124,16 @@ async def handle_operation_message(message: QueueMessageData, deps: WorkerDepend
             raise RetryOperation(str(error)) from error
         logger.exception("operation %s failed on its last delivery", operation_id)
         return await report(FAILED, f"It failed {deps.max_dequeue_count} times ({type(error).__name__}: {error}).")
+    await progress.settle()
     return await report(SUCCEEDED, text)
 
 
 class _ProgressRelay:
-    """Relays progress at a sensible rate: at most one message per progress_interval and per 10 %."""
+    """Relays progress at a sensible rate: at most one message per progress_interval and per 10 %.
+
+    Progress never holds the operation up: it is posted in the background, one short attempt,
+    and skipped while the previous post is still on its way.
+    """
 
     def __init__(self, channel: _ResultChannel, request: dict[str, Any], deps: WorkerDependencies) -> None:
         self._channel = channel
@@ -125,15 +141,26 @@ class _ProgressRelay:
         self._deps = deps
         self._last_percent = 0
         self._last_time = deps.clock()
+        self._posting: asyncio.Task[None] | None = None
 
     async def __call__(self, fraction: float) -> None:
         percent = int(max(0.0, min(1.0, fraction)) * 100)
         now = self._deps.clock()
         if percent >= 100 or percent - self._last_percent < 10 or now - self._last_time < self._deps.progress_interval:
             return
+        if self._posting is not None and not self._posting.done():
+            return
         self._last_percent, self._last_time = percent, now
         payload = sign(progress_payload(self._request, percent), self._deps.signing_key)
+        self._posting = asyncio.create_task(self._post(payload))
+
+    async def _post(self, payload: dict[str, Any]) -> None:
         try:
-            await self._channel.post(PROGRESS_EVENT, payload)
-        except Exception:
-            logger.warning("progress of operation %s not delivered", self._request["operationId"], exc_info=True)
+            await self._channel.post(PROGRESS_EVENT, payload, best_effort=True)
+        except Exception as error:
+            logger.warning("progress of operation %s not delivered: %s", self._request["operationId"], error)
+
+    async def settle(self) -> None:
+        """Let a progress post on its way finish first, so it cannot arrive after the result."""
+        if self._posting is not None:
+            await self._posting

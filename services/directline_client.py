@@ -42,12 +42,25 @@ class DirectLineClient:
         self._sleep = sleep
         self._timeout = timeout
 
-    def _request(self, method: str, path: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        token: str,
+        body: dict[str, Any] | None = None,
+        attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
         url = f"{self._endpoint}{path}"
-        for attempt in range(1, self._max_attempts + 1):
+        max_attempts = attempts or self._max_attempts
+        for attempt in range(1, max_attempts + 1):
             try:
                 response = self._session.request(
-                    method, url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=self._timeout
+                    method,
+                    url,
+                    json=body,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=timeout or self._timeout,
                 )
             except requests.RequestException as error:
                 status, retry_after, reason = None, None, str(error)
@@ -57,12 +70,12 @@ class DirectLineClient:
                 status, retry_after, reason = response.status_code, response.headers.get("Retry-After"), response.text
                 if status not in RETRYABLE:
                     raise DirectLineError(f"{method} {path}: HTTP {status}: {reason[:200]}")
-            if attempt == self._max_attempts:
+            if attempt == max_attempts:
                 break
             delay = self._delay(attempt, retry_after)
             logger.warning("Direct Line %s %s failed (%s); retrying in %.1fs", method, path, status or reason, delay)
             self._sleep(delay)
-        raise DirectLineError(f"{method} {path}: gave up after {self._max_attempts} attempts ({status or reason})")
+        raise DirectLineError(f"{method} {path}: gave up after {max_attempts} attempts ({status or reason})")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
@@ -77,7 +90,15 @@ class DirectLineClient:
         answer = self._request("POST", "/conversations", self._secret, {})
         return answer["conversationId"], answer.get("token") or self._secret
 
-    def post_event(self, conversation_id: str, token: str, name: str, value: Any, sender_id: str) -> str:
+    def post_event(
+        self, conversation_id: str, token: str, name: str, value: Any, sender_id: str, best_effort: bool = False
+    ) -> str:
+        """Post an event; best_effort (progress) means one short attempt, no retries."""
         activity = {"type": "event", "name": name, "value": value, "from": {"id": sender_id, "name": sender_id}}
-        answer = self._request("POST", f"/conversations/{conversation_id}/activities", token, activity)
+        path = f"/conversations/{conversation_id}/activities"
+        answer = (
+            self._request("POST", path, token, activity, attempts=1, timeout=5.0)
+            if best_effort
+            else self._request("POST", path, token, activity)
+        )
         return str(answer.get("id", ""))

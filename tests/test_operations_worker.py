@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -27,7 +28,9 @@ class RecordingDirectLine:
         self.conversations += 1
         return f"worker-{self.conversations}", "token"
 
-    def post_event(self, conversation_id: str, token: str, name: str, value: Any, sender_id: str) -> str:
+    def post_event(
+        self, conversation_id: str, token: str, name: str, value: Any, sender_id: str, best_effort: bool = False
+    ) -> str:
         self.posts.append((name, value))
         return f"{conversation_id}|{len(self.posts)}"
 
@@ -166,3 +169,23 @@ async def test_message_past_its_deadline_is_dropped(
 ) -> None:
     assert await handle_operation_message(QueueMessageData("m1", request("counting test", 999.0), 1), deps) == "expired"
     assert directline.posts == []
+
+
+@pytest.fixture
+def endless_operation() -> Iterator[None]:
+    async def run(parameters: Any, progress: Any) -> str:
+        await asyncio.Event().wait()  # never finishes on its own
+        return "unreachable"
+
+    yield from temporary("endless test", run)
+
+
+async def test_an_operation_is_stopped_before_its_deadline_and_reported(
+    deps: WorkerDependencies, directline: RecordingDirectLine, endless_operation: None
+) -> None:
+    clock = FakeClock(1000.0)
+    deps.clock = clock
+    outcome = await handle_operation_message(QueueMessageData("m1", request("endless test", deadline=1031.0), 1), deps)
+    assert outcome == "failed"
+    result = verified_payload(directline.posts[-1][1], KEY)
+    assert result is not None and result["text"] == "It ran out of time and was stopped."
