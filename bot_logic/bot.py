@@ -66,7 +66,7 @@ class LongOperationBot(ActivityHandler):
         if is_expired(record, self._expire_after_seconds, now):
             pending = record.get("pendingOperation")
             record = self._start_over(turn_context)
-            if pending:
+            if pending and not pending.get("timeoutNotified"):
                 await turn_context.send_activity(
                     timed_out_text(pending["name"], pending["deadline"] - pending["startedAt"])
                 )

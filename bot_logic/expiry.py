@@ -33,6 +33,15 @@ def expires_at(record: Mapping[str, Any], expire_after_seconds: int) -> float | 
     return moment
 
 
+def sweep_at(record: Mapping[str, Any], expire_after_seconds: int) -> float | None:
+    """When the sweeper must next look at the conversation: at an operation's deadline, to tell
+    its user it timed out (once), else when the conversation expires."""
+    pending = record.get("pendingOperation")
+    if pending and not pending.get("timeoutNotified") and record.get("lastAccessAt") is not None:
+        return pending["deadline"]
+    return expires_at(record, expire_after_seconds)
+
+
 def is_expired(record: Mapping[str, Any], expire_after_seconds: int, now: float) -> bool:
     if record.get("expiredAt") is not None:  # cleared by the sweeper
         return True
@@ -47,9 +56,10 @@ def conversation_index_fields(
 
     def fields(state: Mapping[str, Any]) -> dict[str, Any]:
         record = state.get(RECORD_PROPERTY) or {}
-        moment = expires_at(record, expire_after_seconds)
+        moment = sweep_at(record, expire_after_seconds)
         if moment is None or record.get("expiredAt") is not None:
             return {}  # nothing to sweep: new, or already cleared
+        # Named expiresAt (the one indexed path); it is when the sweeper must look, see sweep_at.
         result: dict[str, Any] = {"expiresAt": moment}
         pending = record.get("pendingOperation")
         if pending:

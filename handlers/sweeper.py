@@ -1,4 +1,5 @@
-"""The timer-triggered sweeper: expire idle conversations and tell their users.
+"""The timer-triggered sweeper: expire idle conversations and tell their users; tell users whose
+operation passed its deadline without a result (lost by a crash, say) as soon as it has.
 
 Each run asks Cosmos DB for conversations whose `expiresAt` has passed (an indexed range
 query, so its cost follows the number of expired conversations, not all of them), clears
@@ -20,6 +21,7 @@ from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosReso
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
+from bot_logic.expiry import expires_at, is_expired
 from bot_logic.pending_operation import describe_duration, timed_out_text
 from services.cosmos_storage import StorageCounters
 
@@ -47,13 +49,14 @@ class SweeperDependencies:
 class SweepReport:
     expired: int = 0
     notified: int = 0
+    timed_out: int = 0  # operations past their deadline in conversations that are still active
     skipped: int = 0  # touched or cleared by someone else since the query
 
 
 def notice_texts(record: dict[str, Any], deps: SweeperDependencies) -> list[str]:
     texts = []
     pending = record.get("pendingOperation")
-    if pending:
+    if pending and not pending.get("timeoutNotified"):
         texts.append(timed_out_text(pending["name"], pending["deadline"] - pending["startedAt"]))
     if deps.notice_enabled:
         minutes = max(1, round(deps.expire_after_seconds / 60))
@@ -85,25 +88,49 @@ async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
             await _expire(container, doc, now, deps, report)
         if len(batch) < deps.batch_size:
             break
-    if report.expired or report.skipped:
-        logger.info("sweep: %d expired, %d notified, %d skipped", report.expired, report.notified, report.skipped)
+    if report.expired or report.timed_out or report.skipped:
+        logger.info(
+            "sweep: %d expired, %d operations timed out, %d notified, %d skipped",
+            report.expired,
+            report.timed_out,
+            report.notified,
+            report.skipped,
+        )
     return report
+
+
+def timed_out_only(doc: dict[str, Any], deps: SweeperDependencies) -> dict[str, Any]:
+    """The conversation, still active, with its pending operation marked as told it timed out."""
+    document = dict(doc.get("document") or {})
+    record = dict(document.get(RECORD_PROPERTY) or {})
+    record["pendingOperation"] = {**record["pendingOperation"], "timeoutNotified": True}
+    document[RECORD_PROPERTY] = record
+    body = {k: v for k, v in doc.items() if not k.startswith("_")}
+    body.update(document=document, expiresAt=expires_at(record, deps.expire_after_seconds))
+    return body
 
 
 async def _expire(
     container: ContainerProxy, doc: dict[str, Any], now: float, deps: SweeperDependencies, report: SweepReport
 ) -> None:
+    record = (doc.get("document") or {}).get(RECORD_PROPERTY) or {}
+    pending = record.get("pendingOperation")
+    only_timed_out = bool(pending) and not is_expired(record, deps.expire_after_seconds, now)
+    body = timed_out_only(doc, deps) if only_timed_out else tombstone(doc, now)
     deps.counters.writes += 1
     try:
         await container.replace_item(
-            item=doc["id"], body=tombstone(doc, now), etag=doc["_etag"], match_condition=MatchConditions.IfNotModified
+            item=doc["id"], body=body, etag=doc["_etag"], match_condition=MatchConditions.IfNotModified
         )
     except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
         report.skipped += 1
         return
-    report.expired += 1
-    record = (doc.get("document") or {}).get(RECORD_PROPERTY) or {}
-    texts = notice_texts(record, deps)
+    if only_timed_out:
+        report.timed_out += 1
+        texts = [timed_out_text(pending["name"], pending["deadline"] - pending["startedAt"])]
+    else:
+        report.expired += 1
+        texts = notice_texts(record, deps)
     reference = record.get("reference")
     if not texts or not reference:
         return

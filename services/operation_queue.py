@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import ExponentialRetry, TextBase64EncodePolicy
+from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
 
@@ -28,8 +28,10 @@ class OperationQueue:
                     self._queue_name,
                     message_encode_policy=TextBase64EncodePolicy(),
                     # Sent inside a user's turn, which the channel gives 15 s: the SDK's default retries
-                    # (15 s, then 3x longer, ...) would outlast it. A few quick tries, then tell the user.
-                    retry_policy=ExponentialRetry(initial_backoff=0.3, increment_base=2, retry_total=2),
+                    # (15 s, then 3x longer, ...) would outlast it. One quick retry, then tell the user.
+                    initial_backoff=0.5,
+                    increment_base=1,
+                    retry_total=1,
                     connection_timeout=3,
                     read_timeout=5,
                 )

@@ -177,3 +177,31 @@ async def test_overlapping_sweeps_notify_once(
     reports = await asyncio.gather(*(handle_sweep(sweeper(runtime, clock, notified)) for _ in range(3)))
     assert sum(r.expired for r in reports) == len(conversations)
     assert sorted(c for c, _ in notified) == sorted(conversations)
+
+
+async def test_an_operation_past_its_deadline_is_told_at_once_in_an_active_conversation(
+    azurite: Any, cosmos: Any, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    # Idle expiry far away, so only the operation's deadline matters.
+    settings = load_settings(app_environment(azurite, cosmos, ExpireAfterSeconds="3600", OperationTimeoutSeconds="60"))
+    runtime = build_runtime(settings, clock)
+    try:
+        conversation = await named_conversation(runtime, connector, "Tess")
+        await handle_messages(post(activity(conversation, connector.service_url, text="1")), runtime)
+        notified: list[tuple[str, list[str]]] = []
+        deps = sweeper(runtime, clock, notified)
+        deps.expire_after_seconds = 3600
+        clock.now += 59
+        assert (await handle_sweep(deps)).timed_out == 0
+        clock.now += 2
+        report = await handle_sweep(deps)
+        assert (report.timed_out, report.expired) == (1, 0)
+        assert notified == [(conversation, ["Sorry, the prime report timed out: no result came within 1 min."])]
+        assert (await handle_sweep(deps)).timed_out == 0  # told once
+
+        await handle_messages(post(activity(conversation, connector.service_url, text="and now?")), runtime)
+        texts = connector.messages(conversation)
+        assert texts[-1].startswith("Which long operation shall I run, Tess?")
+        assert not any("timed out" in t for t in texts)  # the sweeper told it; the bot does not repeat it
+    finally:
+        await runtime.close()

@@ -122,7 +122,8 @@ class MainDialog(ComponentDialog):
         if outcome == SUCCEEDED:
             await step.context.send_activity(f"Thanks for waiting. {result.get('text', '')}")
         elif outcome == TIMED_OUT:
-            await step.context.send_activity(timed_out_text(name, result["deadline"] - result["startedAt"]))
+            if not result.get("timeoutNotified"):  # else the sweeper has told the user already
+                await step.context.send_activity(timed_out_text(name, result["deadline"] - result["startedAt"]))
         elif outcome == CANCELLED:
             await step.context.send_activity(f"Cancelled the {name}. If its result still arrives, I'll ignore it.")
         else:
