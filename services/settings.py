@@ -105,6 +105,14 @@ def _signing_key(raw: str) -> str:
     return raw
 
 
+def _notice_template(raw: str) -> str:
+    try:
+        raw.format(minutes=1, duration="1 min")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError(raw) from None
+    return raw
+
+
 def _ncrontab(raw: str) -> str:
     if len(raw.split()) != 6:
         raise ValueError(raw)
@@ -142,10 +150,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         sweep_schedule=_parsed(env, "SweepSchedule", "0 */1 * * * *", _ncrontab, "a six-field NCRONTAB expression"),
         expiry_notice_enabled=_parsed(env, "ExpiryNoticeEnabled", "true", _bool, "true or false"),
-        expiry_notice_text=_text(
+        expiry_notice_text=_parsed(
             env,
             "ExpiryNoticeText",
             "This conversation was closed after {minutes} minutes without activity. Send anything to start again.",
+            _notice_template,
+            "text whose only placeholders are {minutes} and {duration}",
         ),
     )
     if app_id and app_type != "UserAssignedMSI" and not settings.microsoft_app_password:

@@ -1,0 +1,65 @@
+"""Settings: typed, defaulted, and a missing or malformed one stops start-up, naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from localdev.processes import PROJECT_ROOT
+from services.settings import SettingsError, load_settings
+
+VALID = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",
+    "CosmosDbEndpoint": "http://127.0.0.1:8081/",
+    "DirectLineSecret": "secret",
+    "OperationSigningKey": "k" * 32,
+}
+
+
+def test_defaults_and_types() -> None:
+    settings = load_settings(VALID)
+    assert settings.local_mode
+    assert settings.expire_after_seconds == 1800
+    assert settings.cosmos_time_to_live == 86400
+    assert settings.operations_queue_name == "long-operations"
+    assert settings.sweep_schedule == "0 */1 * * * *"
+    assert settings.expiry_notice_enabled is True
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"CosmosDbEndpoint": ""}, "CosmosDbEndpoint"),
+        ({"CosmosDbEndpoint": "localhost:8081"}, "CosmosDbEndpoint"),
+        ({"AzureWebJobsStorage": " "}, "AzureWebJobsStorage"),
+        ({"OperationSigningKey": "short"}, "OperationSigningKey"),
+        ({"ExpireAfterSeconds": "ten"}, "ExpireAfterSeconds"),
+        ({"ExpireAfterSeconds": "-5"}, "ExpireAfterSeconds"),
+        ({"CosmosDbTimeToLive": "1.5"}, "CosmosDbTimeToLive"),
+        ({"SweepSchedule": "*/5 * * * *"}, "SweepSchedule"),
+        ({"ExpiryNoticeEnabled": "maybe"}, "ExpiryNoticeEnabled"),
+        ({"ExpiryNoticeText": "closed after {hours} hours"}, "ExpiryNoticeText"),
+        ({"MicrosoftAppType": "Anonymous"}, "MicrosoftAppType"),
+        ({"MicrosoftAppId": "0000", "MicrosoftAppPassword": ""}, "MicrosoftAppPassword"),
+        (
+            {"MicrosoftAppId": "0000", "MicrosoftAppType": "SingleTenant", "MicrosoftAppPassword": "p"},
+            "MicrosoftAppTenantId",
+        ),
+    ],
+)
+def test_bad_setting_is_named(changes: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings({**VALID, **changes})
+
+
+def test_the_app_refuses_to_start_naming_the_missing_setting() -> None:
+    env = {k: v for k, v in os.environ.items() if k not in VALID}
+    env.update({k: v for k, v in VALID.items() if k != "OperationSigningKey"})
+    result = subprocess.run(
+        [sys.executable, "-c", "import function_app"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "Setting OperationSigningKey is required but missing or empty." in result.stderr
