@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from localdev.emulators import Azurite, CosmosStandIn, start_azurite, start_cosmos
+from tests.support.connector import RecordingConnector
 
 LOG_DIR = Path(__file__).resolve().parent.parent / ".localdev" / "test-logs"
 
@@ -24,3 +25,11 @@ def cosmos() -> Iterator[CosmosStandIn]:
     emulator = start_cosmos(log_dir=LOG_DIR)
     yield emulator
     emulator.stop()
+
+
+@pytest.fixture
+async def connector() -> AsyncIterator[RecordingConnector]:
+    recorder = RecordingConnector()
+    await recorder.start()
+    yield recorder
+    await recorder.stop()

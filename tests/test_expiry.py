@@ -16,19 +16,12 @@ from handlers.sweeper import SweeperDependencies, handle_sweep
 from services.cosmos_storage import escape_key
 from services.runtime import BotRuntime, build_runtime
 from services.settings import load_settings
+from tests.support.clock import FakeClock
 from tests.support.connector import RecordingConnector
 from tests.support.environment import app_environment
 from tests.test_messages_handler import activity, joined, post
 
 EXPIRE = 300
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_expiry_decision() -> None:
@@ -55,14 +48,6 @@ def test_unsafe_time_to_live_is_reported() -> None:
     assert check_expiry_settings(300, 3600, "0 */1 * * * *") is None
     warning = check_expiry_settings(300, 320, "0 */1 * * * *")
     assert warning and "CosmosDbTimeToLive=320" in warning
-
-
-@pytest.fixture
-async def connector() -> AsyncIterator[RecordingConnector]:
-    recorder = RecordingConnector()
-    await recorder.start()
-    yield recorder
-    await recorder.stop()
 
 
 @pytest.fixture

@@ -21,14 +21,6 @@ pytestmark = pytest.mark.emulators
 
 
 @pytest.fixture
-async def connector() -> AsyncIterator[RecordingConnector]:
-    recorder = RecordingConnector()
-    await recorder.start()
-    yield recorder
-    await recorder.stop()
-
-
-@pytest.fixture
 async def runtime(azurite: Any, cosmos: Any) -> AsyncIterator[BotRuntime]:
     built = build_runtime(load_settings(app_environment(azurite, cosmos)))
     yield built

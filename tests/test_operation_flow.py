@@ -19,27 +19,12 @@ from services.cosmos_storage import escape_key
 from services.runtime import BotRuntime, build_runtime
 from services.settings import load_settings
 from services.signing import sign
+from tests.support.clock import FakeClock
 from tests.support.connector import RecordingConnector
 from tests.support.environment import app_environment
 from tests.test_messages_handler import activity, joined, post
 
 pytestmark = pytest.mark.emulators
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def connector() -> AsyncIterator[RecordingConnector]:
-    recorder = RecordingConnector()
-    await recorder.start()
-    yield recorder
-    await recorder.stop()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT
 from handlers.operations_worker import QueueMessageData, RetryOperation, WorkerDependencies, handle_operation_message
 from operations import Operation, OperationFailed, Parameter, register
 from services.signing import verified_payload
+from tests.support.clock import FakeClock
 
 KEY = "s" * 40
 
@@ -34,13 +35,6 @@ class RecordingDirectLine:
         self.posts.append((name, value))
         return f"{conversation_id}|{len(self.posts)}"
 
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def request(operation: str, deadline: float = 5000.0, **extra: Any) -> bytes:
@@ -75,7 +69,7 @@ def deps(directline: RecordingDirectLine, poisoned: list[bytes]) -> WorkerDepend
         signing_key=KEY,
         max_dequeue_count=3,
         send_to_poison=to_poison,
-        clock=FakeClock(),
+        clock=FakeClock(1000.0),
         progress_interval=0.0,
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -18,14 +17,6 @@ from tests.support.environment import app_environment
 from tests.test_messages_handler import activity, joined
 
 pytestmark = pytest.mark.emulators
-
-
-@pytest.fixture
-async def connector() -> AsyncIterator[RecordingConnector]:
-    recorder = RecordingConnector()
-    await recorder.start()
-    yield recorder
-    await recorder.stop()
 
 
 async def start_host(settings: dict[str, str]) -> HostProcess:
