@@ -1,0 +1,147 @@
+"""Cold start: importing the app, and a fresh host's first answered /api/messages.
+
+Each figure is the median of fresh processes. Floors: a bare `import botbuilder.core` and
+`import botbuilder.dialogs`. The first request also pays the lazy imports (handlers.messages,
+services.runtime) and builds the runtime (Cosmos client, containers looked up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+
+from bench.client import BOT, ChannelClient
+from bench.stack import LOG_DIR, Emulators, app_settings
+from bench.stats import median
+from localdev.directline import start_directline_process
+from localdev.functions_host import spawn_host
+from localdev.processes import PROJECT_ROOT, free_port
+from services.cosmos import CosmosAccount
+from services.settings import load_settings
+
+IMPORTS = {
+    "function_app (the app's module, as the host imports it)": "function_app",
+    "first request's lazy imports (handlers.messages, services.runtime)": "handlers.messages, services.runtime",
+    "floor: botbuilder.core": "botbuilder.core",
+    "floor: botbuilder.dialogs": "botbuilder.dialogs",
+    "azure.cosmos.aio": "azure.cosmos.aio",
+    "azure.functions": "azure.functions",
+}
+_TIMER = "import time, sys; t = time.perf_counter(); import {modules}; print(time.perf_counter() - t)"
+
+
+def _import_seconds(modules: str, env: dict[str, str]) -> tuple[float, float]:
+    """(import seconds inside the process, whole process wall seconds) for one fresh interpreter."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", _TIMER.format(modules=modules)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return float(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
+
+
+def top_imports(modules: str, env: dict[str, str], count: int = 8) -> list[dict[str, Any]]:
+    """`python -X importtime`: the distributions whose own modules take longest to import (self time, summed)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {modules}"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    totals: dict[str, int] = {}
+    for line in done.stderr.splitlines():
+        fields = line.removeprefix("import time:").split("|")
+        if not line.startswith("import time:") or len(fields) != 3 or not fields[0].strip().isdigit():
+            continue
+        parts = fields[2].strip().split(".")
+        package = ".".join(parts[:2]) if parts[0] in ("azure", "botbuilder", "botframework") else parts[0]
+        totals[package] = totals.get(package, 0) + int(fields[0])
+    ranked = sorted(totals.items(), key=lambda item: -item[1])[:count]
+    return [{"package": name, "self_ms": round(us / 1000, 1)} for name, us in ranked]
+
+
+async def _first_answer(stack: Emulators, settings: dict[str, str], directline_url: str) -> dict[str, float]:
+    started = time.perf_counter()
+    host = await asyncio.to_thread(
+        spawn_host, PROJECT_ROOT, port=0, settings=settings, log_path=LOG_DIR / "cold-start-host.log"
+    )
+    ready = time.perf_counter()
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = ChannelClient(session, f"{host.base_url}/api/messages", directline_url)
+            user = "cold-start-user"
+            conversation = await client.create_conversation(user)
+            status, _ = await client.post(
+                client.activity(
+                    conversation, user, type="conversationUpdate", membersAdded=[{"id": BOT["id"]}, {"id": user}]
+                )
+            )
+            answered = time.perf_counter()
+            if status != 200:
+                raise RuntimeError(f"the first request answered HTTP {status}")
+            status, second = await client.post(client.activity(conversation, user, text="Ada"))
+    finally:
+        await asyncio.to_thread(host.stop)
+    return {
+        "spawn_to_ready_s": ready - started,
+        "ready_to_first_200_s": answered - ready,
+        "spawn_to_first_200_s": answered - started,
+        "second_turn_s": second,
+    }
+
+
+async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
+    repeats, host_repeats = (1, 1) if quick else (5, 3)
+    directline_port = free_port()
+    directline_url = f"http://127.0.0.1:{directline_port}/"
+    settings = app_settings(stack, directline_url)
+    env = {**os.environ, **settings}
+    imports: dict[str, Any] = {}
+    for label, modules in IMPORTS.items():
+        samples = [_import_seconds(modules, env) for _ in range(repeats)]
+        imports[label] = {
+            "median_ms": round(median([s[0] for s in samples]) * 1000, 1),
+            "process_wall_median_ms": round(median([s[1] for s in samples]) * 1000, 1),
+            "repeats": repeats,
+        }
+    heaviest = {
+        "function_app": top_imports("function_app", env),
+        "first request": top_imports("handlers.messages, services.runtime", env),
+    }
+
+    # The database and containers exist already, as in Azure (the template creates them).
+    account = CosmosAccount(load_settings(settings))
+    await account.conversation_container()
+    await account.close()
+    directline = start_directline_process("http://127.0.0.1:9/api/messages", settings["DirectLineSecret"],
+                                          port=directline_port, log_dir=LOG_DIR)  # fmt: skip
+    try:
+        runs = [await _first_answer(stack, settings, directline_url) for _ in range(host_repeats)]
+    finally:
+        directline.stop()
+    host = {key: round(median([r[key] for r in runs]) * 1000, 1) for key in runs[0]}
+    return {
+        "imports_ms": imports,
+        "heaviest_imports": heaviest,
+        "host_ms": {**{k.replace("_s", "_ms"): v for k, v in host.items()}, "repeats": host_repeats},
+        "notes": (
+            "Median of fresh processes. Import times are measured inside the process (perf_counter around the "
+            "import); process wall adds the interpreter's own start. Host: spawn of `python -m "
+            "localdev.functions_host` -> its 'listening' line -> the first /api/messages answered 200 "
+            "(a conversationUpdate: greeting and name prompt sent to the local Direct Line)."
+        ),
+    }

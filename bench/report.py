@@ -1,0 +1,110 @@
+"""The results as tables: plain text for the terminal, Markdown for bench/results/latest.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Table = tuple[str, list[str], list[list[Any]]]
+
+
+def _f(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def tables(results: dict[str, Any]) -> list[Table]:
+    out: list[Table] = []
+    machine = results["machine"]
+    out.append(("Machine", ["cpu", "cores", "python", "load avg at start", "total run s"],
+                [[machine["cpu"], machine["cores"], machine["python"],
+                  " ".join(map(str, machine["load_average_at_start"])), results["total_seconds"]]]))  # fmt: skip
+    turns = results.get("turns")
+    if turns:
+        rows = []
+        for kind in ("plain", "start"):
+            for level, r in turns[kind]["levels"].items():
+                rows.append(
+                    [kind, level, r["count"], r["errors"], r["p50_ms"], r["p95_ms"], r["p99_ms"], r["turns_per_s"]]
+                )
+        out.append(("1. Turns through the local Functions host (ms)",
+                    ["turn", "conversations", "turns", "errors", "p50", "p95", "p99", "turns/s"], rows))  # fmt: skip
+        rows = []
+        for kind in ("plain", "start"):
+            s = turns[kind]["storage_per_turn"]
+            per_container = "; ".join(
+                f"{c}: " + ", ".join(f"{k} {_f(v)}" for k, v in kinds.items()) for c, kinds in s["containers"].items()
+            )
+            rows.append([kind, s["reads"], s["writes"], s["total"], per_container])
+        out.append(("1. Storage round trips per turn (counted at the stand-in)",
+                    ["turn", "reads", "writes", "total", "by container"], rows))  # fmt: skip
+        memory = turns["memory"]
+        out.append(("5. Memory of the host process (MiB)", ["RSS after setup", "peak RSS (VmHWM) after all levels",
+                    "RSS at end"], [[memory["host_pid_rss_mib_after_setup"],
+                    memory["host_peak_rss_mib_after_all_levels"], memory["host_rss_mib_at_end"]]]))  # fmt: skip
+    delivery = results.get("delivery")
+    if delivery:
+        rows = [[name, s["count"], s["p50_ms"], s["p95_ms"], s["p99_ms"]] for name, s in delivery["parts_ms"].items()]
+        title = f"2. Result delivery (ms, {delivery['samples']} samples)"
+        out.append((title, ["part", "n", "p50", "p95", "p99"], rows))
+        storage = delivery["storage_per_delivery"]
+        rows = [[storage["reads"], storage["writes"]]]
+        out.append(("2. Storage round trips per delivery (choice turn excluded)", ["reads", "writes"], rows))
+    sweeper = results.get("sweeper")
+    if sweeper:
+        rows = [[s["stored"], f"{s['expired_share']:.0%}", s["expired_swept"], s["sweep_wall_s"], s["requests"],
+                 s["queries"], s["writes"], s["requests_per_expired"], s["ms_per_expired"], s["empty_sweep_requests"],
+                 s["seed_s"]] for s in sweeper["scenarios"]]  # fmt: skip
+        out.append(("3. Sweeper: one sweep", ["stored", "expired", "swept", "wall s", "requests", "queries",
+                    "writes", "req/expired", "ms/expired", "empty-sweep req", "seed s"], rows))  # fmt: skip
+    cold = results.get("cold_start")
+    if cold:
+        rows = [
+            [name, v["median_ms"], v["process_wall_median_ms"], v["repeats"]] for name, v in cold["imports_ms"].items()
+        ]
+        out.append(("4. Cold start: imports (median ms, fresh process)", ["import", "in process", "process wall",
+                    "repeats"], rows))  # fmt: skip
+        host = cold["host_ms"]
+        out.append(("4. Cold start: local host (median ms)", ["spawn -> ready", "ready -> first 200",
+                    "spawn -> first 200", "second turn", "repeats"], [[host["spawn_to_ready_ms"],
+                    host["ready_to_first_200_ms"], host["spawn_to_first_200_ms"], host["second_turn_ms"],
+                    host["repeats"]]]))  # fmt: skip
+        rows = [[where, ", ".join(f"{p['package']} {p['self_ms']}" for p in packages)]
+                for where, packages in cold["heaviest_imports"].items()]
+        out.append(("4. Heaviest imports (self ms by package, -X importtime)", ["import", "packages"], rows))
+    profile = results.get("profile")
+    if profile:
+        rows = [[name, value] for name, value in profile["cpu_ms_per_turn_by_category"].items()]
+        rows.append(["in-process turn p50 ms (unprofiled)", profile["in_process_turn"]["p50_ms"]])
+        rows.append(["replies sent / TCP connections used", f"{profile['replies_sent']} / "
+                     f"{profile['tcp_connections_for_replies']}"])  # fmt: skip
+        rows.append(["conversation state JSON bytes", profile["conversation_state_json_bytes"]])
+        out.append(("Suspects: a plain turn in process (cProfile CPU ms per turn)", ["what", "value"], rows))
+    return out
+
+
+def render_text(all_tables: list[Table]) -> str:
+    blocks = []
+    for title, header, rows in all_tables:
+        cells = [header, *[[_f(c) for c in row] for row in rows]]
+        widths = [max(len(str(row[i])) for row in cells) for i in range(len(header))]
+        lines = [title, "-" * len(title)]
+        for index, row in enumerate(cells):
+            lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+            if index == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def render_markdown(all_tables: list[Table], notes: dict[str, str]) -> str:
+    blocks = ["# Benchmark results", ""]
+    for title, header, rows in all_tables:
+        blocks += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        blocks += ["| " + " | ".join(_f(c).replace("|", "/") for c in row) + " |" for row in rows]
+        blocks.append("")
+    if notes:
+        blocks += ["## Notes", ""] + [f"* **{section}**: {text}" for section, text in notes.items()] + [""]
+    return "\n".join(blocks)
