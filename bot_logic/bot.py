@@ -8,14 +8,14 @@ from typing import Any
 
 from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
 from botbuilder.dialogs import DialogExtensions
-from botbuilder.schema import Activity, ChannelAccount
+from botbuilder.schema import ChannelAccount
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY, already_handled, new_record, remember_activity
 from bot_logic.dialogs.main_dialog import MainDialog
 from bot_logic.expiry import WELCOME_BACK_TEXT, is_expired
-from bot_logic.operation_events import is_operation_event
-from bot_logic.operation_messages import PROGRESS_EVENT, WORKER_ID
+from bot_logic.operation_events import is_operation_event, is_worker_conversation_activity
+from bot_logic.operation_messages import PROGRESS_EVENT
 from bot_logic.pending_operation import timed_out_text
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
 
@@ -47,7 +47,7 @@ class LongOperationBot(ActivityHandler):
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
-        if _from_worker_conversation(activity):
+        if is_worker_conversation_activity(activity):
             return  # the worker's own Direct Line conversation: nothing to greet, no state to keep
         if is_operation_event(activity):
             # Never create state for an event: its conversation may be gone (expired, deleted by TTL).
@@ -112,10 +112,3 @@ class LongOperationBot(ActivityHandler):
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
-
-
-def _from_worker_conversation(activity: Activity) -> bool:
-    if activity.from_property is not None and activity.from_property.id == WORKER_ID:
-        return True
-    added = activity.members_added or []
-    return bool(added) and all(m.id in (WORKER_ID, activity.recipient and activity.recipient.id) for m in added)

@@ -16,7 +16,7 @@ from botbuilder.core.conversation_reference_extension import get_continuation_ac
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference
 
 from bot_logic.clock import Clock
-from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT
+from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT, WORKER_ID
 from services.signing import verified_payload
 
 logger = logging.getLogger(__name__)
@@ -26,6 +26,18 @@ OPERATION_EVENTS = (RESULT_EVENT, PROGRESS_EVENT)
 
 def is_operation_event(activity: Activity) -> bool:
     return activity.type == ActivityTypes.event and activity.name in OPERATION_EVENTS
+
+
+def is_worker_conversation_activity(activity: Activity) -> bool:
+    """Activities of the worker's own Direct Line conversation, other than its events: the channel's
+    conversationUpdates for it (a member list of the worker and/or the bot). They need no state."""
+    if is_operation_event(activity):
+        return False
+    if activity.from_property is not None and activity.from_property.id == WORKER_ID:
+        return True
+    added = activity.members_added or []
+    bot_id = activity.recipient.id if activity.recipient else None
+    return bool(added) and all(member.id in (WORKER_ID, bot_id) for member in added)
 
 
 def trusted_payload(activity: Activity, signing_key: str, now: float) -> tuple[dict[str, Any] | None, str | None]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from botbuilder.schema import Activity
 
-from bot_logic.operation_events import is_operation_event, resume_conversation
+from bot_logic.operation_events import is_operation_event, is_worker_conversation_activity, resume_conversation
 from handlers.http_types import HttpRequestData, HttpResponseData, error
 from services.runtime import BotRuntime
 from services.unit_of_work import TurnConflictError, run_unit_of_work
@@ -62,6 +62,8 @@ async def handle_messages(request: HttpRequestData, runtime: BotRuntime) -> Http
         await run_unit_of_work(context, runtime.bot.on_turn, runtime.scopes)
 
     async def logic(context: Any) -> None:
+        if is_worker_conversation_activity(context.activity):
+            return  # the channel announcing the worker's conversation: no state to load or keep
         if is_operation_event(context.activity):
             # The worker's conversation keeps no state: the turn runs in the conversation the event names.
             await resume_conversation(

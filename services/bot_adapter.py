@@ -7,13 +7,19 @@ yet committed, its outgoing activities are held in the turn's outbox instead of 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.schema import Activity, ResourceResponse
+from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import (
+    AuthenticateRequestResult,
+    AuthenticationConstants,
     BotFrameworkAuthentication,
     BotFrameworkAuthenticationFactory,
+    ClaimsIdentity,
+    ConnectorFactory,
     ManagedIdentityServiceClientCredentialsFactory,
     PasswordServiceClientCredentialFactory,
     ServiceClientCredentialsFactory,
@@ -32,7 +38,9 @@ def create_authentication(settings: Settings) -> BotFrameworkAuthentication:
         credentials = PasswordServiceClientCredentialFactory(
             settings.microsoft_app_id, settings.microsoft_app_password, tenant
         )
-    return BotFrameworkAuthenticationFactory.create(credential_factory=_CachedCredentials(credentials))
+    return _ReusedConnectors(
+        BotFrameworkAuthenticationFactory.create(credential_factory=_CachedCredentials(credentials))
+    )
 
 
 class _CachedCredentials(ServiceClientCredentialsFactory):
@@ -69,3 +77,82 @@ class FunctionsBotAdapter(CloudAdapterBase):
         if outbox is not None and outbox.holding:
             return outbox.hold(activities)
         return await super().send_activities(context, activities)
+
+
+class _ReusedConnectors(BotFrameworkAuthentication):
+    """The SDK's authentication, but Connector clients are reused across turns.
+
+    The SDK builds a new ConnectorClient (HTTP session, TCP connection) on every turn; reusing
+    one per (app, serviceUrl, audience) saves about a sixth of a turn's CPU (see bench/).
+    Bounded, since in local mode any serviceUrl is accepted.
+    """
+
+    MAX_CLIENTS = 32
+
+    def __init__(self, inner: BotFrameworkAuthentication) -> None:
+        self._inner = inner
+        self._clients: OrderedDict[tuple[str, str, str | None], ConnectorClient] = OrderedDict()
+
+    def _wrap(self, factory: ConnectorFactory | None, claims: ClaimsIdentity | None) -> ConnectorFactory | None:
+        if factory is None:
+            return None
+        app_id = ""
+        if claims is not None:
+            app_id = (
+                claims.get_claim_value(AuthenticationConstants.AUDIENCE_CLAIM)
+                or claims.get_claim_value(AuthenticationConstants.APP_ID_CLAIM)
+                or ""
+            )
+        return _ReusingFactory(factory, self._clients, app_id, self.MAX_CLIENTS)
+
+    async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
+        result = await self._inner.authenticate_request(activity, auth_header)
+        result.connector_factory = self._wrap(result.connector_factory, result.claims_identity)
+        return result
+
+    async def authenticate_streaming_request(self, auth_header: str, channel_id_header: str) -> Any:
+        result = await self._inner.authenticate_streaming_request(auth_header, channel_id_header)
+        result.connector_factory = self._wrap(result.connector_factory, result.claims_identity)
+        return result
+
+    def create_connector_factory(self, claims_identity: ClaimsIdentity) -> ConnectorFactory:
+        factory = self._wrap(self._inner.create_connector_factory(claims_identity), claims_identity)
+        assert factory is not None
+        return factory
+
+    async def create_user_token_client(self, claims_identity: ClaimsIdentity) -> Any:
+        return await self._inner.create_user_token_client(claims_identity)
+
+    def create_bot_framework_client(self) -> Any:
+        return self._inner.create_bot_framework_client()
+
+    def get_originating_audience(self) -> str:
+        return self._inner.get_originating_audience()
+
+    async def authenticate_channel_request(self, auth_header: str) -> ClaimsIdentity:
+        return await self._inner.authenticate_channel_request(auth_header)
+
+
+class _ReusingFactory(ConnectorFactory):
+    def __init__(
+        self,
+        inner: ConnectorFactory,
+        clients: OrderedDict[tuple[str, str, str | None], ConnectorClient],
+        app_id: str,
+        limit: int,
+    ) -> None:
+        self._inner = inner
+        self._clients = clients
+        self._app_id = app_id
+        self._limit = limit
+
+    async def create(self, service_url: str, audience: str | None = None) -> ConnectorClient:
+        key = (self._app_id, service_url, audience)
+        client = self._clients.get(key)
+        if client is None:
+            client = await self._inner.create(service_url, audience)
+            self._clients[key] = client
+            if len(self._clients) > self._limit:
+                self._clients.popitem(last=False)
+        self._clients.move_to_end(key)
+        return client

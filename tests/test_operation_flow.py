@@ -175,8 +175,10 @@ async def test_no_result_by_the_deadline_is_told_on_the_next_message(
 async def test_the_worker_conversation_keeps_no_state(runtime: BotRuntime, connector: RecordingConnector) -> None:
     event = worker_event(connector, "conversationUpdate", None)
     event.update(type="conversationUpdate", membersAdded=[{"id": WORKER_ID}])
+    reads = runtime.counters.reads
     await handle_messages(post(event), runtime)
     assert connector.activities == []
+    assert runtime.counters.reads == reads  # not even loaded
     container = await runtime.cosmos.conversation_container()
     assert [d async for d in container.query_items("SELECT * FROM c")] == []
 

@@ -77,12 +77,12 @@ class MainDialog(ComponentDialog):
         name = display_name(await get_profile(self._profiles, step.context)) or "friend"
         lines = [f"{n}. {op.name} — {op.description}" for n, op in enumerate(operations, start=1)]
         text = f"Which long operation shall I run, {name}?\n\n" + "\n".join(lines) + PARAMETERS_HINT
-        retry = "Please answer with the number or the name of an operation:\n\n" + "\n".join(lines)
+        # No separate retry prompt: the prompt is asked again. Prompt options live in dialog state,
+        # which is serialised on every turn; one copy of the menu keeps that state small.
         return await step.prompt(
             "operation_prompt",
             PromptOptions(
                 prompt=MessageFactory.text(text),
-                retry_prompt=MessageFactory.text(retry),
                 choices=[Choice(value=op.name) for op in operations],
                 style=ListStyle.none,
             ),
