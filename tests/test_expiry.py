@@ -190,3 +190,25 @@ async def test_an_operation_past_its_deadline_is_told_at_once_in_an_active_conve
         assert not any("timed out" in t for t in texts)  # the sweeper told it; the bot does not repeat it
     finally:
         await runtime.close()
+
+
+async def test_containers_and_per_item_ttl_as_stored(
+    runtime: BotRuntime, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    """The stand-in stores TTL without enforcing it: check what Cosmos DB would enforce."""
+    conversation = await named_conversation(runtime, connector, "Ttl")
+    conversations = await runtime.cosmos.conversation_container()
+    users = await runtime.cosmos.user_container()
+    assert (await conversations.read())["defaultTtl"] == runtime.settings.cosmos_time_to_live
+    assert "defaultTtl" not in await users.read()  # user state never expires
+
+    doc_id = escape_key(f"directline/conversations/{conversation}")
+    idle = await conversations.read_item(doc_id, doc_id)
+    assert "ttl" not in idle  # the container's default applies
+    assert idle["expiresAt"] == clock.now + EXPIRE
+
+    await handle_messages(post(activity(conversation, connector.service_url, text="1")), runtime)
+    busy = await conversations.read_item(doc_id, doc_id)
+    timeout = runtime.settings.operation_timeout_seconds
+    assert busy["ttl"] == runtime.settings.cosmos_time_to_live + timeout  # outlives the operation's deadline
+    assert busy["expiresAt"] == clock.now + timeout  # the sweeper looks again at the deadline
