@@ -4,7 +4,6 @@ operations/ and services/. Heavy SDKs are imported on first use, not here, to ke
 cold starts short."""
 
 import logging
-import threading
 
 import azure.functions as func
 
@@ -21,16 +20,6 @@ if _expiry_warning:
     logging.getLogger(__name__).warning(_expiry_warning)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
-
-
-def _warm_up() -> None:
-    # What the first message needs (botbuilder, the Cosmos and queue SDKs: about 0.7 s) is imported
-    # in the background while the host finishes starting, instead of on the first user's clock.
-    import handlers.messages  # noqa: F401
-    import services.runtime  # noqa: F401
-
-
-threading.Thread(target=_warm_up, name="warm-up-imports", daemon=True).start()
 
 
 @app.function_name("messages")
@@ -71,4 +60,4 @@ async def sweeper(timer: func.TimerRequest) -> None:
     from handlers.sweeper import handle_sweep
     from services.runtime import build_sweeper_dependencies, get_runtime
 
-    await handle_sweep(await build_sweeper_dependencies(await get_runtime()))
+    await handle_sweep(build_sweeper_dependencies(await get_runtime()))

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from bench.client import BOT, ChannelClient
-from bench.stack import LOG_DIR, Emulators, app_settings
+from bench.stack import LOG_DIR, Emulators, bench_settings
 from bench.stats import median
 from localdev.directline import start_directline_process
 from localdev.functions_host import spawn_host
@@ -108,7 +108,7 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
     repeats, host_repeats = (1, 1) if quick else (5, 3)
     directline_port = free_port()
     directline_url = f"http://127.0.0.1:{directline_port}/"
-    settings = app_settings(stack, directline_url)
+    settings = bench_settings(stack, directline_url)
     env = {**os.environ, **settings}
     imports: dict[str, Any] = {}
     for label, modules in IMPORTS.items():

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from bench.client import BOT
-from bench.stack import Emulators, app_settings
+from bench.stack import Emulators, bench_settings
 from bench.stats import summary_ms
 from handlers.http_types import HttpRequestData
 from handlers.messages import handle_messages
@@ -100,7 +100,7 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
     turns = 20 if quick else 200
     connector = Connector()
     await connector.start()
-    runtime = build_runtime(load_settings(app_settings(stack, "http://127.0.0.1:9/")))
+    runtime = build_runtime(load_settings(bench_settings(stack, "http://127.0.0.1:9/")))
     try:
         conversation = f"profile-{uuid.uuid4().hex[:8]}"
         url = connector.url

@@ -71,8 +71,10 @@ def tables(results: dict[str, Any]) -> list[Table]:
                     "spawn -> first 200", "second turn", "repeats"], [[host["spawn_to_ready_ms"],
                     host["ready_to_first_200_ms"], host["spawn_to_first_200_ms"], host["second_turn_ms"],
                     host["repeats"]]]))  # fmt: skip
-        rows = [[where, ", ".join(f"{p['package']} {p['self_ms']}" for p in packages)]
-                for where, packages in cold["heaviest_imports"].items()]
+        rows = [
+            [where, ", ".join(f"{p['package']} {p['self_ms']}" for p in packages)]
+            for where, packages in cold["heaviest_imports"].items()
+        ]
         out.append(("4. Heaviest imports (self ms by package, -X importtime)", ["import", "packages"], rows))
     profile = results.get("profile")
     if profile:

@@ -3,7 +3,6 @@ Cosmos DB stand-in's request counters (GET /_localdev/stats)."""
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from localdev.app_settings import app_settings
 from localdev.directline import DirectLineProcess, start_directline_process
 from localdev.emulators import Azurite, CosmosStandIn, start_azurite, start_cosmos
 from localdev.functions_host import HostProcess, spawn_host
@@ -45,29 +45,19 @@ def emulators() -> Iterator[Emulators]:
         azurite.stop()
 
 
-def app_settings(stack: Emulators, directline_url: str, **overrides: str) -> dict[str, str]:
-    """The app's settings against the benchmark's emulators; a fresh database and queue per call."""
-    values = {
-        "FUNCTIONS_WORKER_RUNTIME": "python",
-        "AzureWebJobsStorage": stack.azurite.connection_string,
-        "MicrosoftAppId": "",
-        "MicrosoftAppPassword": "",
-        "MicrosoftAppType": "MultiTenant",
-        "ExpireAfterSeconds": "1800",
-        "CosmosDbEndpoint": stack.cosmos.endpoint,
-        "CosmosDbAuthKey": stack.cosmos.key,
-        "CosmosDbDatabaseId": f"bench-{secrets.token_hex(4)}",
-        "CosmosDbConversationStateContainerId": "conversation-state",
-        "CosmosDbUserStateContainerId": "user-state",
-        "CosmosDbTimeToLive": "86400",
-        "OperationsQueueName": f"bench-{secrets.token_hex(4)}",
-        "DirectLineEndpoint": f"{directline_url.rstrip('/')}/v3/directline",
-        "DirectLineSecret": secrets.token_urlsafe(24),
-        "OperationSigningKey": secrets.token_urlsafe(32),
-        "SweepSchedule": QUIET_SWEEP_SCHEDULE,
-    }
-    values.update(overrides)
-    return values
+def bench_settings(stack: Emulators, directline_url: str, **overrides: str) -> dict[str, str]:
+    """The app's settings against the benchmark's emulators: production-like expiry, no sweeps."""
+    return app_settings(
+        stack.azurite,
+        stack.cosmos,
+        **{
+            "ExpireAfterSeconds": "1800",
+            "CosmosDbTimeToLive": "86400",
+            "DirectLineEndpoint": f"{directline_url.rstrip('/')}/v3/directline",
+            "SweepSchedule": QUIET_SWEEP_SCHEDULE,
+            **overrides,
+        },
+    )
 
 
 @dataclass
@@ -92,7 +82,7 @@ def bot_stack(
     """The app in the local Functions host (a subprocess) and the local Direct Line (another one)."""
     host_port, directline_port = free_port(), free_port()
     directline_url = f"http://127.0.0.1:{directline_port}/"
-    settings = app_settings(stack, directline_url, **overrides)
+    settings = bench_settings(stack, directline_url, **overrides)
     host = spawn_host(app_dir, port=host_port, settings=settings, log_path=LOG_DIR / f"{name}-host.log")
     try:
         directline = start_directline_process(

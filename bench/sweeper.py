@@ -20,9 +20,11 @@ from typing import Any
 
 import aiohttp
 
-from bench.stack import CosmosStats, Emulators, app_settings, reads_and_writes
+from bench.stack import CosmosStats, Emulators, bench_settings, reads_and_writes
+from bot_logic.expiry import conversation_index_fields
 from handlers.sweeper import SweeperDependencies, handle_sweep
 from services.cosmos import CosmosAccount
+from services.cosmos_storage import CosmosStorage
 from services.settings import load_settings
 
 EXPIRE_AFTER = 1800
@@ -89,7 +91,7 @@ class Recorder:
 
 
 async def scenario(stack: Emulators, stats: CosmosStats, stored: int, share: float) -> dict[str, Any]:
-    settings = load_settings(app_settings(stack, "http://127.0.0.1:9/"))
+    settings = load_settings(bench_settings(stack, "http://127.0.0.1:9/"))
     account = CosmosAccount(settings)
     try:
         await account.conversation_container()  # creates the database and containers as the app does
@@ -106,7 +108,10 @@ async def scenario(stack: Emulators, stats: CosmosStats, stored: int, share: flo
 
         recorder = Recorder()
         deps = SweeperDependencies(
-            conversations=account.conversation_container,
+            conversations=CosmosStorage(
+                account.conversation_container,
+                conversation_index_fields(EXPIRE_AFTER, settings.cosmos_time_to_live, time.time),
+            ),
             notify=recorder,
             clock=time.time,
             expire_after_seconds=EXPIRE_AFTER,

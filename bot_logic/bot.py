@@ -14,7 +14,7 @@ from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY, already_handled, new_record, remember_activity
 from bot_logic.dialogs.main_dialog import MainDialog
 from bot_logic.expiry import WELCOME_BACK_TEXT, is_expired
-from bot_logic.operation_events import is_operation_event, is_worker_conversation_activity
+from bot_logic.operation_events import is_operation_event
 from bot_logic.operation_messages import PROGRESS_EVENT
 from bot_logic.pending_operation import timed_out_text
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
@@ -47,8 +47,6 @@ class LongOperationBot(ActivityHandler):
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
-        if is_worker_conversation_activity(activity):
-            return  # the worker's own Direct Line conversation: nothing to greet, no state to keep
         if is_operation_event(activity):
             # Never create state for an event: its conversation may be gone (expired, deleted by TTL).
             record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY)
@@ -67,9 +65,7 @@ class LongOperationBot(ActivityHandler):
             pending = record.get("pendingOperation")
             record = self._start_over(turn_context)
             if pending and not pending.get("timeoutNotified"):
-                await turn_context.send_activity(
-                    timed_out_text(pending["name"], pending["deadline"] - pending["startedAt"])
-                )
+                await turn_context.send_activity(timed_out_text(pending))
             await turn_context.send_activity(WELCOME_BACK_TEXT)
         remember_activity(record, activity, now)
         await super().on_turn(turn_context)

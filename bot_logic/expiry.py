@@ -9,14 +9,11 @@ Three ways, one rule (idle for ExpireAfterSeconds, unless an operation is still 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
-
-logger = logging.getLogger(__name__)
 
 WELCOME_BACK_TEXT = "Welcome back! Let's start over from the beginning."
 

@@ -3,6 +3,7 @@ operation, and the signed events (progress, result) the worker posts back over D
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # The worker's Direct Line identity; the bot keeps no state for the worker's own conversations.
@@ -26,27 +27,23 @@ def operation_request(pending: dict[str, Any], reference: dict[str, Any]) -> dic
     }
 
 
-def result_payload(request: dict[str, Any], outcome: str, text: str) -> dict[str, Any]:
+def _signed_fields(event: str, request: dict[str, Any]) -> dict[str, Any]:
+    """What every event the worker posts carries, and the signature covers."""
     return {
-        "event": RESULT_EVENT,
+        "event": event,
         "operationId": request["operationId"],
         "operation": request["operation"],
         "conversation": request["conversation"],
-        "outcome": outcome,
-        "text": text,
         "expiresAt": request["deadline"],
     }
+
+
+def result_payload(request: dict[str, Any], outcome: str, text: str) -> dict[str, Any]:
+    return {**_signed_fields(RESULT_EVENT, request), "outcome": outcome, "text": text}
 
 
 def progress_payload(request: dict[str, Any], percent: int) -> dict[str, Any]:
-    return {
-        "event": PROGRESS_EVENT,
-        "operationId": request["operationId"],
-        "operation": request["operation"],
-        "conversation": request["conversation"],
-        "percent": percent,
-        "expiresAt": request["deadline"],
-    }
+    return {**_signed_fields(PROGRESS_EVENT, request), "percent": percent}
 
 
 class MalformedRequest(ValueError):
@@ -54,8 +51,6 @@ class MalformedRequest(ValueError):
 
 
 def parse_operation_request(raw: bytes) -> dict[str, Any]:
-    import json
-
     try:
         request = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:

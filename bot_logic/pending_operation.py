@@ -24,5 +24,6 @@ def describe_duration(seconds: float) -> str:
     return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
-def timed_out_text(name: str, timeout_seconds: float) -> str:
-    return f"Sorry, the {name} timed out: no result came within {describe_duration(timeout_seconds)}."
+def timed_out_text(pending: dict[str, Any]) -> str:
+    allowed = describe_duration(pending["deadline"] - pending["startedAt"])
+    return f"Sorry, the {pending['name']} timed out: no result came within {allowed}."

@@ -103,16 +103,16 @@ async def handle_operation_message(message: QueueMessageData, deps: WorkerDepend
     # Stop in time to report before the deadline: after it, the bot refuses the result anyway.
     time_left = request["deadline"] - deps.clock() - REPORT_MARGIN_SECONDS
     try:
-        text = await asyncio.wait_for(operation.run(parameters, progress), timeout=max(1.0, time_left))
+        try:
+            text = await asyncio.wait_for(operation.run(parameters, progress), timeout=max(1.0, time_left))
+        finally:
+            await progress.settle()  # a progress post on its way must not arrive after the result
     except TimeoutError:
-        await progress.settle()
         return await report(FAILED, "It ran out of time and was stopped.")
     except OperationFailed as error:
-        await progress.settle()
         # A failure in plain words is final: running it again would fail the same way.
         return await report(FAILED, str(error))
     except Exception as error:
-        await progress.settle()
         if message.dequeue_count < deps.max_dequeue_count:
             logger.warning(
                 "operation %s failed on delivery %d of %d; the queue will retry",
@@ -124,7 +124,6 @@ async def handle_operation_message(message: QueueMessageData, deps: WorkerDepend
             raise RetryOperation(str(error)) from error
         logger.exception("operation %s failed on its last delivery", operation_id)
         return await report(FAILED, f"It failed {deps.max_dequeue_count} times ({type(error).__name__}: {error}).")
-    await progress.settle()
     return await report(SUCCEEDED, text)
 
 
@@ -161,6 +160,6 @@ class _ProgressRelay:
             logger.warning("progress of operation %s not delivered: %s", self._request["operationId"], error)
 
     async def settle(self) -> None:
-        """Let a progress post on its way finish first, so it cannot arrive after the result."""
+        """Wait for a progress post on its way (one short attempt, so not for long)."""
         if self._posting is not None:
             await self._posting

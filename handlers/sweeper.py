@@ -3,27 +3,24 @@ operation passed its deadline without a result (lost by a crash, say) as soon as
 
 Each run asks Cosmos DB for conversations whose `expiresAt` has passed (an indexed range
 query, so its cost follows the number of expired conversations, not all of them), clears
-each with a conditional replace (If-Match its etag: a conversation touched since the
-query is left alone), and only then notifies the user. Overlapping runs race on the same
-etag and only one wins, so each conversation is cleared once and notified at most once.
+each with a conditional write through the same storage the turns use (If-Match its etag:
+a conversation touched since the query is left alone), and only then notifies the user.
+Overlapping runs race on the same etag and only one wins, so each conversation is cleared
+once and notified at most once.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from azure.core import MatchConditions
-from azure.cosmos.aio import ContainerProxy
-from azure.cosmos.exceptions import CosmosAccessConditionFailedError, CosmosResourceNotFoundError
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
-from bot_logic.expiry import expires_at, is_expired
+from bot_logic.expiry import is_expired
 from bot_logic.pending_operation import describe_duration, timed_out_text
-from services.cosmos_storage import StorageCounters
+from services.cosmos_storage import ETAG_KEY, CosmosStorage, StateConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +31,7 @@ Notify = Callable[[dict[str, Any], list[str]], Awaitable[None]]  # (conversation
 
 @dataclass
 class SweeperDependencies:
-    conversations: Callable[[], Awaitable[ContainerProxy]]
+    conversations: CosmosStorage
     notify: Notify
     clock: Clock
     expire_after_seconds: int
@@ -42,7 +39,6 @@ class SweeperDependencies:
     notice_text: str
     batch_size: int = 100
     max_batches: int = 20  # bounds one run; the next run continues
-    counters: StorageCounters = field(default_factory=StorageCounters)
 
 
 @dataclass
@@ -57,35 +53,21 @@ def notice_texts(record: dict[str, Any], deps: SweeperDependencies) -> list[str]
     texts = []
     pending = record.get("pendingOperation")
     if pending and not pending.get("timeoutNotified"):
-        texts.append(timed_out_text(pending["name"], pending["deadline"] - pending["startedAt"]))
+        texts.append(timed_out_text(pending))
     if deps.notice_enabled:
         minutes = max(1, round(deps.expire_after_seconds / 60))
         texts.append(deps.notice_text.format(minutes=minutes, duration=describe_duration(deps.expire_after_seconds)))
     return texts
 
 
-def tombstone(doc: dict[str, Any], now: float) -> dict[str, Any]:
-    """The cleared conversation: only its record survives, marked expired, so the next turn
-    says "Welcome back!". It has no expiresAt (never swept again); the container's TTL removes it."""
-    record = dict((doc.get("document") or {}).get(RECORD_PROPERTY) or {})
-    record.update(expiredAt=now, pendingOperation=None)
-    return {"id": doc["id"], "realId": doc.get("realId"), "document": {RECORD_PROPERTY: record}}
-
-
 async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
-    container = await deps.conversations()
     report = SweepReport()
     for _ in range(deps.max_batches):
         now = deps.clock()
-        deps.counters.queries += 1
-        batch = [
-            doc
-            async for doc in container.query_items(
-                EXPIRED_QUERY, parameters=[{"name": "@batch", "value": deps.batch_size}, {"name": "@now", "value": now}]
-            )
-        ]
-        for doc in batch:
-            await _expire(container, doc, now, deps, report)
+        parameters = [{"name": "@batch", "value": deps.batch_size}, {"name": "@now", "value": now}]
+        batch = await deps.conversations.query(EXPIRED_QUERY, parameters)
+        for key, state in batch:
+            await sweep_conversation(key, state, now, deps, report)
         if len(batch) < deps.batch_size:
             break
     if report.expired or report.timed_out or report.skipped:
@@ -99,38 +81,32 @@ async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
     return report
 
 
-def timed_out_only(doc: dict[str, Any], deps: SweeperDependencies) -> dict[str, Any]:
-    """The conversation, still active, with its pending operation marked as told it timed out."""
-    document = dict(doc.get("document") or {})
-    record = dict(document.get(RECORD_PROPERTY) or {})
-    record["pendingOperation"] = {**record["pendingOperation"], "timeoutNotified": True}
-    document[RECORD_PROPERTY] = record
-    body = {k: v for k, v in doc.items() if not k.startswith("_")}
-    body.update(document=document, expiresAt=expires_at(record, deps.expire_after_seconds))
-    return body
-
-
-async def _expire(
-    container: ContainerProxy, doc: dict[str, Any], now: float, deps: SweeperDependencies, report: SweepReport
+async def sweep_conversation(
+    key: str, state: dict[str, Any], now: float, deps: SweeperDependencies, report: SweepReport
 ) -> None:
-    record = (doc.get("document") or {}).get(RECORD_PROPERTY) or {}
+    """Clear an expired conversation, or only mark its overdue operation as told; then tell the user."""
+    record = dict(state.get(RECORD_PROPERTY) or {})
     pending = record.get("pendingOperation")
-    only_timed_out = bool(pending) and not is_expired(record, deps.expire_after_seconds, now)
-    body = timed_out_only(doc, deps) if only_timed_out else tombstone(doc, now)
-    deps.counters.writes += 1
+    overdue_only = bool(pending) and not is_expired(record, deps.expire_after_seconds, now)
+    if overdue_only:
+        # Still active: the conversation stays, its overdue operation is told once.
+        state[RECORD_PROPERTY] = {**record, "pendingOperation": {**pending, "timeoutNotified": True}}
+        cleared = state
+        texts = [timed_out_text(pending)]
+    else:
+        # Only a marker survives, so the next turn says "Welcome back!"; the index fields derive no
+        # expiresAt from it (never swept again) and the container's TTL removes it.
+        cleared = {ETAG_KEY: state[ETAG_KEY], RECORD_PROPERTY: {**record, "expiredAt": now, "pendingOperation": None}}
+        texts = notice_texts(record, deps)
     try:
-        await container.replace_item(
-            item=doc["id"], body=body, etag=doc["_etag"], match_condition=MatchConditions.IfNotModified
-        )
-    except (CosmosAccessConditionFailedError, CosmosResourceNotFoundError):
+        await deps.conversations.write({key: cleared})
+    except StateConflictError:
         report.skipped += 1
         return
-    if only_timed_out:
+    if overdue_only:
         report.timed_out += 1
-        texts = [timed_out_text(pending["name"], pending["deadline"] - pending["startedAt"])]
     else:
         report.expired += 1
-        texts = notice_texts(record, deps)
     reference = record.get("reference")
     if not texts or not reference:
         return
@@ -139,4 +115,4 @@ async def _expire(
         report.notified += 1
     except Exception:
         # At most once: the conversation is already cleared; a lost notice is not retried.
-        logger.warning("could not notify expired conversation %s", doc.get("realId"), exc_info=True)
+        logger.warning("could not notify expired conversation %s", key, exc_info=True)

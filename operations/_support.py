@@ -2,10 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from .registry import InvalidParameters, Operation, OperationFailed, ProgressCallback, resolve_parameters
+
+T = TypeVar("T")
+
+
+async def in_thread(work: Callable[..., T], *args: Any) -> T:
+    """Run a chunk of CPU work off the event loop.
+
+    If the operation is cancelled (the worker's deadline), the chunk already running finishes
+    before the cancellation goes on: a thread cannot be stopped, and no work may outlive its operation.
+    """
+    chunk = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    try:
+        return await asyncio.shield(chunk)
+    except asyncio.CancelledError:
+        await asyncio.wait({chunk})
+        raise
 
 
 def checked_parameters(operation: Operation, given: Mapping[str, object] | None) -> dict[str, int]:

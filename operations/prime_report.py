@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import compress
 
-from ._support import Progress, checked_parameters, plural
+from ._support import Progress, checked_parameters, in_thread, plural
 from .registry import Operation, OperationFailed, Parameter, ProgressCallback
 
 # One segment is ~10-20 ms of work: short enough to keep the GIL hand-offs and
@@ -92,12 +91,12 @@ class _Tally:
 async def prime_summary(start: int, end: int, progress: Progress | None = None) -> PrimeSummary:
     if start > end:
         raise OperationFailed(f"The range is empty: start ({start:,}) is after end ({end:,}).")
-    sieving = await asyncio.to_thread(base_primes, math.isqrt(end))
+    sieving = await in_thread(base_primes, math.isqrt(end))
     tally = _Tally()
     lo = start
     while lo <= end:
         hi = min(lo + SEGMENT, end + 1)
-        await asyncio.to_thread(tally.add_segment, lo, hi, sieving)
+        await in_thread(tally.add_segment, lo, hi, sieving)
         lo = hi
         if progress is not None:
             await progress.update(lo - start, end + 1 - start)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ._support import Progress, checked_parameters
+from ._support import Progress, checked_parameters, in_thread
 from .registry import Operation, Parameter, ProgressCallback
 
 PORTFOLIO_VALUE = 1_000_000.0
@@ -158,10 +157,10 @@ async def risk_summary(seed: int, days: int, paths: int, progress: Progress | No
         return len(losses)
 
     while done < paths:
-        done += await asyncio.to_thread(next_chunk)
+        done += await in_thread(next_chunk)
         if progress is not None:
             await progress.update(done, paths)
-    await asyncio.to_thread(tally.finish)
+    await in_thread(tally.finish)
     mean = tally.sum / paths
     variance = max(0.0, tally.sum_squares / paths - mean * mean) * paths / max(1, paths - 1)
     tail = math.ceil(0.01 * paths)

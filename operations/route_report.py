@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._support import Progress, checked_parameters, plural
+from ._support import Progress, checked_parameters, in_thread, plural
 from .registry import Operation, Parameter, ProgressCallback
 
 CLOSED_PERCENT = 15  # share of roads closed, so routes have to detour
@@ -148,12 +147,12 @@ def _summarise(paths: ShortestPaths) -> RouteSummary:
 
 
 async def route_summary(size: int, seed: int, progress: Progress | None = None) -> RouteSummary:
-    paths = await asyncio.to_thread(ShortestPaths, size, seed)
+    paths = await in_thread(ShortestPaths, size, seed)
     while not paths.finished:
-        await asyncio.to_thread(paths.step, CHUNK)
+        await in_thread(paths.step, CHUNK)
         if progress is not None:
             await progress.update(paths.settled, paths.count)
-    return await asyncio.to_thread(_summarise, paths)
+    return await in_thread(_summarise, paths)
 
 
 def _hours(minutes: float) -> str:

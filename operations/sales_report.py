@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 
-from ._support import Progress, checked_parameters, money
+from ._support import Progress, checked_parameters, in_thread, money
 from .registry import Operation, Parameter, ProgressCallback
 
 # The catalogue: (product, unit price in cents, relative popularity).
@@ -143,7 +142,7 @@ async def sales_summary(seed: int, orders: int, progress: Progress | None = None
         return len(chunk.months)
 
     while done < orders:
-        done += await asyncio.to_thread(next_chunk)
+        done += await in_thread(next_chunk)
         if progress is not None:
             await progress.update(done, orders)
     return SalesSummary(

@@ -55,6 +55,13 @@ def escape_key(key: str) -> str:
     return f"{escaped[: _MAX_ID_LENGTH - len(digest) - 1]}-{digest}"
 
 
+def _state_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+    # jsonpickle, as the SDK's own storages: dialog state holds SDK objects, not plain JSON.
+    state = dict(Unpickler().restore(doc.get("document") or {}))
+    state[ETAG_KEY] = doc["_etag"]
+    return state
+
+
 def _no_index_fields(_state: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
@@ -82,11 +89,15 @@ class CosmosStorage(Storage):
                 doc = await container.read_item(item=doc_id, partition_key=doc_id)
             except CosmosResourceNotFoundError:
                 continue
-            # jsonpickle, as the SDK's own storages: dialog state holds SDK objects, not plain JSON.
-            state = dict(Unpickler().restore(doc.get("document") or {}))
-            state[ETAG_KEY] = doc["_etag"]
-            items[key] = state
+            items[key] = _state_of(doc)
         return items
+
+    async def query(self, query: str, parameters: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        """(key, state) of the documents a query over the index fields finds; states carry their
+        etags, so writing them back is conditional, as after read()."""
+        container = await self._container()
+        self.counters.queries += 1
+        return [(doc["realId"], _state_of(doc)) async for doc in container.query_items(query, parameters=parameters)]
 
     async def write(self, changes: dict[str, Any]) -> None:
         container = await self._container()

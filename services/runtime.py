@@ -31,6 +31,7 @@ class BotRuntime:
     adapter: FunctionsBotAdapter
     bot: LongOperationBot
     scopes: StateScopes
+    conversations: CosmosStorage
     counters: StorageCounters
     operation_queue: OperationQueue
     clock: Clock
@@ -63,6 +64,7 @@ def build_runtime(settings: Settings, clock: Clock = system_clock) -> BotRuntime
         adapter=FunctionsBotAdapter(create_authentication(settings)),
         bot=bot,
         scopes=StateScopes(conversation_state, user_state, user_storage),
+        conversations=conversation_storage,
         counters=counters,
         operation_queue=operation_queue,
         clock=clock,
@@ -108,7 +110,7 @@ async def get_worker_dependencies() -> WorkerDependencies:
     return _worker
 
 
-async def build_sweeper_dependencies(runtime: BotRuntime) -> SweeperDependencies:
+def build_sweeper_dependencies(runtime: BotRuntime) -> SweeperDependencies:
     settings = runtime.settings
 
     async def notify(reference: dict[str, Any], texts: list[str]) -> None:
@@ -121,11 +123,10 @@ async def build_sweeper_dependencies(runtime: BotRuntime) -> SweeperDependencies
         )
 
     return SweeperDependencies(
-        conversations=runtime.cosmos.conversation_container,
+        conversations=runtime.conversations,
         notify=notify,
         clock=runtime.clock,
         expire_after_seconds=settings.expire_after_seconds,
         notice_enabled=settings.expiry_notice_enabled,
         notice_text=settings.expiry_notice_text,
-        counters=runtime.counters,
     )

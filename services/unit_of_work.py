@@ -127,9 +127,9 @@ def _reply(context: TurnContext, text: str) -> Activity:
 
 
 def _worth_saving(state: BotState, context: TurnContext) -> bool:
-    """False for a scope that was never stored and is still empty (e.g. a turn that ignored its activity)."""
-    cached = state.get(context) or {}
-    return (bool(cached) and set(cached) != {ETAG_KEY}) or ETAG_KEY in cached
+    """False for a scope that was never stored and is still empty (e.g. a turn that ignored its activity):
+    a stored one always holds at least its etag."""
+    return bool(state.get(context))
 
 
 async def _save_user_state(

@@ -12,13 +12,13 @@ import pytest
 from bot_logic.conversation_record import RECORD_PROPERTY
 from bot_logic.expiry import check_expiry_settings, conversation_index_fields, is_expired
 from handlers.messages import handle_messages
-from handlers.sweeper import SweeperDependencies, handle_sweep
+from handlers.sweeper import EXPIRED_QUERY, SweeperDependencies, SweepReport, handle_sweep, sweep_conversation
+from localdev.app_settings import app_settings
 from services.cosmos_storage import escape_key
 from services.runtime import BotRuntime, build_runtime
 from services.settings import load_settings
 from tests.support.clock import FakeClock
 from tests.support.connector import RecordingConnector
-from tests.support.environment import app_environment
 from tests.test_messages_handler import activity, joined, post
 
 EXPIRE = 300
@@ -57,9 +57,13 @@ async def clock() -> FakeClock:
 
 @pytest.fixture
 async def runtime(azurite: Any, cosmos: Any, clock: FakeClock) -> AsyncIterator[BotRuntime]:
-    built = build_runtime(load_settings(app_environment(azurite, cosmos, ExpireAfterSeconds=str(EXPIRE))), clock)
+    built = build_runtime(load_settings(app_settings(azurite, cosmos, ExpireAfterSeconds=str(EXPIRE))), clock)
     yield built
     await built.close()
+
+
+def query_parameters(clock: FakeClock) -> list[dict[str, Any]]:
+    return [{"name": "@batch", "value": 100}, {"name": "@now", "value": clock.now}]
 
 
 def sweeper(runtime: BotRuntime, clock: FakeClock, notified: list[tuple[str, list[str]]]) -> SweeperDependencies:
@@ -67,7 +71,7 @@ def sweeper(runtime: BotRuntime, clock: FakeClock, notified: list[tuple[str, lis
         notified.append((reference["conversation"]["id"], texts))
 
     return SweeperDependencies(
-        conversations=runtime.cosmos.conversation_container,
+        conversations=runtime.conversations,
         notify=notify,
         clock=clock,
         expire_after_seconds=EXPIRE,
@@ -137,20 +141,18 @@ async def test_conversation_touched_between_query_and_clear_survives(
 ) -> None:
     conversation = await named_conversation(runtime, connector, "Late")
     clock.now += EXPIRE + 1
-    container = await runtime.cosmos.conversation_container()
-    doc_id = escape_key(f"directline/conversations/{conversation}")
-    stale = await container.read_item(doc_id, doc_id)
+    key = f"directline/conversations/{conversation}"
+    expired = await runtime.conversations.query(EXPIRED_QUERY, query_parameters(clock))
+    [(found, stale)] = [hit for hit in expired if hit[0] == key]
     # The user writes after the sweeper's query read the document...
     await handle_messages(post(activity(conversation, connector.service_url, text="still here")), runtime)
     notified: list[tuple[str, list[str]]] = []
-    deps = sweeper(runtime, clock, notified)
-    from handlers.sweeper import SweepReport, _expire
-
     report = SweepReport()
-    await _expire(container, stale, clock.now, deps, report)  # ...so the sweeper's conditional clear fails
+    await sweep_conversation(found, stale, clock.now, sweeper(runtime, clock, notified), report)
+    # ...so the sweeper's conditional clear fails and the conversation is left alone.
     assert (report.expired, report.skipped, notified) == (0, 1, [])
-    fresh = await container.read_item(doc_id, doc_id)
-    assert fresh["document"][RECORD_PROPERTY]["expiredAt"] is None
+    fresh = (await runtime.conversations.read([key]))[key]
+    assert fresh[RECORD_PROPERTY]["expiredAt"] is None
 
 
 async def test_overlapping_sweeps_notify_once(
@@ -168,7 +170,7 @@ async def test_an_operation_past_its_deadline_is_told_at_once_in_an_active_conve
     azurite: Any, cosmos: Any, connector: RecordingConnector, clock: FakeClock
 ) -> None:
     # Idle expiry far away, so only the operation's deadline matters.
-    settings = load_settings(app_environment(azurite, cosmos, ExpireAfterSeconds="3600", OperationTimeoutSeconds="60"))
+    settings = load_settings(app_settings(azurite, cosmos, ExpireAfterSeconds="3600", OperationTimeoutSeconds="60"))
     runtime = build_runtime(settings, clock)
     try:
         conversation = await named_conversation(runtime, connector, "Tess")

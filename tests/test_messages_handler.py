@@ -12,17 +12,17 @@ import pytest
 
 from handlers.http_types import HttpRequestData
 from handlers.messages import MAX_BODY_BYTES, handle_messages
+from localdev.app_settings import app_settings
 from services.runtime import BotRuntime, build_runtime
 from services.settings import load_settings
 from tests.support.connector import RecordingConnector
-from tests.support.environment import app_environment
 
 pytestmark = pytest.mark.emulators
 
 
 @pytest.fixture
 async def runtime(azurite: Any, cosmos: Any) -> AsyncIterator[BotRuntime]:
-    built = build_runtime(load_settings(app_environment(azurite, cosmos)))
+    built = build_runtime(load_settings(app_settings(azurite, cosmos)))
     yield built
     await built.close()
 
@@ -179,7 +179,7 @@ async def test_with_an_app_id_a_request_without_a_valid_token_is_401(
     azurite: Any, cosmos: Any, connector: RecordingConnector
 ) -> None:
     settings = load_settings(
-        app_environment(azurite, cosmos, MicrosoftAppId=str(uuid.uuid4()), MicrosoftAppPassword="not-used")
+        app_settings(azurite, cosmos, MicrosoftAppId=str(uuid.uuid4()), MicrosoftAppPassword="not-used")
     )
     runtime = build_runtime(settings)
     try:
@@ -195,7 +195,7 @@ async def test_a_queue_that_cannot_be_reached_is_told_not_left_waiting(
     azurite: Any, cosmos: Any, connector: RecordingConnector
 ) -> None:
     unreachable = azurite.connection_string.replace(f":{azurite.queue_port}/", ":9/")
-    runtime = build_runtime(load_settings(app_environment(azurite, cosmos, AzureWebJobsStorage=unreachable)))
+    runtime = build_runtime(load_settings(app_settings(azurite, cosmos, AzureWebJobsStorage=unreachable)))
     try:
         conversation = f"c-{uuid.uuid4()}"
         url = connector.service_url
@@ -215,7 +215,7 @@ async def test_tokens_that_fail_validation_in_any_way_are_401(
     import jwt
 
     settings = load_settings(
-        app_environment(azurite, cosmos, MicrosoftAppId=str(uuid.uuid4()), MicrosoftAppPassword="not-used")
+        app_settings(azurite, cosmos, MicrosoftAppId=str(uuid.uuid4()), MicrosoftAppPassword="not-used")
     )
     runtime = build_runtime(settings)
     # Signed with HS256 by someone who knows no Microsoft key: the SDK raises a bare Exception for it.

@@ -15,13 +15,13 @@ from azure.storage.queue.aio import QueueClient
 
 from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT, WORKER_ID, progress_payload, result_payload
 from handlers.messages import handle_messages
+from localdev.app_settings import app_settings
 from services.cosmos_storage import escape_key
 from services.runtime import BotRuntime, build_runtime
 from services.settings import load_settings
 from services.signing import sign
 from tests.support.clock import FakeClock
 from tests.support.connector import RecordingConnector
-from tests.support.environment import app_environment
 from tests.test_messages_handler import activity, joined, post
 
 pytestmark = pytest.mark.emulators
@@ -34,7 +34,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def runtime(azurite: Any, cosmos: Any, clock: FakeClock) -> AsyncIterator[BotRuntime]:
-    built = build_runtime(load_settings(app_environment(azurite, cosmos)), clock)
+    built = build_runtime(load_settings(app_settings(azurite, cosmos)), clock)
     yield built
     await built.close()
 

@@ -36,7 +36,6 @@ class RecordingDirectLine:
         return f"{conversation_id}|{len(self.posts)}"
 
 
-
 def request(operation: str, deadline: float = 5000.0, **extra: Any) -> bytes:
     body = {
         "operationId": "op-1",

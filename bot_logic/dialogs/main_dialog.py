@@ -20,6 +20,8 @@ from operations import InvalidParameters, Operation, all_operations, resolve_par
 from services.unit_of_work import add_effect_after_commit
 
 NAME_PROMPT = "What's your name?"
+MAX_NAME_LENGTH = 60
+WATERFALL = "main"
 PARAMETERS_HINT = "\n\nAnswer with a number or a name; add parameters to change the size, e.g. `1 end=1000000`."
 _PARAMETER = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*([\d][\d,_]*)")
 
@@ -27,10 +29,6 @@ _PARAMETER = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*([\d][\d,_]*)")
 def parameters_in(text: str) -> dict[str, str]:
     """`name=value` pairs a user added to a choice, e.g. "prime report end=1000000"."""
     return {name: value for name, value in _PARAMETER.findall(text)}
-
-
-MAX_NAME_LENGTH = 60
-WATERFALL = "main"
 
 
 class MainDialog(ComponentDialog):
@@ -123,7 +121,7 @@ class MainDialog(ComponentDialog):
             await step.context.send_activity(f"Thanks for waiting. {result.get('text', '')}")
         elif outcome == TIMED_OUT:
             if not result.get("timeoutNotified"):  # else the sweeper has told the user already
-                await step.context.send_activity(timed_out_text(name, result["deadline"] - result["startedAt"]))
+                await step.context.send_activity(timed_out_text(result))
         elif outcome == CANCELLED:
             await step.context.send_activity(f"Cancelled the {name}. If its result still arrives, I'll ignore it.")
         else:

@@ -10,10 +10,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from localdev.app_settings import app_settings
 from localdev.functions_host import HostProcess, spawn_host
 from localdev.processes import PROJECT_ROOT
 from tests.support.connector import RecordingConnector
-from tests.support.environment import app_environment
 from tests.test_messages_handler import activity, joined
 
 pytestmark = pytest.mark.emulators
@@ -35,7 +35,7 @@ async def post(host: HostProcess, body: Any, **headers: str) -> int:
 async def test_greeting_name_prompt_and_name_surviving_a_restart(
     azurite: Any, cosmos: Any, connector: RecordingConnector
 ) -> None:
-    settings = app_environment(azurite, cosmos)
+    settings = app_settings(azurite, cosmos)
     url = connector.service_url
     first, second = f"c-{uuid.uuid4()}", f"c-{uuid.uuid4()}"
     host = await start_host(settings)
@@ -61,7 +61,7 @@ async def test_greeting_name_prompt_and_name_surviving_a_restart(
 
 
 async def test_bad_requests_over_http(azurite: Any, cosmos: Any) -> None:
-    host = await start_host(app_environment(azurite, cosmos))
+    host = await start_host(app_settings(azurite, cosmos))
     try:
         async with aiohttp.ClientSession() as session:
             base = f"{host.base_url}/api/messages"

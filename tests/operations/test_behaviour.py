@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
 
 from operations import Operation, OperationFailed, all_operations, get_operation
+from operations._support import in_thread
 
 # Small runs (well under a second) and medium runs (~0.3-1 s: long enough to watch the event loop).
 SMALL: dict[str, dict[str, int]] = {
@@ -28,9 +30,12 @@ BUILTIN = [op.name for op in all_operations()]
 class Recorder:
     def __init__(self) -> None:
         self.fractions: list[float] = []
+        self.started = asyncio.Event()
 
     async def __call__(self, fraction: float) -> None:
         self.fractions.append(fraction)
+        if fraction > 0:
+            self.started.set()
 
 
 def test_every_builtin_has_test_sizes() -> None:
@@ -38,15 +43,13 @@ def test_every_builtin_has_test_sizes() -> None:
 
 
 @pytest.mark.parametrize("name", BUILTIN)
-async def test_small_runs_are_fast_and_deterministic(name: str) -> None:
+async def test_small_runs_are_deterministic_and_short_to_read(name: str) -> None:
+    # How fast they are is for bench/; here: the same answer twice, fit for a chat message.
     operation = get_operation(name)
-    started = time.perf_counter()
     first = await operation.run(SMALL[name], Recorder())
-    elapsed = time.perf_counter() - started
     second = await operation.run(SMALL[name], Recorder())
     assert first == second
     assert first.strip() and len(first) < 600 and len(first.splitlines()) <= 6
-    assert elapsed < 1.0
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -86,15 +89,30 @@ async def test_event_loop_stays_responsive(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", BUILTIN)
-async def test_cancellation_is_prompt(name: str) -> None:
-    task = asyncio.create_task(get_operation(name).run(MEDIUM[name], Recorder()))
-    await asyncio.sleep(0.05)
-    started = time.perf_counter()
+async def test_cancellation_stops_the_work(name: str) -> None:
+    progress = Recorder()
+    task = asyncio.create_task(get_operation(name).run(MEDIUM[name], progress))
+    await progress.started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert time.perf_counter() - started < 0.5
-    await asyncio.sleep(0.3)  # let the abandoned chunk finish before the next test measures timings
+    assert 1.0 not in progress.fractions  # stopped, not finished
+
+
+async def test_a_cancelled_chunk_finishes_before_the_cancellation_returns() -> None:
+    release, finished = threading.Event(), threading.Event()
+
+    def chunk() -> None:
+        release.wait(10)
+        finished.set()
+
+    task = asyncio.create_task(in_thread(chunk))
+    await asyncio.to_thread(lambda: None)  # the chunk has been handed to the thread pool
+    task.cancel()
+    asyncio.get_running_loop().call_soon(release.set)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished.is_set()  # no CPU work outlives its operation
 
 
 @pytest.mark.parametrize("name", BUILTIN)

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from localdev.app_settings import app_settings
 from localdev.directline import DirectLineThread
 from localdev.emulators import Azurite, CosmosStandIn
 from localdev.functions_host import HostProcess, spawn_host
 from localdev.processes import PROJECT_ROOT, free_port
-from tests.support.environment import app_environment
 
 LOG_DIR = PROJECT_ROOT / ".localdev" / "test-logs"
 
@@ -34,7 +34,7 @@ class LocalBot:
 @contextmanager
 def running_bot(azurite: Azurite, cosmos: CosmosStandIn, **overrides: str) -> Iterator[LocalBot]:
     directline_port = free_port()
-    settings = app_environment(
+    settings = app_settings(
         azurite, cosmos, DirectLineEndpoint=f"http://127.0.0.1:{directline_port}/v3/directline", **overrides
     )
     host = spawn_host(PROJECT_ROOT, settings=settings, log_path=LOG_DIR / f"e2e-host-{uuid.uuid4().hex[:8]}.log")

@@ -1,4 +1,4 @@
-"""Settings for tests, pointing at the emulators the test session started."""
+"""App settings pointing at emulators a test or benchmark session started (not `make run`'s file)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import secrets
 from localdev.emulators import Azurite, CosmosStandIn
 
 
-def app_environment(azurite: Azurite, cosmos: CosmosStandIn, **overrides: str) -> dict[str, str]:
-    """Values as local.settings.json would hold them; a fresh database per call isolates tests."""
+def app_settings(azurite: Azurite, cosmos: CosmosStandIn, **overrides: str) -> dict[str, str]:
+    """Values as local.settings.json would hold them; a fresh database and queue per call isolate runs."""
     values = {
         "FUNCTIONS_WORKER_RUNTIME": "python",
         "AzureWebJobsStorage": azurite.connection_string,
