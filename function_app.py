@@ -18,6 +18,10 @@ _expiry_warning = check_expiry_settings(
 )
 if _expiry_warning:
     logging.getLogger(__name__).warning(_expiry_warning)
+if _settings.local_mode:
+    logging.getLogger(__name__).warning(
+        "MicrosoftAppId is empty: Bot Framework authentication is off. Fine locally; never deploy so."
+    )
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 

@@ -63,3 +63,11 @@ def test_the_app_refuses_to_start_naming_the_missing_setting() -> None:
     )
     assert result.returncode != 0
     assert "Setting OperationSigningKey is required but missing or empty." in result.stderr
+
+
+def test_the_app_warns_when_it_runs_without_authentication() -> None:
+    env = {**os.environ, **VALID, "MicrosoftAppId": ""}
+    script = "import logging; logging.basicConfig(); import function_app"
+    result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "Bot Framework authentication is off" in result.stderr

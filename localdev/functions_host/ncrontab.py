@@ -179,7 +179,7 @@ class IntervalSchedule:
         return after + self.interval
 
 
-def parse_schedule(expression: str) -> CronSchedule | IntervalSchedule:
+def parse_schedule(expression: str) -> Schedule:
     """An NCRONTAB expression, or a TimeSpan as the host accepts for timer triggers."""
     interval = parse_timespan(expression) if ":" in expression else None
     if interval is not None:
