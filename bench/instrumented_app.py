@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import bot_logic.operation_messages as operation_messages
+import bot_logic.operation_protocol as operation_protocol
+import bot_logic.turn_routing as turn_routing
 import handlers.messages as messages
 import handlers.operations_worker as worker
 import services.bot_adapter as bot_adapter
 import services.directline_client as directline_client
 import services.operation_queue as operation_queue
+import services.unit_of_work as unit_of_work
 
 PREFIX = "BENCHMARK"
 _operation: contextvars.ContextVar[str | None] = contextvars.ContextVar("bench_operation", default=None)
@@ -54,10 +56,7 @@ async def _timed_send(*args: Any, **kwargs: Any) -> None:
 
 operation_queue.OperationQueue.send = _timed_send  # type: ignore[method-assign]
 
-_resume = messages.resume_conversation
-
-
-_resume_signature = inspect.signature(_resume)
+_resume = turn_routing.TurnRouter._resume
 
 
 def _operation_id(value: Any) -> str | None:
@@ -73,30 +72,38 @@ def _operation_id(value: Any) -> str | None:
     return str(payload.get("operationId")) if isinstance(payload, dict) and payload.get("operationId") else None
 
 
-async def _timed_resume(*args: Any, **kwargs: Any) -> None:
-    bound = _resume_signature.bind(*args, **kwargs)
-    activity = bound.arguments["context"].activity
-    if activity.name != operation_messages.RESULT_EVENT:
-        await _resume(*args, **kwargs)
+async def _timed_resume(router: Any, activity: Any) -> None:
+    if activity.name != operation_protocol.RESULT_EVENT:
+        await _resume(router, activity)
         return
     operation_id = _operation_id(activity.value)
     mark("event_at_bot", operation_id)
     token = _operation.set(operation_id)
-    run_turn = bound.arguments["run_turn"]
-
-    async def timed_turn(turn_context: Any) -> None:
-        mark("turn_start", operation_id)
-        await run_turn(turn_context)
-        mark("turn_end", operation_id)
-
-    bound.arguments["run_turn"] = timed_turn
     try:
-        await _resume(*bound.args, **bound.kwargs)
+        await _resume(router, activity)
     finally:
         _operation.reset(token)
 
 
-messages.resume_conversation = _timed_resume
+turn_routing.TurnRouter._resume = _timed_resume  # type: ignore[method-assign]
+
+_process_proactive = bot_adapter.FunctionsBotAdapter.process_proactive
+
+
+async def _timed_process_proactive(adapter: Any, claims: Any, continuation: Any, audience: Any, logic: Any) -> Any:
+    operation_id = _operation.get()
+    if operation_id is None:  # not a resumed result (e.g. the sweeper's notice)
+        return await _process_proactive(adapter, claims, continuation, audience, logic)
+
+    async def timed_turn(turn_context: Any) -> None:
+        mark("turn_start", operation_id)
+        await logic(turn_context)
+        mark("turn_end", operation_id)
+
+    return await _process_proactive(adapter, claims, continuation, audience, timed_turn)
+
+
+bot_adapter.FunctionsBotAdapter.process_proactive = _timed_process_proactive  # type: ignore[method-assign]
 
 _send_activities = bot_adapter.FunctionsBotAdapter.send_activities
 
@@ -104,7 +111,7 @@ _send_activities = bot_adapter.FunctionsBotAdapter.send_activities
 async def _timed_send_activities(*args: Any, **kwargs: Any) -> Any:
     operation_id = _operation.get()
     context = args[1] if len(args) > 1 else kwargs.get("context")
-    outbox = bot_adapter.outbox_of(context)
+    outbox = unit_of_work.outbox_of(context)
     sending = operation_id is not None and (outbox is None or not outbox.holding)
     if sending:
         mark("reply_send_start", operation_id)
@@ -178,7 +185,7 @@ def _timed_start_conversation(*args: Any, **kwargs: Any) -> Any:
 
 def _timed_post_event(*args: Any, **kwargs: Any) -> Any:
     answer = _post_event(*args, **kwargs)
-    if _event_name(args, kwargs) == operation_messages.RESULT_EVENT:
+    if _event_name(args, kwargs) == operation_protocol.RESULT_EVENT:
         mark("event_posted", _operation.get())
     return answer
 

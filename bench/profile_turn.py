@@ -2,7 +2,7 @@
 per-turn Bot Connector client measured on its own. Evidence for the fix suggestions.
 
 Runs the handler exactly as the host calls it (handlers.messages.handle_messages with the
-runtime from services.runtime.build_runtime) against the Cosmos DB stand-in and a tiny local
+dependencies bootstrap.Composition builds) against the Cosmos DB stand-in and a tiny local
 Connector endpoint that counts the TCP connections it is sent replies on.
 """
 
@@ -20,10 +20,10 @@ from aiohttp import web
 from bench.client import BOT
 from bench.stack import Emulators, bench_settings
 from bench.stats import summary_ms
+from bootstrap import Composition
 from handlers.http_types import HttpRequestData
 from handlers.messages import handle_messages
 from services.cosmos_storage import escape_key
-from services.runtime import build_runtime
 from services.settings import load_settings
 
 # Functions whose cumulative CPU time is reported, by what they stand for.
@@ -100,13 +100,13 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
     turns = 20 if quick else 200
     connector = Connector()
     await connector.start()
-    runtime = build_runtime(load_settings(bench_settings(stack, "http://127.0.0.1:9/")))
+    app = Composition(load_settings(bench_settings(stack, "http://127.0.0.1:9/")))
     try:
         conversation = f"profile-{uuid.uuid4().hex[:8]}"
         url = connector.url
         update = {"type": "conversationUpdate", "membersAdded": [{"id": "bot"}, {"id": f"user-of-{conversation}"}]}
         for fields in (update, {"text": "Ada"}, {"text": "what?"}):  # warm up: runtime, containers, imports
-            response = await handle_messages(_request(conversation, url, **fields), runtime)
+            response = await handle_messages(_request(conversation, url, **fields), app.messages)
             if response.status != 200:
                 raise RuntimeError(f"warm-up turn answered {response.status}")
 
@@ -114,22 +114,22 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
         timings = []
         for _ in range(turns):
             started = time.perf_counter()
-            await handle_messages(_request(conversation, url, text="what?"), runtime)
+            await handle_messages(_request(conversation, url, text="what?"), app.messages)
             timings.append(time.perf_counter() - started)
         replies, connections = connector.requests, len(connector.connections)
 
         profile = cProfile.Profile()
         profile.enable()
         for _ in range(turns):
-            await handle_messages(_request(conversation, url, text="what?"), runtime)
+            await handle_messages(_request(conversation, url, text="what?"), app.messages)
         profile.disable()
         categories = _category_times(profile, turns)
-        container = await runtime.cosmos.conversation_container()
+        container = await app.cosmos.conversation_container()
         doc_id = escape_key(f"directline/conversations/{conversation}")
         stored = await container.read_item(item=doc_id, partition_key=doc_id)
         document_bytes = len(json.dumps(stored.get("document")))
     finally:
-        await runtime.close()
+        await app.close()
         await connector.stop()
     return {
         "in_process_turn": summary_ms(timings),

@@ -6,7 +6,7 @@ endpoint (seeding is not what is measured). `handlers.sweeper.handle_sweep` then
 process with a no-op notifier; requests are counted at the stand-in.
 
 The stand-in scans every document for a query (it has no index), so its wall time grows with
-the container's size; Cosmos DB serves the sweeper's range query from the `expiresAt` index.
+the container's size; Cosmos DB serves the sweeper's range query from the `sweepAt` index.
 The request counts are the portable figure.
 """
 
@@ -21,10 +21,8 @@ from typing import Any
 import aiohttp
 
 from bench.stack import CosmosStats, Emulators, bench_settings, reads_and_writes
-from bot_logic.expiry import conversation_index_fields
-from handlers.sweeper import SweeperDependencies, handle_sweep
-from services.cosmos import CosmosAccount
-from services.cosmos_storage import CosmosStorage
+from bootstrap import Composition
+from handlers.sweeper import handle_sweep
 from services.settings import load_settings
 
 EXPIRE_AFTER = 1800
@@ -76,7 +74,7 @@ def conversation_document(index: int, now: float, expired: bool, rng: random.Ran
         "id": key.replace("/", "*2f"),
         "realId": key,
         "document": {"ConversationRecord": record, "DialogState": dialog_state},
-        "expiresAt": last_access + EXPIRE_AFTER,
+        "sweepAt": last_access + EXPIRE_AFTER,
     }
 
 
@@ -91,8 +89,9 @@ class Recorder:
 
 
 async def scenario(stack: Emulators, stats: CosmosStats, stored: int, share: float) -> dict[str, Any]:
-    settings = load_settings(bench_settings(stack, "http://127.0.0.1:9/"))
-    account = CosmosAccount(settings)
+    settings = load_settings(bench_settings(stack, "http://127.0.0.1:9/", ExpireAfterSeconds=str(EXPIRE_AFTER)))
+    app = Composition(settings)
+    account = app.cosmos
     try:
         await account.conversation_container()  # creates the database and containers as the app does
         rng = random.Random(stored * 1000 + int(share * 1000))
@@ -107,17 +106,8 @@ async def scenario(stack: Emulators, stats: CosmosStats, stored: int, share: flo
         seeded_s = time.perf_counter() - seeding
 
         recorder = Recorder()
-        deps = SweeperDependencies(
-            conversations=CosmosStorage(
-                account.conversation_container,
-                conversation_index_fields(EXPIRE_AFTER, settings.cosmos_time_to_live, time.time),
-            ),
-            notify=recorder,
-            clock=time.time,
-            expire_after_seconds=EXPIRE_AFTER,
-            notice_enabled=True,
-            notice_text="This conversation was closed after {minutes} minutes without activity.",
-        )
+        deps = app.sweeper
+        deps.tell = recorder
         deps.max_batches = math.ceil(expired / deps.batch_size) + 1  # all of them in one sweep (see notes)
         await stats.reset()
         started = time.perf_counter()
@@ -135,7 +125,7 @@ async def scenario(stack: Emulators, stats: CosmosStats, stored: int, share: flo
             if account._client is not None:  # drop the database: keep the stand-in's memory small
                 await account._client.delete_database(settings.cosmos_database_id)
         finally:
-            await account.close()
+            await app.close()
     reads, writes = reads_and_writes(counted["kinds"])
     return {
         "stored": stored,
@@ -171,6 +161,6 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
             "stops after 20 batches of 100 = 2,000 conversations; the next run continues). Requests: "
             "1 query per batch of 100 + 1 conditional replace per expired conversation, whatever the number "
             "stored. The stand-in scans every document per query, so its wall time also grows with the "
-            "number stored; Cosmos DB serves the query from the expiresAt index."
+            "number stored; Cosmos DB serves the query from the sweepAt index."
         ),
     }

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
 from botbuilder.dialogs import DialogExtensions
 from botbuilder.schema import ChannelAccount
 
+from bot_logic.after_commit import AfterCommit
 from bot_logic.clock import Clock
-from bot_logic.conversation_record import RECORD_PROPERTY, already_handled, new_record, remember_activity
-from bot_logic.dialogs.main_dialog import MainDialog
+from bot_logic.conversation_record import (
+    DIALOG_STATE_PROPERTY,
+    RECORD_PROPERTY,
+    already_handled,
+    new_record,
+    remember_activity,
+    start_over,
+)
+from bot_logic.dialogs.main_dialog import Enqueue, MainDialog
 from bot_logic.expiry import WELCOME_BACK_TEXT, is_expired
-from bot_logic.operation_events import is_operation_event
-from bot_logic.operation_messages import PROGRESS_EVENT
-from bot_logic.pending_operation import timed_out_text
+from bot_logic.operation_protocol import PROGRESS_EVENT
+from bot_logic.pending_operation import timeout_notice_once
+from bot_logic.turn_routing import is_operation_event
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
 
 logger = logging.getLogger(__name__)
 
 WELCOME = "Hello and welcome! I run long operations for you and tell you here when they are done."
 WELCOME_BACK = "Welcome back, {name}!"
-
-Enqueue = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class LongOperationBot(ActivityHandler):
@@ -33,6 +38,7 @@ class LongOperationBot(ActivityHandler):
         conversation_state: ConversationState,
         user_state: UserState,
         enqueue: Enqueue,
+        effects: AfterCommit,
         clock: Clock,
         operation_timeout_seconds: int,
         expire_after_seconds: int,
@@ -40,10 +46,10 @@ class LongOperationBot(ActivityHandler):
         self._conversation_state = conversation_state
         self._expire_after_seconds = expire_after_seconds
         self.records = conversation_state.create_property(RECORD_PROPERTY)
-        self._dialog_state = conversation_state.create_property("DialogState")
+        self._dialog_state = conversation_state.create_property(DIALOG_STATE_PROPERTY)
         self.profiles = user_state.create_property(PROFILE_PROPERTY)
         self._clock = clock
-        self._dialog = MainDialog(self.profiles, self.records, enqueue, clock, operation_timeout_seconds)
+        self._dialog = MainDialog(self.profiles, self.records, enqueue, effects, clock, operation_timeout_seconds)
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
@@ -63,22 +69,13 @@ class LongOperationBot(ActivityHandler):
         now = self._clock()
         if is_expired(record, self._expire_after_seconds, now):
             pending = record.get("pendingOperation")
-            record = self._start_over(turn_context)
-            if pending and not pending.get("timeoutNotified"):
-                await turn_context.send_activity(timed_out_text(pending))
+            record = start_over(self._conversation_state.get(turn_context))
+            notice = timeout_notice_once(pending) if pending else None
+            if notice:
+                await turn_context.send_activity(notice)
             await turn_context.send_activity(WELCOME_BACK_TEXT)
         remember_activity(record, activity, now)
         await super().on_turn(turn_context)
-
-    def _start_over(self, turn_context: TurnContext) -> dict[str, Any]:
-        """Clear the conversation's state in place (keeping its etag, so the commit stays conditional)."""
-        state = self._conversation_state.get(turn_context)
-        kept = {key: state[key] for key in ("e_tag",) if key in state}
-        state.clear()
-        state.update(kept)
-        record = new_record()
-        state[RECORD_PROPERTY] = record
-        return record
 
     async def _on_operation_event(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
         """A verified result or progress event, continued into the user's conversation."""

@@ -1,19 +1,21 @@
-"""When a conversation expires, and the fields that let Cosmos DB find expired ones by index.
+"""When a conversation expires, and what the sweeper does with one.
 
-Three ways, one rule (idle for ExpireAfterSeconds, unless an operation is still in flight):
+One rule (idle for ExpireAfterSeconds, unless an operation is still in flight), three ways:
   * on the next turn (bot.py), the bot starts over with "Welcome back!";
-  * the sweeper (handlers/sweeper.py) finds expired conversations by `expiresAt`, clears
-    them and tells the user;
-  * Cosmos DB's time-to-live deletes what nobody touched for CosmosDbTimeToLive seconds.
+  * the sweeper (handlers/sweeper.py) asks storage for conversations due for a sweep
+    (`sweep_times`), and `sweep` decides what to store and tell;
+  * storage's time-to-live deletes what nobody touched for a long time (`keep_until`
+    keeps a conversation at least until its operation's deadline).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from bot_logic.clock import Clock
-from bot_logic.conversation_record import RECORD_PROPERTY
+from bot_logic.conversation_record import RECORD_PROPERTY, close
+from bot_logic.pending_operation import describe_duration, timeout_notice_once
 
 WELCOME_BACK_TEXT = "Welcome back! Let's start over from the beginning."
 
@@ -30,62 +32,57 @@ def expires_at(record: Mapping[str, Any], expire_after_seconds: int) -> float | 
     return moment
 
 
-def sweep_at(record: Mapping[str, Any], expire_after_seconds: int) -> float | None:
-    """When the sweeper must next look at the conversation: at an operation's deadline, to tell
-    its user it timed out (once), else when the conversation expires."""
-    pending = record.get("pendingOperation")
-    if pending and not pending.get("timeoutNotified") and record.get("lastAccessAt") is not None:
-        return pending["deadline"]
-    return expires_at(record, expire_after_seconds)
-
-
 def is_expired(record: Mapping[str, Any], expire_after_seconds: int, now: float) -> bool:
-    if record.get("expiredAt") is not None:  # cleared by the sweeper
+    if record.get("expiredAt") is not None:  # closed by the sweeper
         return True
     moment = expires_at(record, expire_after_seconds)
     return moment is not None and now >= moment
 
 
-def conversation_index_fields(
-    expire_after_seconds: int, time_to_live: int, clock: Clock
-) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
-    """Top-level document fields derived from a conversation's state at each write."""
-
-    def fields(state: Mapping[str, Any]) -> dict[str, Any]:
-        record = state.get(RECORD_PROPERTY) or {}
-        moment = sweep_at(record, expire_after_seconds)
-        if moment is None or record.get("expiredAt") is not None:
-            return {}  # nothing to sweep: new, or already cleared
-        # Named expiresAt (the one indexed path); it is when the sweeper must look, see sweep_at.
-        result: dict[str, Any] = {"expiresAt": moment}
-        pending = record.get("pendingOperation")
-        if pending:
-            # An operation in flight keeps its conversation past the container's TTL until the
-            # deadline, plus the usual TTL, so the sweeper can still tell the user it timed out.
-            result["ttl"] = time_to_live + max(0, int(pending["deadline"] - clock()))
-        return result
-
-    return fields
+class SweepTimes(NamedTuple):
+    sweep_at: float | None  # when the sweeper must look at the conversation; None: never
+    keep_until: float | None  # storage must keep it at least until then (an operation's deadline)
 
 
-def sweep_period_upper_bound(schedule: str) -> int:
-    """Roughly the longest gap between two runs of a six-field NCRONTAB schedule, in seconds."""
-    fields = schedule.split()
-    for field, unit in zip(fields[:3], (1, 60, 3600), strict=False):
-        if field == "*":
-            return unit
-        if field.startswith("*/") and field[2:].isdigit():
-            return int(field[2:]) * unit
-    return 86400
+def sweep_times(state: Mapping[str, Any], expire_after_seconds: int) -> SweepTimes:
+    """At an operation's deadline, to tell its user it timed out (once); else when the conversation expires."""
+    record = state.get(RECORD_PROPERTY) or {}
+    if record.get("expiredAt") is not None or record.get("lastAccessAt") is None:
+        return SweepTimes(None, None)  # already closed, or never used: nothing to sweep
+    pending = record.get("pendingOperation")
+    if pending and not pending.get("timeoutNotified"):
+        return SweepTimes(pending["deadline"], pending["deadline"])
+    return SweepTimes(expires_at(record, expire_after_seconds), pending["deadline"] if pending else None)
 
 
-def check_expiry_settings(expire_after_seconds: int, time_to_live: int, sweep_schedule: str) -> str | None:
-    """A warning when Cosmos DB's TTL could delete state before the sweeper tells the user."""
-    needed = expire_after_seconds + sweep_period_upper_bound(sweep_schedule)
-    if time_to_live < needed:
-        return (
-            f"CosmosDbTimeToLive={time_to_live} is shorter than ExpireAfterSeconds={expire_after_seconds} plus "
-            f"the sweep interval of SweepSchedule='{sweep_schedule}' ({needed} s in all): Cosmos DB may delete "
-            "idle conversations before the sweeper can notify their users. Raise CosmosDbTimeToLive."
-        )
-    return None
+@dataclass(frozen=True)
+class ExpiryPolicy:
+    expire_after_seconds: int
+    notice_enabled: bool
+    notice_text: str  # placeholders {minutes} and {duration}
+
+    def notice(self) -> str | None:
+        if not self.notice_enabled:
+            return None
+        minutes = max(1, round(self.expire_after_seconds / 60))
+        return self.notice_text.format(minutes=minutes, duration=describe_duration(self.expire_after_seconds))
+
+
+@dataclass
+class SweepDecision:
+    expired: bool  # closed; else only its overdue operation was marked as told
+    texts: list[str] = field(default_factory=list)  # to tell the user once the change is stored
+
+
+def sweep(state: MutableMapping[str, Any], now: float, policy: ExpiryPolicy) -> SweepDecision:
+    """Change a conversation the sweeper found due, in place: close it if it expired, else (still
+    active, but its operation passed the deadline) only mark the timeout as told."""
+    record = dict(state.get(RECORD_PROPERTY) or {})
+    pending = dict(record["pendingOperation"]) if record.get("pendingOperation") else None
+    timeout_notice = timeout_notice_once(pending) if pending else None
+    if pending and not is_expired(record, policy.expire_after_seconds, now):
+        state[RECORD_PROPERTY] = {**record, "pendingOperation": pending}
+        return SweepDecision(expired=False, texts=[timeout_notice] if timeout_notice else [])
+    close(state, now)
+    texts = [text for text in (timeout_notice, policy.notice()) if text]
+    return SweepDecision(expired=True, texts=texts)

@@ -24,6 +24,14 @@ def describe_duration(seconds: float) -> str:
     return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
-def timed_out_text(pending: dict[str, Any]) -> str:
+def timeout_notice_once(pending: dict[str, Any]) -> str | None:
+    """Tell the user once that an operation timed out: the notice the first time, None after.
+
+    Whoever notices first (the sweeper at the deadline, the next turn, the waiting dialog)
+    tells; the mark is kept with the pending operation so the others stay silent.
+    """
+    if pending.get("timeoutNotified"):
+        return None
+    pending["timeoutNotified"] = True
     allowed = describe_duration(pending["deadline"] - pending["startedAt"])
     return f"Sorry, the {pending['name']} timed out: no result came within {allowed}."

@@ -1,17 +1,18 @@
-"""POST /api/messages: validate the request, then run the turn as a unit of work."""
+"""POST /api/messages: parse the activity, authenticate the request, run the turn, answer a status."""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.schema import Activity
 
-from bot_logic.operation_events import is_operation_event, is_worker_conversation_activity, resume_conversation
 from handlers.http_types import HttpRequestData, HttpResponseData, error
-from services.runtime import BotRuntime
-from services.unit_of_work import TurnConflictError, run_unit_of_work
+from services.unit_of_work import TurnConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -51,43 +52,29 @@ def _parse_activity(request: HttpRequestData) -> Activity | HttpResponseData:
     return activity
 
 
-async def handle_messages(request: HttpRequestData, runtime: BotRuntime) -> HttpResponseData:
+@dataclass
+class MessagesDependencies:
+    adapter: CloudAdapterBase  # authenticates requests and runs turns
+    turn: Callable[[TurnContext], Awaitable[None]]  # routes and runs one inbound activity (bot_logic/turn_routing)
+
+
+async def handle_messages(request: HttpRequestData, deps: MessagesDependencies) -> HttpResponseData:
     parsed = _parse_activity(request)
     if isinstance(parsed, HttpResponseData):
         return parsed
     activity = parsed
     conversation_id = activity.conversation.id
-
-    async def run_turn(context: Any) -> None:
-        await run_unit_of_work(context, runtime.bot.on_turn, runtime.scopes)
-
-    async def logic(context: Any) -> None:
-        if is_worker_conversation_activity(context.activity):
-            return  # the channel announcing the worker's conversation: no state to load or keep
-        if is_operation_event(context.activity):
-            # The worker's conversation keeps no state: the turn runs in the conversation the event names.
-            await resume_conversation(
-                context,
-                runtime.adapter,
-                runtime.settings.microsoft_app_id,
-                runtime.settings.operation_signing_key,
-                runtime.clock,
-                run_turn,
-            )
-        else:
-            await run_turn(context)
-
     try:
         # Authenticate apart from the turn: a token problem is the caller's (401), while an error
         # inside the turn, even a PermissionError getting the bot's own outbound token, is ours (500).
-        authentication = await runtime.adapter.bot_framework_authentication.authenticate_request(
+        authentication = await deps.adapter.bot_framework_authentication.authenticate_request(
             activity, request.header("authorization")
         )
     except Exception as failure:  # the SDK raises PermissionError, PyJWTError, IndexError, Exception...
         logger.warning("conversation %s: request refused: %s", conversation_id, failure or type(failure).__name__)
         return error(401, "Unauthorized", "The request does not carry a valid Bot Framework token.")
     try:
-        invoke_response = await runtime.adapter.process_activity(authentication, activity, logic)
+        invoke_response = await deps.adapter.process_activity(authentication, activity, deps.turn)
     except TurnConflictError:
         logger.warning("conversation %s: turn gave up after repeated commit conflicts", conversation_id)
         return error(503, "Conflict", "The conversation is busy; try again.", {"Retry-After": "1"})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot_logic.clock import Clock, system_clock
-from bot_logic.operation_messages import (
+from bot_logic.operation_protocol import (
     FAILED,
     PROGRESS_EVENT,
     RESULT_EVENT,
@@ -19,10 +19,10 @@ from bot_logic.operation_messages import (
     parse_operation_request,
     progress_payload,
     result_payload,
+    sign,
 )
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
 from services.directline_client import DirectLineClient
-from services.signing import sign
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ async def handle_operation_message(message: QueueMessageData, deps: WorkerDepend
 
 
 class _ProgressRelay:
-    """Relays progress at a sensible rate: at most one message per progress_interval and per 10 %.
+    """The one throttle on progress: at most one message per progress_interval and per 10 %.
 
     Progress never holds the operation up: it is posted in the background, one short attempt,
     and skipped while the previous post is still on its way.

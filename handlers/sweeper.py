@@ -1,12 +1,12 @@
 """The timer-triggered sweeper: expire idle conversations and tell their users; tell users whose
 operation passed its deadline without a result (lost by a crash, say) as soon as it has.
 
-Each run asks Cosmos DB for conversations whose `expiresAt` has passed (an indexed range
-query, so its cost follows the number of expired conversations, not all of them), clears
-each with a conditional write through the same storage the turns use (If-Match its etag:
-a conversation touched since the query is left alone), and only then notifies the user.
-Overlapping runs race on the same etag and only one wins, so each conversation is cleared
-once and notified at most once.
+Each run asks storage for the conversations due for a sweep (an indexed range query, so its
+cost follows the number due, not all of them). For each, bot logic decides the change
+(bot_logic/expiry.py: `sweep`), which is written conditionally through the same storage the
+turns use (a conversation touched since the query is left alone), and only then is the user
+told. Overlapping runs race on the same etag and only one wins, so each conversation is
+cleared once and its user told at most once.
 """
 
 from __future__ import annotations
@@ -14,29 +14,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
-from bot_logic.expiry import is_expired
-from bot_logic.pending_operation import describe_duration, timed_out_text
-from services.cosmos_storage import ETAG_KEY, CosmosStorage, StateConflictError
+from bot_logic.expiry import ExpiryPolicy, sweep
+from services.state_storage import StateConflictError
 
 logger = logging.getLogger(__name__)
 
-EXPIRED_QUERY = "SELECT TOP @batch * FROM c WHERE c.expiresAt <= @now ORDER BY c.expiresAt"
+Tell = Callable[[dict[str, Any], list[str]], Awaitable[None]]  # (conversation reference, texts)
 
-Notify = Callable[[dict[str, Any], list[str]], Awaitable[None]]  # (conversation reference, texts)
+
+class SweepableStorage(Protocol):
+    async def due_for_sweep(self, now: float, limit: int) -> list[tuple[str, dict[str, Any]]]: ...
+
+    async def write(self, changes: dict[str, Any]) -> None: ...
 
 
 @dataclass
 class SweeperDependencies:
-    conversations: CosmosStorage
-    notify: Notify
+    conversations: SweepableStorage
+    tell: Tell
     clock: Clock
-    expire_after_seconds: int
-    notice_enabled: bool
-    notice_text: str
+    policy: ExpiryPolicy
     batch_size: int = 100
     max_batches: int = 20  # bounds one run; the next run continues
 
@@ -49,23 +50,11 @@ class SweepReport:
     skipped: int = 0  # touched or cleared by someone else since the query
 
 
-def notice_texts(record: dict[str, Any], deps: SweeperDependencies) -> list[str]:
-    texts = []
-    pending = record.get("pendingOperation")
-    if pending and not pending.get("timeoutNotified"):
-        texts.append(timed_out_text(pending))
-    if deps.notice_enabled:
-        minutes = max(1, round(deps.expire_after_seconds / 60))
-        texts.append(deps.notice_text.format(minutes=minutes, duration=describe_duration(deps.expire_after_seconds)))
-    return texts
-
-
 async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
     report = SweepReport()
     for _ in range(deps.max_batches):
         now = deps.clock()
-        parameters = [{"name": "@batch", "value": deps.batch_size}, {"name": "@now", "value": now}]
-        batch = await deps.conversations.query(EXPIRED_QUERY, parameters)
+        batch = await deps.conversations.due_for_sweep(now, deps.batch_size)
         for key, state in batch:
             await sweep_conversation(key, state, now, deps, report)
         if len(batch) < deps.batch_size:
@@ -84,34 +73,22 @@ async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
 async def sweep_conversation(
     key: str, state: dict[str, Any], now: float, deps: SweeperDependencies, report: SweepReport
 ) -> None:
-    """Clear an expired conversation, or only mark its overdue operation as told; then tell the user."""
-    record = dict(state.get(RECORD_PROPERTY) or {})
-    pending = record.get("pendingOperation")
-    overdue_only = bool(pending) and not is_expired(record, deps.expire_after_seconds, now)
-    if overdue_only:
-        # Still active: the conversation stays, its overdue operation is told once.
-        state[RECORD_PROPERTY] = {**record, "pendingOperation": {**pending, "timeoutNotified": True}}
-        cleared = state
-        texts = [timed_out_text(pending)]
-    else:
-        # Only a marker survives, so the next turn says "Welcome back!"; the index fields derive no
-        # expiresAt from it (never swept again) and the container's TTL removes it.
-        cleared = {ETAG_KEY: state[ETAG_KEY], RECORD_PROPERTY: {**record, "expiredAt": now, "pendingOperation": None}}
-        texts = notice_texts(record, deps)
+    """Store bot logic's change to one conversation due for a sweep, then tell its user."""
+    reference = (state.get(RECORD_PROPERTY) or {}).get("reference")
+    decision = sweep(state, now, deps.policy)
     try:
-        await deps.conversations.write({key: cleared})
+        await deps.conversations.write({key: state})
     except StateConflictError:
         report.skipped += 1
         return
-    if overdue_only:
-        report.timed_out += 1
-    else:
+    if decision.expired:
         report.expired += 1
-    reference = record.get("reference")
-    if not texts or not reference:
+    else:
+        report.timed_out += 1
+    if not decision.texts or not reference:
         return
     try:
-        await deps.notify(reference, texts)
+        await deps.tell(reference, decision.texts)
         report.notified += 1
     except Exception:
         # At most once: the conversation is already cleared; a lost notice is not retried.

@@ -328,7 +328,7 @@ resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
             indexingMode: 'consistent'
             includedPaths: [
               {
-                path: '/expiresAt/?'
+                path: '/sweepAt/?'
               }
             ]
             excludedPaths: [

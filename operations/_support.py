@@ -1,13 +1,12 @@
-"""Helpers shared by the operation modules: parameter checking and progress relaying."""
+"""Helpers shared by the operation modules: CPU work off the event loop, progress, formatting."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .registry import InvalidParameters, Operation, OperationFailed, ProgressCallback, resolve_parameters
+from .registry import ProgressCallback
 
 T = TypeVar("T")
 
@@ -26,27 +25,15 @@ async def in_thread(work: Callable[..., T], *args: Any) -> T:
         raise
 
 
-def checked_parameters(operation: Operation, given: Mapping[str, object] | None) -> dict[str, int]:
-    """Parameters as the operation needs them; bad input becomes OperationFailed for the user."""
-    try:
-        return resolve_parameters(operation, given)
-    except InvalidParameters as error:
-        raise OperationFailed(str(error)) from None
-
-
 class Progress:
-    """Relays progress monotonically, without flooding the worker.
+    """Reports the fraction done, never going back; 1.0 only from finish(), once.
 
-    A report is sent when the fraction grew by at least ``min_step`` or ``max_interval``
-    seconds passed since the last one; ``finish`` always sends 1.0 exactly once.
+    It does not throttle: the worker decides how often the user hears of it.
     """
 
-    def __init__(self, callback: ProgressCallback, min_step: float = 0.01, max_interval: float = 1.0) -> None:
+    def __init__(self, callback: ProgressCallback) -> None:
         self._callback = callback
-        self._min_step = min_step
-        self._max_interval = max_interval
         self._last: float | None = None
-        self._last_time = time.monotonic()
 
     async def start(self) -> None:
         await self._send(0.0)
@@ -54,10 +41,7 @@ class Progress:
     async def update(self, done: float, total: float) -> None:
         fraction = min(1.0, max(0.0, done / total)) if total > 0 else 1.0
         fraction = min(fraction, 0.999)  # 1.0 is reserved for finish(): the result is not ready yet
-        if self._last is not None and fraction <= self._last:
-            return
-        due = time.monotonic() - self._last_time >= self._max_interval
-        if self._last is None or due or fraction - self._last >= self._min_step:
+        if self._last is None or fraction > self._last:
             await self._send(fraction)
 
     async def finish(self) -> None:
@@ -66,7 +50,6 @@ class Progress:
 
     async def _send(self, fraction: float) -> None:
         self._last = fraction
-        self._last_time = time.monotonic()
         await self._callback(fraction)
 
 

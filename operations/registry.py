@@ -41,7 +41,9 @@ class Operation:
     name: str  # short, lowercase words, shown in the bot's menu, e.g. "prime report"
     description: str  # one line, shown next to the choice
     parameters: tuple[Parameter, ...]
-    run: Callable[[Mapping[str, int], ProgressCallback], Awaitable[str]]  # returns the result text for the user
+    # Given every parameter, already checked by resolve_parameters (the one place that validates
+    # them); returns the result text for the user.
+    run: Callable[[Mapping[str, int], ProgressCallback], Awaitable[str]]
 
 
 class OperationFailed(Exception):

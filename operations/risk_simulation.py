@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ._support import Progress, checked_parameters, in_thread
+from ._support import Progress, in_thread
 from .registry import Operation, Parameter, ProgressCallback
 
 PORTFOLIO_VALUE = 1_000_000.0
@@ -201,10 +201,9 @@ def describe(summary: RiskSummary) -> str:
 
 
 async def run(parameters: Mapping[str, int], progress: ProgressCallback) -> str:
-    values = checked_parameters(OPERATION, parameters)
     reporter = Progress(progress)
     await reporter.start()
-    summary = await risk_summary(values["seed"], values["days"], values["simulations"], reporter)
+    summary = await risk_summary(parameters["seed"], parameters["days"], parameters["simulations"], reporter)
     await reporter.finish()
     return describe(summary)
 

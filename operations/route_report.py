@@ -7,7 +7,7 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._support import Progress, checked_parameters, in_thread, plural
+from ._support import Progress, in_thread, plural
 from .registry import Operation, Parameter, ProgressCallback
 
 CLOSED_PERCENT = 15  # share of roads closed, so routes have to detour
@@ -186,10 +186,9 @@ def describe(summary: RouteSummary) -> str:
 
 
 async def run(parameters: Mapping[str, int], progress: ProgressCallback) -> str:
-    values = checked_parameters(OPERATION, parameters)
     reporter = Progress(progress)
     await reporter.start()
-    summary = await route_summary(values["size"], values["seed"], reporter)
+    summary = await route_summary(parameters["size"], parameters["seed"], reporter)
     await reporter.finish()
     return describe(summary)
 

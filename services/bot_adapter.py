@@ -2,7 +2,7 @@
 
 The SDK's JWT validation authenticates the request (BotFrameworkAuthenticationFactory,
 as botbuilder-integration-aiohttp's CloudAdapter does). While a turn's state is not
-yet committed, its outgoing activities are held in the turn's outbox instead of sent.
+yet committed, its outgoing activities are held in the turn's outbox (HoldsRepliesUntilCommit).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections import OrderedDict
 from typing import Any
 
 from botbuilder.core import CloudAdapterBase, TurnContext
-from botbuilder.schema import Activity, ResourceResponse
+from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import (
     AuthenticateRequestResult,
@@ -26,7 +26,7 @@ from botframework.connector.auth import (
 )
 
 from services.settings import Settings
-from services.unit_of_work import outbox_of
+from services.unit_of_work import HoldsRepliesUntilCommit
 
 
 def create_authentication(settings: Settings) -> BotFrameworkAuthentication:
@@ -71,12 +71,19 @@ class _CachedCredentials(ServiceClientCredentialsFactory):
         return self._cache[key]
 
 
-class FunctionsBotAdapter(CloudAdapterBase):
-    async def send_activities(self, context: TurnContext, activities: list[Activity]) -> list[ResourceResponse]:
-        outbox = outbox_of(context)
-        if outbox is not None and outbox.holding:
-            return outbox.hold(activities)
-        return await super().send_activities(context, activities)
+class FunctionsBotAdapter(HoldsRepliesUntilCommit, CloudAdapterBase):
+    def __init__(self, authentication: BotFrameworkAuthentication, bot_app_id: str) -> None:
+        super().__init__(authentication)
+        self.bot_app_id = bot_app_id
+
+    async def tell(self, reference: dict[str, Any], texts: list[str]) -> None:
+        """Send texts proactively into the conversation a stored reference names (no turn, no state)."""
+
+        async def send(context: TurnContext) -> None:
+            for text in texts:
+                await context.send_activity(text)
+
+        await self.continue_conversation(ConversationReference().deserialize(reference), send, self.bot_app_id)
 
 
 class _ReusedConnectors(BotFrameworkAuthentication):

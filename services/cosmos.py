@@ -14,7 +14,7 @@ from services.settings import Settings
 # never queried, and every indexed path costs RUs on each write.
 CONVERSATION_INDEXING_POLICY: dict[str, Any] = {
     "indexingMode": "consistent",
-    "includedPaths": [{"path": "/expiresAt/?"}],
+    "includedPaths": [{"path": "/sweepAt/?"}],
     "excludedPaths": [{"path": "/*"}],
 }
 USER_INDEXING_POLICY: dict[str, Any] = {

@@ -3,10 +3,11 @@
 botbuilder-azure's storage cannot be installed beside azure-cosmos 4.8+ and blocks the
 event loop, so the project has its own. One document per state key:
 
-    {"id": <escaped key>, "realId": <key>, "document": <state>, ...index fields, "ttl"?}
+    {"id": <escaped key>, "realId": <key>, "document": <state>, "sweepAt"?, "ttl"?}
 
-`index_fields` lifts a few values (last access, expiry time, per-item ttl) to the top
-level, where Cosmos DB indexes them, so the sweeper's query is served by an index.
+ConversationStorage lifts when a conversation is due for a sweep to the top level, where
+Cosmos DB indexes it (the container's only indexed path), so the sweeper's query is served
+by the index, and gives a conversation with an operation in flight a longer time-to-live.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.cosmos.aio import ContainerProxy
@@ -23,18 +24,13 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFo
 from botbuilder.core import Storage
 from jsonpickle import Pickler, Unpickler
 
+from services.state_storage import ETAG_KEY, StateConflictError
+
 logger = logging.getLogger(__name__)
 
-ETAG_KEY = "e_tag"
 # Cosmos DB ids may not contain these characters; the SDKs escape them the same way.
 _FORBIDDEN = {"\\": "*5c", "?": "*3f", "/": "*2f", "#": "*23", "*": "*2a"}
 _MAX_ID_LENGTH = 255
-
-IndexFields = Callable[[Mapping[str, Any]], dict[str, Any]]
-
-
-class StateConflictError(Exception):
-    """The stored state changed since it was read (HTTP 412, or 409 on a first write)."""
 
 
 @dataclass
@@ -62,22 +58,18 @@ def _state_of(doc: Mapping[str, Any]) -> dict[str, Any]:
     return state
 
 
-def _no_index_fields(_state: Mapping[str, Any]) -> dict[str, Any]:
-    return {}
-
-
 class CosmosStorage(Storage):
     """botbuilder Storage over one container with partition key /id."""
 
     def __init__(
-        self,
-        container: Callable[[], Awaitable[ContainerProxy]],
-        index_fields: IndexFields = _no_index_fields,
-        counters: StorageCounters | None = None,
+        self, container: Callable[[], Awaitable[ContainerProxy]], counters: StorageCounters | None = None
     ) -> None:
         self._container = container
-        self._index_fields = index_fields
         self.counters = counters or StorageCounters()
+
+    def _index_fields(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """Top-level document fields derived from the state at each write (none here)."""
+        return {}
 
     async def read(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         container = await self._container()
@@ -92,7 +84,7 @@ class CosmosStorage(Storage):
             items[key] = _state_of(doc)
         return items
 
-    async def query(self, query: str, parameters: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    async def _query(self, query: str, parameters: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         """(key, state) of the documents a query over the index fields finds; states carry their
         etags, so writing them back is conditional, as after read()."""
         container = await self._container()
@@ -135,3 +127,44 @@ class CosmosStorage(Storage):
                 await container.delete_item(item=doc_id, partition_key=doc_id)
             except CosmosResourceNotFoundError:
                 continue
+
+
+class SweepTimesOf(Protocol):
+    def __call__(self, state: Mapping[str, Any], /) -> tuple[float | None, float | None]:
+        """(when the sweeper must look at this conversation, the moment it must be kept until)."""
+        ...
+
+
+class ConversationStorage(CosmosStorage):
+    """Conversation state, findable by when it is due for a sweep."""
+
+    _DUE_QUERY = "SELECT TOP @limit * FROM c WHERE c.sweepAt <= @now ORDER BY c.sweepAt"
+
+    def __init__(
+        self,
+        container: Callable[[], Awaitable[ContainerProxy]],
+        sweep_times: SweepTimesOf,
+        time_to_live: int,
+        clock: Callable[[], float],
+        counters: StorageCounters | None = None,
+    ) -> None:
+        super().__init__(container, counters)
+        self._sweep_times = sweep_times
+        self._time_to_live = time_to_live
+        self._clock = clock
+
+    def _index_fields(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        sweep_at, keep_until = self._sweep_times(state)
+        if sweep_at is None:
+            return {}  # the container's default TTL removes it in time
+        fields: dict[str, Any] = {"sweepAt": sweep_at}
+        if keep_until is not None:
+            # Past the container's TTL until that moment, plus the usual TTL, so the sweeper can
+            # still tell the user about an operation that never reported.
+            fields["ttl"] = self._time_to_live + max(0, int(keep_until - self._clock()))
+        return fields
+
+    async def due_for_sweep(self, now: float, limit: int) -> list[tuple[str, dict[str, Any]]]:
+        """Up to `limit` conversations whose sweep is due, earliest first (an indexed range query)."""
+        parameters = [{"name": "@limit", "value": limit}, {"name": "@now", "value": now}]
+        return await self._query(self._DUE_QUERY, parameters)

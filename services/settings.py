@@ -119,6 +119,17 @@ def _ncrontab(raw: str) -> str:
     return raw
 
 
+def longest_sweep_gap(schedule: str) -> int:
+    """Roughly the longest gap between two runs of a six-field NCRONTAB schedule, in seconds."""
+    fields = schedule.split()
+    for field, unit in zip(fields[:3], (1, 60, 3600), strict=False):
+        if field == "*":
+            return unit
+        if field.startswith("*/") and field[2:].isdigit():
+            return int(field[2:]) * unit
+    return 86400
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad one."""
     env = os.environ if environ is None else environ

@@ -4,6 +4,8 @@ Replies and other effects (queue messages) are held in the turn's outbox until b
 state scopes are committed. If another turn of the same conversation committed first
 (HTTP 412), the turn is run again on fresh state, a bounded number of times; the held
 replies of the losing attempt are discarded, so the user sees each reply once.
+
+UnitOfWork implements bot logic's AfterCommit port (bot_logic/after_commit.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from uuid import uuid4
 from botbuilder.core import BotState, Storage, TurnContext
 from botbuilder.schema import Activity, ResourceResponse
 
-from services.cosmos_storage import ETAG_KEY, StateConflictError
+from services.state_storage import ETAG_KEY, StateConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +61,15 @@ def outbox_of(context: TurnContext) -> TurnOutbox | None:
     return context.turn_state.get(OUTBOX_KEY)
 
 
-def add_effect_after_commit(context: TurnContext, effect: Effect, failure_reply: str | None = None) -> None:
-    """Run `effect` only once the turn's state is committed (e.g. send a queue message)."""
-    outbox = outbox_of(context)
-    if outbox is None:
-        raise RuntimeError("effects can only be added inside a unit-of-work turn")
-    outbox.after_commit.append(AfterCommit(effect, failure_reply))
+class HoldsRepliesUntilCommit:
+    """Adapter mixin (before the adapter class): while a unit of work's state is not yet committed,
+    the turn's outgoing activities wait in its outbox instead of being sent."""
+
+    async def send_activities(self, context: TurnContext, activities: list[Activity]) -> list[ResourceResponse]:
+        outbox = outbox_of(context)
+        if outbox is not None and outbox.holding:
+            return outbox.hold(activities)
+        return await super().send_activities(context, activities)  # type: ignore[misc]
 
 
 @dataclass
@@ -74,51 +79,62 @@ class StateScopes:
     user_storage: Storage
 
 
-async def run_unit_of_work(
-    context: TurnContext,
-    logic: Callable[[TurnContext], Awaitable[None]],
-    scopes: StateScopes,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-) -> None:
-    outbox = TurnOutbox()
-    context.turn_state[OUTBOX_KEY] = outbox
-    for attempt in range(1, max_attempts + 1):
-        outbox.reset()
-        context.buffered_reply_activities.clear()  # expectReplies: the losing attempt's replies go too
-        await scopes.conversation.load(context, force=True)
-        await scopes.user.load(context, force=True)
-        user_before = copy.deepcopy(scopes.user.get(context))
-        await logic(context)
-        try:
-            # The conversation document is the commit point: its etag serialises the turns.
-            if _worth_saving(scopes.conversation, context):
-                await scopes.conversation.save_changes(context)
-        except StateConflictError:
-            logger.info(
-                "turn of conversation %s lost a commit race (attempt %d of %d); running it again",
-                context.activity.conversation.id,
-                attempt,
-                max_attempts,
-            )
-            # Exponential backoff with full jitter, so racing turns spread out instead of colliding again.
-            await asyncio.sleep(random.uniform(0, min(0.4, 0.025 * 2**attempt)))
-            continue
-        await _save_user_state(context, scopes, user_before)
-        break
-    else:
-        raise TurnConflictError(f"conversation {context.activity.conversation.id}: {max_attempts} commit conflicts")
+class UnitOfWork:
+    """Runs turns over these state scopes; see the module's docstring."""
 
-    outbox.holding = False
-    for after in outbox.after_commit:
-        try:
-            await after.effect()
-        except Exception:
-            # The state is committed; the turn must not fail now. Tell the user instead.
-            logger.exception("conversation %s: an effect after the commit failed", context.activity.conversation.id)
-            if after.failure_reply:
-                outbox.activities.append(_reply(context, after.failure_reply))
-    if outbox.activities:
-        await context.adapter.send_activities(context, list(outbox.activities))
+    def __init__(self, scopes: StateScopes, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+        self.scopes = scopes
+        self.max_attempts = max_attempts
+
+    def after_commit(self, context: TurnContext, effect: Effect, failure_reply: str | None = None) -> None:
+        """Run `effect` only once the turn's state is committed (e.g. send a queue message)."""
+        outbox = outbox_of(context)
+        if outbox is None:
+            raise RuntimeError("effects can only be added inside a unit-of-work turn")
+        outbox.after_commit.append(AfterCommit(effect, failure_reply))
+
+    async def run(self, context: TurnContext, logic: Callable[[TurnContext], Awaitable[None]]) -> None:
+        """Run `logic` as one unit of work: every attempt on fresh state, effects only after the commit."""
+        scopes, max_attempts = self.scopes, self.max_attempts
+        outbox = TurnOutbox()
+        context.turn_state[OUTBOX_KEY] = outbox
+        for attempt in range(1, max_attempts + 1):
+            outbox.reset()
+            context.buffered_reply_activities.clear()  # expectReplies: the losing attempt's replies go too
+            await scopes.conversation.load(context, force=True)
+            await scopes.user.load(context, force=True)
+            user_before = copy.deepcopy(scopes.user.get(context))
+            await logic(context)
+            try:
+                # The conversation document is the commit point: its etag serialises the turns.
+                if _worth_saving(scopes.conversation, context):
+                    await scopes.conversation.save_changes(context)
+            except StateConflictError:
+                logger.info(
+                    "turn of conversation %s lost a commit race (attempt %d of %d); running it again",
+                    context.activity.conversation.id,
+                    attempt,
+                    max_attempts,
+                )
+                # Exponential backoff with full jitter, so racing turns spread out instead of colliding again.
+                await asyncio.sleep(random.uniform(0, min(0.4, 0.025 * 2**attempt)))
+                continue
+            await _save_user_state(context, scopes, user_before)
+            break
+        else:
+            raise TurnConflictError(f"conversation {context.activity.conversation.id}: {max_attempts} commit conflicts")
+
+        outbox.holding = False
+        for after in outbox.after_commit:
+            try:
+                await after.effect()
+            except Exception:
+                # The state is committed; the turn must not fail now. Tell the user instead.
+                logger.exception("conversation %s: an effect after the commit failed", context.activity.conversation.id)
+                if after.failure_reply:
+                    outbox.activities.append(_reply(context, after.failure_reply))
+        if outbox.activities:
+            await context.adapter.send_activities(context, list(outbox.activities))
 
 
 def _reply(context: TurnContext, text: str) -> Activity:

@@ -13,6 +13,20 @@ from tests.support.connector import RecordingConnector
 LOG_DIR = Path(__file__).resolve().parent.parent / ".localdev" / "test-logs"
 
 
+EMULATOR_FIXTURES = {"azurite", "cosmos"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Keep the `emulators` marker true: `-m "not emulators"` must run without Azurite or Cosmos."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if EMULATOR_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("emulators") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("tests that use the emulators lack @pytest.mark.emulators: " + ", ".join(unmarked))
+
+
 @pytest.fixture(scope="session")
 def azurite() -> Iterator[Azurite]:
     emulator = start_azurite(log_dir=LOG_DIR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.core import MessageFactory, StatePropertyAccessor
@@ -10,14 +11,16 @@ from botbuilder.dialogs import ComponentDialog, DialogTurnResult, WaterfallDialo
 from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, TextPrompt
 
+from bot_logic.after_commit import AfterCommit
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import new_record
 from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog
-from bot_logic.operation_messages import SUCCEEDED, operation_request
-from bot_logic.pending_operation import describe_duration, start_pending, timed_out_text
+from bot_logic.operation_protocol import SUCCEEDED, operation_request
+from bot_logic.pending_operation import describe_duration, start_pending, timeout_notice_once
 from bot_logic.user_profile import display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
-from services.unit_of_work import add_effect_after_commit
+
+Enqueue = Callable[[dict[str, Any]], Awaitable[None]]  # send an operation request to the worker's queue
 
 NAME_PROMPT = "What's your name?"
 MAX_NAME_LENGTH = 60
@@ -36,14 +39,16 @@ class MainDialog(ComponentDialog):
         self,
         profiles: StatePropertyAccessor,
         records: StatePropertyAccessor,
-        enqueue: Any,
+        enqueue: Enqueue,
+        effects: AfterCommit,
         clock: Clock,
         operation_timeout_seconds: int,
     ) -> None:
         super().__init__(MainDialog.__name__)
         self._profiles = profiles
         self._records = records
-        self._enqueue = enqueue  # async (message: dict) -> None, run after the turn commits
+        self._enqueue = enqueue  # run after the turn commits, through `effects`
+        self._effects = effects
         self._clock = clock
         self._timeout = operation_timeout_seconds
         self.add_dialog(TextPrompt("name_prompt"))
@@ -101,7 +106,7 @@ class MainDialog(ComponentDialog):
         async def enqueue() -> None:
             await self._enqueue(message)
 
-        add_effect_after_commit(
+        self._effects.after_commit(
             step.context,
             enqueue,
             failure_reply=f"Sorry, I couldn't start the {operation.name}: its work queue is unavailable. "
@@ -120,8 +125,9 @@ class MainDialog(ComponentDialog):
         if outcome == SUCCEEDED:
             await step.context.send_activity(f"Thanks for waiting. {result.get('text', '')}")
         elif outcome == TIMED_OUT:
-            if not result.get("timeoutNotified"):  # else the sweeper has told the user already
-                await step.context.send_activity(timed_out_text(result))
+            notice = timeout_notice_once(result)
+            if notice:
+                await step.context.send_activity(notice)
         elif outcome == CANCELLED:
             await step.context.send_activity(f"Cancelled the {name}. If its result still arrives, I'll ignore it.")
         else:

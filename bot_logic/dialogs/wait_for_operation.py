@@ -11,7 +11,7 @@ from botbuilder.schema import Activity, ActivityTypes
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import new_record
-from bot_logic.operation_messages import RESULT_EVENT
+from bot_logic.operation_protocol import RESULT_EVENT
 from bot_logic.pending_operation import describe_duration
 
 CANCEL_WORDS = {"cancel", "stop", "abort"}

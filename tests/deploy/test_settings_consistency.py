@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bot_logic.expiry import check_expiry_settings
+from bootstrap import startup_warnings
 from services.cosmos import CONVERSATION_INDEXING_POLICY, USER_INDEXING_POLICY
 from services.settings import SettingsError, load_settings
 from tests.deploy import bicep
@@ -233,10 +233,7 @@ def test_the_app_starts_with_the_template_defaults() -> None:
     settings = load_settings(_template_defaults_env())
     assert settings.microsoft_app_type == "UserAssignedMSI"
     assert settings.cosmos_auth_key == ""  # managed identity
-    assert (
-        check_expiry_settings(settings.expire_after_seconds, settings.cosmos_time_to_live, settings.sweep_schedule)
-        is None
-    )
+    assert startup_warnings(settings) == []
 
 
 def test_the_app_starts_with_the_parameters_file_values() -> None:
@@ -249,10 +246,7 @@ def test_the_app_starts_with_the_parameters_file_values() -> None:
                 given_value = given["value"]
                 env[setting] = str(given_value).lower() if isinstance(given_value, bool) else str(given_value)
     settings = load_settings(env)
-    assert (
-        check_expiry_settings(settings.expire_after_seconds, settings.cosmos_time_to_live, settings.sweep_schedule)
-        is None
-    )
+    assert startup_warnings(settings) == []
 
 
 def test_the_app_starts_with_the_sample_once_placeholders_are_filled() -> None:

@@ -147,7 +147,7 @@ def test_duplicated_queue_message_gives_one_result(
 ) -> None:
     from azure.cosmos import CosmosClient
 
-    from bot_logic.operation_messages import operation_request
+    from bot_logic.operation_protocol import operation_request
     from services.cosmos_storage import escape_key
 
     before = succeeded_count(bot)

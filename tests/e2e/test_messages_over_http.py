@@ -14,7 +14,7 @@ from localdev.app_settings import app_settings
 from localdev.functions_host import HostProcess, spawn_host
 from localdev.processes import PROJECT_ROOT
 from tests.support.connector import RecordingConnector
-from tests.test_messages_handler import activity, joined
+from tests.support.activities import activity, joined
 
 pytestmark = pytest.mark.emulators
 

@@ -14,6 +14,8 @@ from localdev.emulators import Azurite
 from localdev.functions_host import HostProcess, spawn_host
 from tests.localdev.helpers import APPS, LOG_DIR, copy_app, records, wait_until
 
+pytestmark = pytest.mark.emulators
+
 BATCH_SIZE = 4  # queue_app/host.json batchSize
 
 

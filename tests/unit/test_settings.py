@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from bootstrap import startup_warnings
 from localdev.processes import PROJECT_ROOT
 from services.settings import SettingsError, load_settings
 
@@ -71,3 +72,14 @@ def test_the_app_warns_when_it_runs_without_authentication() -> None:
     result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "Bot Framework authentication is off" in result.stderr
+
+
+def test_start_up_warns_of_a_time_to_live_too_short_for_the_sweeper_and_of_authentication_off() -> None:
+    schedule = {"ExpireAfterSeconds": "300", "SweepSchedule": "0 */1 * * * *"}
+    safe = startup_warnings(load_settings({**VALID, **schedule, "CosmosDbTimeToLive": "3600"}))
+    assert not any("CosmosDbTimeToLive" in warning for warning in safe)
+    assert any("authentication is off" in warning for warning in safe)
+    unsafe = startup_warnings(load_settings({**VALID, **schedule, "CosmosDbTimeToLive": "320"}))
+    assert any("CosmosDbTimeToLive=320" in warning for warning in unsafe)
+    with_app_id = {**VALID, "MicrosoftAppId": "app", "MicrosoftAppPassword": "password"}
+    assert startup_warnings(load_settings(with_app_id)) == []

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT
+from bot_logic.operation_protocol import PROGRESS_EVENT, RESULT_EVENT, verified_payload
 from handlers.operations_worker import QueueMessageData, RetryOperation, WorkerDependencies, handle_operation_message
 from operations import Operation, OperationFailed, Parameter, register
-from services.signing import verified_payload
 from tests.support.clock import FakeClock
 
 KEY = "s" * 40

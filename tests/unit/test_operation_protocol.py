@@ -1,4 +1,4 @@
-"""The signature check and the bot's decision to trust an operation event."""
+"""The messages between the bot and the worker: the signature check and the decision to trust an event."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import json
 
 from botbuilder.schema import Activity
 
-from bot_logic.operation_events import trusted_payload
-from bot_logic.operation_messages import PROGRESS_EVENT, RESULT_EVENT, result_payload
-from services.signing import sign, verified_payload
+from bot_logic.operation_protocol import (
+    PROGRESS_EVENT,
+    RESULT_EVENT,
+    result_payload,
+    sign,
+    trusted_payload,
+    verified_payload,
+)
 
 KEY = "k" * 40
 REQUEST = {
@@ -54,7 +59,8 @@ def test_survives_a_channel_that_reserialises_objects() -> None:
 
 
 def test_trusted_event_is_accepted() -> None:
-    payload, reason = trusted_payload(event(sign(result_payload(REQUEST, "succeeded", "ok"), KEY)), KEY, now=999.0)
+    trusted = event(sign(result_payload(REQUEST, "succeeded", "ok"), KEY))
+    payload, reason = trusted_payload(trusted.name, trusted.value, KEY, now=999.0)
     assert reason is None and payload is not None and payload["text"] == "ok"
 
 
@@ -62,7 +68,7 @@ def test_refusals_name_their_reason() -> None:
     signed = sign(result_payload(REQUEST, "succeeded", "ok"), KEY)
 
     def reason(activity: Activity, now: float = 0) -> str | None:
-        return trusted_payload(activity, KEY, now)[1]
+        return trusted_payload(activity.name, activity.value, KEY, now)[1]
 
     assert reason(event("text")) == "its signature does not verify"
     assert reason(event(tampered(signed, text="forged"))) == "its signature does not verify"

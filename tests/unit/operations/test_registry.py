@@ -23,7 +23,7 @@ from operations import (
     resolve_parameters,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 async def _always_fails(parameters: Mapping[str, int], progress: ProgressCallback) -> str:

@@ -1,0 +1,202 @@
+"""The composition root: builds everything the three functions need from Settings, once per process.
+
+function_app.py asks it for each function's dependencies; nothing below it (handlers, bot logic,
+operations, services) imports it. Settings are read once; each function's dependencies are built
+on its first invocation and kept, so importing the app stays cheap (cold start) and a queue-only
+instance never loads the Bot Framework SDK.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from bot_logic.clock import Clock, system_clock
+from services.settings import Settings, load_settings, longest_sweep_gap
+
+if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
+    from bot_logic.bot import LongOperationBot
+    from handlers.messages import MessagesDependencies
+    from handlers.operations_worker import WorkerDependencies
+    from handlers.sweeper import SweeperDependencies
+    from services.bot_adapter import FunctionsBotAdapter
+    from services.cosmos import CosmosAccount
+    from services.cosmos_storage import ConversationStorage, StorageCounters
+    from services.operation_queue import OperationQueue
+    from services.unit_of_work import UnitOfWork
+
+logger = logging.getLogger(__name__)
+
+
+def startup_warnings(settings: Settings) -> list[str]:
+    """Settings that work but that the operator should know about."""
+    warnings = []
+    needed = settings.expire_after_seconds + longest_sweep_gap(settings.sweep_schedule)
+    if settings.cosmos_time_to_live < needed:
+        warnings.append(
+            f"CosmosDbTimeToLive={settings.cosmos_time_to_live} is shorter than "
+            f"ExpireAfterSeconds={settings.expire_after_seconds} plus the sweep interval of "
+            f"SweepSchedule='{settings.sweep_schedule}' ({needed} s in all): Cosmos DB may delete idle "
+            "conversations before the sweeper can notify their users. Raise CosmosDbTimeToLive."
+        )
+    if settings.local_mode:
+        warnings.append("MicrosoftAppId is empty: Bot Framework authentication is off. Fine locally; never deploy so.")
+    return warnings
+
+
+class Composition:
+    """Every part of the app, built lazily from one Settings. The Functions worker runs async
+    functions on one event loop thread, so the lazy properties are never built concurrently."""
+
+    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._closers: list[Callable[[], Awaitable[None]]] = []  # what close() releases, in reverse
+
+    # --- what each function needs -------------------------------------------------------
+
+    @cached_property
+    def messages(self) -> MessagesDependencies:
+        from bot_logic.turn_routing import TurnRouter
+        from handlers.messages import MessagesDependencies
+
+        bot = self.bot
+        router = TurnRouter(
+            run_turn=lambda context: self.unit_of_work.run(context, bot.on_turn),
+            adapter=self.adapter,
+            bot_app_id=self.settings.microsoft_app_id,
+            signing_key=self.settings.operation_signing_key,
+            clock=self.clock,
+        )
+        return MessagesDependencies(adapter=self.adapter, turn=router)
+
+    @cached_property
+    def worker(self) -> WorkerDependencies:
+        from handlers.operations_worker import WorkerDependencies
+        from services.directline_client import DirectLineClient
+        from services.host_config import max_dequeue_count
+        from services.operation_queue import OperationQueue
+
+        settings = self.settings
+        poison = OperationQueue(settings.storage_connection_string, f"{settings.operations_queue_name}-poison")
+        self._closers.append(poison.close)
+
+        async def send_to_poison(body: bytes) -> None:
+            await poison.send_raw(body.decode("utf-8", errors="replace"))
+
+        return WorkerDependencies(
+            directline=DirectLineClient(settings.direct_line_endpoint, settings.direct_line_secret),
+            signing_key=settings.operation_signing_key,
+            max_dequeue_count=max_dequeue_count(),
+            send_to_poison=send_to_poison,
+            clock=self.clock,
+        )
+
+    @cached_property
+    def sweeper(self) -> SweeperDependencies:
+        from bot_logic.expiry import ExpiryPolicy
+        from handlers.sweeper import SweeperDependencies
+
+        settings = self.settings
+        return SweeperDependencies(
+            conversations=self.conversations,
+            tell=self.adapter.tell,
+            clock=self.clock,
+            policy=ExpiryPolicy(
+                settings.expire_after_seconds, settings.expiry_notice_enabled, settings.expiry_notice_text
+            ),
+        )
+
+    # --- the parts they share -----------------------------------------------------------
+
+    @cached_property
+    def cosmos(self) -> CosmosAccount:
+        from services.cosmos import CosmosAccount
+
+        account = CosmosAccount(self.settings)
+        self._closers.append(account.close)
+        return account
+
+    @cached_property
+    def counters(self) -> StorageCounters:
+        from services.cosmos_storage import StorageCounters
+
+        return StorageCounters()
+
+    @cached_property
+    def conversations(self) -> ConversationStorage:
+        from bot_logic.expiry import sweep_times
+        from services.cosmos_storage import ConversationStorage
+
+        expire_after = self.settings.expire_after_seconds
+        return ConversationStorage(
+            self.cosmos.conversation_container,
+            sweep_times=lambda state: sweep_times(state, expire_after),
+            time_to_live=self.settings.cosmos_time_to_live,
+            clock=self.clock,
+            counters=self.counters,
+        )
+
+    @cached_property
+    def adapter(self) -> FunctionsBotAdapter:
+        from services.bot_adapter import FunctionsBotAdapter, create_authentication
+
+        return FunctionsBotAdapter(create_authentication(self.settings), self.settings.microsoft_app_id)
+
+    @cached_property
+    def operation_queue(self) -> OperationQueue:
+        from services.operation_queue import OperationQueue
+
+        queue = OperationQueue(self.settings.storage_connection_string, self.settings.operations_queue_name)
+        self._closers.append(queue.close)
+        return queue
+
+    @cached_property
+    def unit_of_work(self) -> UnitOfWork:
+        from botbuilder.core import ConversationState, UserState
+
+        from services.cosmos_storage import CosmosStorage
+        from services.unit_of_work import StateScopes, UnitOfWork
+
+        user_storage = CosmosStorage(self.cosmos.user_container, counters=self.counters)
+        return UnitOfWork(StateScopes(ConversationState(self.conversations), UserState(user_storage), user_storage))
+
+    @cached_property
+    def bot(self) -> LongOperationBot:
+        from bot_logic.bot import LongOperationBot
+
+        scopes = self.unit_of_work.scopes
+        return LongOperationBot(
+            scopes.conversation,
+            scopes.user,
+            enqueue=self.operation_queue.send,
+            effects=self.unit_of_work,
+            clock=self.clock,
+            operation_timeout_seconds=self.settings.operation_timeout_seconds,
+            expire_after_seconds=self.settings.expire_after_seconds,
+        )
+
+    async def close(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+
+
+_composition: Composition | None = None
+_lock = threading.Lock()
+
+
+def composition() -> Composition:
+    """The process's one Composition; the first call reads the settings (failing, naming the bad
+    one, if any is missing or malformed) and logs the start-up warnings."""
+    global _composition
+    if _composition is None:
+        with _lock:
+            if _composition is None:
+                settings = load_settings()
+                for warning in startup_warnings(settings):
+                    logger.warning(warning)
+                _composition = Composition(settings)
+    return _composition

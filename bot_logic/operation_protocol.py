@@ -1,0 +1,133 @@
+"""What the bot and the worker exchange, and why the bot can trust it.
+
+  * The queue message that asks for an operation (`operation_request`, `parse_operation_request`).
+  * The events the worker posts back over Direct Line (progress, result), signed.
+
+Signing: any Direct Line client can post an event named LongOperationResponse; only the
+worker knows OperationSigningKey. The worker signs the exact JSON text of the payload and
+sends that text, not an object: Direct Line re-serialises event values on the way (and may
+drop empty objects or reformat numbers and dates), so verifying the text received is the
+only check a faithful-but-different serialisation cannot break.
+
+    value = {"payload": "<JSON text>", "signature": "<hex HMAC-SHA256 of that text>"}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# The worker's Direct Line identity; the bot keeps no state for the worker's own conversations.
+WORKER_ID = "operations-worker"
+
+RESULT_EVENT = "LongOperationResponse"
+PROGRESS_EVENT = "LongOperationProgress"
+OPERATION_EVENTS = (RESULT_EVENT, PROGRESS_EVENT)
+
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+
+# --- the queue message -------------------------------------------------------------------
+
+
+def operation_request(pending: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
+    """The queue message for a pending operation."""
+    return {
+        "operationId": pending["id"],
+        "operation": pending["name"],
+        "parameters": pending.get("parameters", {}),
+        "conversation": reference,
+        "deadline": pending["deadline"],
+    }
+
+
+class MalformedRequest(ValueError):
+    """A queue message that is not an operation request; the reason is in the message."""
+
+
+def parse_operation_request(raw: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedRequest(f"not JSON ({error})") from None
+    if not isinstance(request, dict):
+        raise MalformedRequest("not a JSON object")
+    for field, kind in (("operationId", str), ("operation", str), ("conversation", dict), ("deadline", (int, float))):
+        if not isinstance(request.get(field), kind):
+            raise MalformedRequest(f"field {field!r} is missing or of the wrong type")
+    conversation = request["conversation"]
+    if not isinstance(conversation.get("conversation"), dict) or not conversation.get("serviceUrl"):
+        raise MalformedRequest("field 'conversation' is not a conversation reference")
+    if not isinstance(request.get("parameters", {}), dict):
+        raise MalformedRequest("field 'parameters' is not an object")
+    return request
+
+
+# --- the events back -----------------------------------------------------------------------
+
+
+def _signed_fields(event: str, request: dict[str, Any]) -> dict[str, Any]:
+    """What every event the worker posts carries, and the signature covers."""
+    return {
+        "event": event,
+        "operationId": request["operationId"],
+        "operation": request["operation"],
+        "conversation": request["conversation"],
+        "expiresAt": request["deadline"],
+    }
+
+
+def result_payload(request: dict[str, Any], outcome: str, text: str) -> dict[str, Any]:
+    return {**_signed_fields(RESULT_EVENT, request), "outcome": outcome, "text": text}
+
+
+def progress_payload(request: dict[str, Any], percent: int) -> dict[str, Any]:
+    return {**_signed_fields(PROGRESS_EVENT, request), "percent": percent}
+
+
+def _digest(text: str, key: str) -> str:
+    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
+def sign(payload: Mapping[str, Any], key: str) -> dict[str, str]:
+    """The event value carrying `payload` and its signature."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return {"payload": text, "signature": _digest(text, key)}
+
+
+def verified_payload(value: object, key: str) -> dict[str, Any] | None:
+    """The payload if `value` carries a valid signature over it, else None."""
+    if not isinstance(value, Mapping):
+        return None
+    text, signature = value.get("payload"), value.get("signature")
+    if not isinstance(text, str) or not isinstance(signature, str):
+        return None
+    if not hmac.compare_digest(signature, _digest(text, key)):
+        return None
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def trusted_payload(
+    event_name: str | None, value: object, signing_key: str, now: float
+) -> tuple[dict[str, Any] | None, str | None]:
+    """(payload, None) for a trustworthy event, else (None, why it is refused)."""
+    payload = verified_payload(value, signing_key)
+    if payload is None:
+        return None, "its signature does not verify"
+    if payload.get("event") != event_name:
+        return None, "it was signed for another event"
+    expires_at = payload.get("expiresAt")
+    if not isinstance(expires_at, (int, float)) or now >= expires_at:
+        return None, "it has expired"
+    reference = payload.get("conversation")
+    if not isinstance(reference, dict) or not isinstance(reference.get("conversation"), dict):
+        return None, "it names no conversation"
+    return payload, None

@@ -1,0 +1,12 @@
+"""What the turn runner needs of any state storage, whatever the store: optimistic concurrency.
+
+A state read from storage carries its version under ETAG_KEY; writing it back is conditional on
+that version, and a write that lost the race raises StateConflictError. A state without
+ETAG_KEY is new (create; conflict if someone created it meanwhile); ETAG_KEY "*" overwrites.
+"""
+
+ETAG_KEY = "e_tag"  # the name botbuilder's own storages use
+
+
+class StateConflictError(Exception):
+    """The stored state changed since it was read (HTTP 412, or 409 on a first write)."""

@@ -1,0 +1,219 @@
+"""The bot's side of a long operation, through the messages handler: the queue message after the
+commit, progress and results resumed in the user's conversation, cancel, timeout, forgeries."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.queue import TextBase64DecodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from bootstrap import Composition
+from bot_logic.operation_protocol import (
+    PROGRESS_EVENT,
+    RESULT_EVENT,
+    WORKER_ID,
+    progress_payload,
+    result_payload,
+    sign,
+)
+from services.cosmos_storage import escape_key
+from tests.support.activities import activity, joined
+from tests.support.app import send
+from tests.support.clock import FakeClock
+from tests.support.connector import RecordingConnector
+
+pytestmark = pytest.mark.emulators
+
+
+async def queued_requests(app: Composition) -> list[dict[str, Any]]:
+    settings = app.settings
+    async with QueueClient.from_connection_string(
+        settings.storage_connection_string,
+        settings.operations_queue_name,
+        message_decode_policy=TextBase64DecodePolicy(),
+    ) as queue:
+        try:
+            messages = await queue.peek_messages(max_messages=32)
+        except ResourceNotFoundError:  # the queue is created with the first message
+            return []
+        return [json.loads(m.content) for m in messages]
+
+
+async def start_operation(app: Composition, connector: RecordingConnector) -> tuple[str, dict[str, Any]]:
+    conversation = f"c-{uuid.uuid4()}"
+    url = connector.service_url
+    await send(app, joined(conversation, url))
+    await send(app, activity(conversation, url, text="Alan"))
+    assert await queued_requests(app) == []  # nothing queued before the choice
+    await send(app, activity(conversation, url, text="prime report"))
+    [request] = [r for r in await queued_requests(app) if r["conversation"]["conversation"]["id"] == conversation]
+    assert connector.messages(conversation)[-1].startswith("Starting the prime report.")
+    return conversation, request
+
+
+def worker_event(connector: RecordingConnector, name: str, value: Any, sender: str = WORKER_ID) -> dict[str, Any]:
+    return {
+        "type": "event",
+        "id": str(uuid.uuid4()),
+        "name": name,
+        "value": value,
+        "channelId": "directline",
+        "serviceUrl": connector.service_url,
+        "conversation": {"id": f"worker-{uuid.uuid4()}"},
+        "from": {"id": sender, "role": "user"},
+        "recipient": {"id": "bot", "role": "bot"},
+    }
+
+
+def signed_result(app: Composition, request: dict[str, Any], outcome: str, text: str) -> dict[str, Any]:
+    return sign(result_payload(request, outcome, text), app.settings.operation_signing_key)
+
+
+async def conversation_doc(app: Composition, conversation: str) -> dict[str, Any]:
+    container = await app.cosmos.conversation_container()
+    doc_id = escape_key(f"directline/conversations/{conversation}")
+    return await container.read_item(doc_id, doc_id)
+
+
+async def test_result_resumes_the_dialog_once_with_thanks_and_the_menu(
+    app: Composition, connector: RecordingConnector
+) -> None:
+    conversation, request = await start_operation(app, connector)
+    await send(app, activity(conversation, connector.service_url, text="done?"))
+    assert connector.messages(conversation)[-1].startswith("Still performing the long operation: prime report")
+    assert any(a["type"] == "typing" for a in connector.activities if a["_conversation"] == conversation)
+
+    progress = sign(progress_payload(request, 40), app.settings.operation_signing_key)
+    assert (await send(app, worker_event(connector, PROGRESS_EVENT, progress))).status == 200
+    assert connector.messages(conversation)[-1] == "prime report: 40% done."
+
+    result = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "42 primes."))
+    assert (await send(app, result)).status == 200
+    assert connector.messages(conversation)[-2] == "Thanks for waiting. 42 primes."
+    assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Alan?")
+
+    # The same result delivered again (a duplicated queue message) changes nothing.
+    count = len(connector.activities)
+    duplicate = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "42 primes."))
+    await send(app, duplicate)
+    assert len(connector.activities) == count
+
+
+async def test_failure_is_told_in_plain_words(app: Composition, connector: RecordingConnector) -> None:
+    conversation, request = await start_operation(app, connector)
+    failure = signed_result(app, request, "failed", "It failed 3 times (RuntimeError: disk on fire).")
+    await send(app, worker_event(connector, RESULT_EVENT, failure))
+    assert connector.messages(conversation)[-2] == (
+        "Sorry, the prime report failed. It failed 3 times (RuntimeError: disk on fire)."
+    )
+
+
+async def test_forged_results_change_nothing(app: Composition, connector: RecordingConnector) -> None:
+    conversation, request = await start_operation(app, connector)
+    before = await conversation_doc(app, conversation)
+    count = len(connector.activities)
+    forged = [
+        result_payload(request, "succeeded", "you won"),  # unsigned
+        {**signed_result(app, request, "succeeded", "ok"), "payload": json.dumps({"text": "you won"})},
+        sign(result_payload({**request, "operationId": "other"}, "succeeded", "x"), "wrong-key" * 5),
+        sign(
+            result_payload({**request, "operationId": "other"}, "succeeded", "x"),
+            app.settings.operation_signing_key,
+        ),
+        "not even an object",
+    ]
+    for value in forged:
+        assert (
+            await send(app, worker_event(connector, RESULT_EVENT, value, "mallory"))
+        ).status == 200
+    assert len(connector.activities) == count
+    assert (await conversation_doc(app, conversation))["_etag"] == before["_etag"]
+
+
+async def test_cancel_drops_the_late_result(app: Composition, connector: RecordingConnector) -> None:
+    conversation, request = await start_operation(app, connector)
+    await send(app, activity(conversation, connector.service_url, text="cancel"))
+    assert (
+        connector.messages(conversation)[-2]
+        == "Cancelled the prime report. If its result still arrives, I'll ignore it."
+    )
+    count = len(connector.activities)
+    late = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "late"))
+    await send(app, late)
+    assert len(connector.activities) == count
+
+
+async def test_no_result_by_the_deadline_is_told_on_the_next_message(
+    app: Composition, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    conversation, request = await start_operation(app, connector)
+    clock.now = request["deadline"] - 100  # the user wrote recently, so the conversation is not idle
+    await send(app, activity(conversation, connector.service_url, text="hello?"))
+    clock.now = request["deadline"] + 1
+    await send(app, activity(conversation, connector.service_url, text="hello?"))
+    assert connector.messages(conversation)[-2] == "Sorry, the prime report timed out: no result came within 10 min."
+    late = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "late"))
+    count = len(connector.activities)
+    await send(app, late)  # expired: refused
+    assert len(connector.activities) == count
+
+
+async def test_the_worker_conversation_keeps_no_state(app: Composition, connector: RecordingConnector) -> None:
+    event = worker_event(connector, "conversationUpdate", None)
+    event.update(type="conversationUpdate", membersAdded=[{"id": WORKER_ID}])
+    reads = app.counters.reads
+    await send(app, event)
+    assert connector.activities == []
+    assert app.counters.reads == reads  # not even loaded
+    container = await app.cosmos.conversation_container()
+    assert [d async for d in container.query_items("SELECT * FROM c")] == []
+
+
+async def test_idle_past_the_deadline_tells_the_timeout_then_starts_over(
+    app: Composition, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    conversation, request = await start_operation(app, connector)
+    clock.now = request["deadline"] + 1
+    await send(app, activity(conversation, connector.service_url, text="hello?"))
+    assert connector.messages(conversation)[-3:-1] == [
+        "Sorry, the prime report timed out: no result came within 10 min.",
+        "Welcome back! Let's start over from the beginning.",
+    ]
+    assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Alan?")
+
+
+@pytest.mark.parametrize(
+    ("answer", "parameters"),
+    [
+        ("1", {"start": 1, "end": 500_000_000}),
+        ("prime report end=1,000,000", {"start": 1, "end": 1_000_000}),
+        ("1 end=5000", {"start": 1, "end": 5000}),
+    ],
+)
+async def test_choice_by_number_or_name_with_parameters(
+    app: Composition, connector: RecordingConnector, answer: str, parameters: dict[str, int]
+) -> None:
+    conversation = f"c-{uuid.uuid4()}"
+    url = connector.service_url
+    await send(app, joined(conversation, url))
+    await send(app, activity(conversation, url, text="Kay"))
+    await send(app, activity(conversation, url, text=answer))
+    [request] = [r for r in await queued_requests(app) if r["conversation"]["conversation"]["id"] == conversation]
+    assert request["parameters"] == parameters
+
+
+async def test_bad_parameters_are_explained_and_the_menu_offered_again(
+    app: Composition, connector: RecordingConnector
+) -> None:
+    conversation = f"c-{uuid.uuid4()}"
+    url = connector.service_url
+    await send(app, joined(conversation, url))
+    await send(app, activity(conversation, url, text="Kay"))
+    await send(app, activity(conversation, url, text="route report size=999999"))
+    assert connector.messages(conversation)[-2].startswith("I can't run the route report like that: size must be")
+    assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Kay?")

@@ -1,0 +1,78 @@
+"""The import rules the layout promises, checked on every production module (lazy imports too).
+
+    function_app (the face) -> bootstrap (the composition root) -> handlers -> bot_logic -> operations
+                                                                          \\-> services
+
+  * bot_logic decides; it knows nothing of services (storage, queues, the adapter): what it
+    needs of them is a port it defines (bot_logic/after_commit.py) or a plain callable.
+  * services talk to the outside world and know nothing of the bot.
+  * operations are self-contained; bot_logic reads their registry for the menu.
+  * Nothing below bootstrap imports it; production code never imports localdev, tests or bench.
+  * Only services/settings.py reads the environment.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from localdev.processes import PROJECT_ROOT
+
+PRODUCTION = ("function_app", "bootstrap", "handlers", "bot_logic", "operations", "services")
+NEVER = ("localdev", "tests", "bench")
+# What each part may import of the project's own code (itself always).
+ALLOWED: dict[str, set[str]] = {
+    "function_app": {"bootstrap", "handlers"},
+    "bootstrap": {"handlers", "bot_logic", "operations", "services"},
+    "handlers": {"bot_logic", "operations", "services"},
+    "bot_logic": {"operations"},
+    "operations": set(),
+    "services": set(),
+}
+SETTINGS_MODULE = PROJECT_ROOT / "services" / "settings.py"
+
+
+def production_files() -> list[Path]:
+    files = [PROJECT_ROOT / "function_app.py", PROJECT_ROOT / "bootstrap.py"]
+    for package in PRODUCTION[2:]:
+        files += sorted((PROJECT_ROOT / package).rglob("*.py"))
+    return files
+
+
+def part_of(path: Path) -> str:
+    return path.relative_to(PROJECT_ROOT).parts[0].removesuffix(".py")
+
+
+def imported_parts(path: Path) -> set[str]:
+    """Top-level names of everything the module imports, anywhere in it; relative imports stay inside."""
+    parts = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            parts |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts.add(node.module.split(".")[0])
+    return parts
+
+
+@pytest.mark.parametrize("path", production_files(), ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
+def test_imports_run_one_way(path: Path) -> None:
+    part = part_of(path)
+    project = set(PRODUCTION) | set(NEVER)
+    upward = {name for name in imported_parts(path) & project if name != part and name not in ALLOWED[part]}
+    assert not upward, f"{path.relative_to(PROJECT_ROOT)} ({part}) may not import {sorted(upward)}"
+
+
+@pytest.mark.parametrize("path", production_files(), ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
+def test_only_the_settings_module_reads_the_environment(path: Path) -> None:
+    if path == SETTINGS_MODULE:
+        return
+    text = path.read_text()
+    assert "os.environ" not in text and "getenv" not in text, f"{path.relative_to(PROJECT_ROOT)} reads the environment"
+
+
+def test_the_rules_are_checked_on_real_code() -> None:
+    """The check itself can fail: the composition root does import every layer."""
+    assert {"handlers", "bot_logic", "services"} <= imported_parts(PROJECT_ROOT / "bootstrap.py")
+    assert "bootstrap" in imported_parts(PROJECT_ROOT / "function_app.py")
