@@ -40,29 +40,20 @@ _TIMER = "import time, sys; t = time.perf_counter(); import {modules}; print(tim
 def _import_seconds(modules: str, env: dict[str, str]) -> tuple[float, float]:
     """(import seconds inside the process, whole process wall seconds) for one fresh interpreter."""
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", _TIMER.format(modules=modules)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = _python(["-c", _TIMER.format(modules=modules)], env)
     return float(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
+
+
+def _python(arguments: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A fresh interpreter in the project root; raises if it fails."""
+    return subprocess.run(
+        [sys.executable, *arguments], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120, check=True
+    )
 
 
 def top_imports(modules: str, env: dict[str, str], count: int = 8) -> list[dict[str, Any]]:
     """`python -X importtime`: the distributions whose own modules take longest to import (self time, summed)."""
-    done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", f"import {modules}"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    done = _python(["-X", "importtime", "-c", f"import {modules}"], env)
     totals: dict[str, int] = {}
     for line in done.stderr.splitlines():
         fields = line.removeprefix("import time:").split("|")

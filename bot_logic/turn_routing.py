@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.core.conversation_reference_extension import get_continuation_activity
@@ -40,17 +41,15 @@ def is_worker_conversation_activity(activity: Activity) -> bool:
     return bool(added) and all(member.id in (WORKER_ID, bot_id) for member in added)
 
 
+@dataclass(frozen=True)
 class TurnRouter:
-    """Routes each inbound activity (see the module's docstring); `run_turn` runs a user's turn."""
+    """Routes each inbound activity (see the module's docstring)."""
 
-    def __init__(
-        self, run_turn: Turn, adapter: CloudAdapterBase, bot_app_id: str, signing_key: str, clock: Clock
-    ) -> None:
-        self._run_turn = run_turn
-        self._adapter = adapter
-        self._bot_app_id = bot_app_id
-        self._signing_key = signing_key
-        self._clock = clock
+    run_turn: Turn  # a turn of a user's conversation, as a unit of work
+    adapter: CloudAdapterBase
+    bot_app_id: str
+    signing_key: str
+    clock: Clock
 
     async def __call__(self, context: TurnContext) -> None:
         activity = context.activity
@@ -59,11 +58,11 @@ class TurnRouter:
         if is_operation_event(activity):
             await self._resume(activity)
             return
-        await self._run_turn(context)
+        await self.run_turn(context)
 
     async def _resume(self, activity: Activity) -> None:
         """Verify an operation event and, if trusted, run a turn in the conversation it names."""
-        payload, reason = trusted_payload(activity.name, activity.value, self._signing_key, self._clock())
+        payload, reason = trusted_payload(activity.name, activity.value, self.signing_key, self.clock())
         if payload is None:
             logger.warning(
                 "refused %s event from conversation %s (sender %s): %s",
@@ -78,5 +77,5 @@ class TurnRouter:
         # get_continuation_activity() carries no value: put the event back, as the C# sample does.
         continuation.name = activity.name
         continuation.value = payload
-        claims = self._adapter.create_claims_identity(self._bot_app_id)
-        await self._adapter.process_proactive(claims, continuation, None, self._run_turn)
+        claims = self.adapter.create_claims_identity(self.bot_app_id)
+        await self.adapter.process_proactive(claims, continuation, None, self.run_turn)

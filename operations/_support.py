@@ -28,7 +28,11 @@ async def in_thread(work: Callable[..., T], *args: Any) -> T:
 class Progress:
     """Reports the fraction done, never going back; 1.0 only from finish(), once.
 
-    It does not throttle: the worker decides how often the user hears of it.
+    It does not throttle: the worker decides how often the user hears of it. As a context manager
+    it reports 0.0 on entry and 1.0 when the block completes:
+
+        async with Progress(progress) as reporter:
+            summary = await work(..., reporter)
     """
 
     def __init__(self, callback: ProgressCallback) -> None:
@@ -37,6 +41,14 @@ class Progress:
 
     async def start(self) -> None:
         await self._send(0.0)
+
+    async def __aenter__(self) -> Progress:
+        await self.start()
+        return self
+
+    async def __aexit__(self, error_type: type[BaseException] | None, *_: object) -> None:
+        if error_type is None:
+            await self.finish()
 
     async def update(self, done: float, total: float) -> None:
         fraction = min(1.0, max(0.0, done / total)) if total > 0 else 1.0

@@ -124,10 +124,8 @@ def describe(summary: PrimeSummary) -> str:
 
 
 async def run(parameters: Mapping[str, int], progress: ProgressCallback) -> str:
-    reporter = Progress(progress)
-    await reporter.start()
-    summary = await prime_summary(parameters["start"], parameters["end"], reporter)
-    await reporter.finish()
+    async with Progress(progress) as reporter:
+        summary = await prime_summary(parameters["start"], parameters["end"], reporter)
     return describe(summary)
 
 

@@ -201,10 +201,8 @@ def describe(summary: RiskSummary) -> str:
 
 
 async def run(parameters: Mapping[str, int], progress: ProgressCallback) -> str:
-    reporter = Progress(progress)
-    await reporter.start()
-    summary = await risk_summary(parameters["seed"], parameters["days"], parameters["simulations"], reporter)
-    await reporter.finish()
+    async with Progress(progress) as reporter:
+        summary = await risk_summary(parameters["seed"], parameters["days"], parameters["simulations"], reporter)
     return describe(summary)
 
 

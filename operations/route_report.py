@@ -186,10 +186,8 @@ def describe(summary: RouteSummary) -> str:
 
 
 async def run(parameters: Mapping[str, int], progress: ProgressCallback) -> str:
-    reporter = Progress(progress)
-    await reporter.start()
-    summary = await route_summary(parameters["size"], parameters["seed"], reporter)
-    await reporter.finish()
+    async with Progress(progress) as reporter:
+        summary = await route_summary(parameters["size"], parameters["seed"], reporter)
     return describe(summary)
 
 

@@ -184,10 +184,8 @@ def describe(summary: SalesSummary) -> str:
 
 
 async def run(parameters: Mapping[str, int], progress: ProgressCallback) -> str:
-    reporter = Progress(progress)
-    await reporter.start()
-    summary = await sales_summary(parameters["seed"], parameters["orders"], reporter)
-    await reporter.finish()
+    async with Progress(progress) as reporter:
+        summary = await sales_summary(parameters["seed"], parameters["orders"], reporter)
     return describe(summary)
 
 

@@ -8,6 +8,7 @@ yet committed, its outgoing activities are held in the turn's outbox (HoldsRepli
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from botbuilder.core import CloudAdapterBase, TurnContext
@@ -140,26 +141,20 @@ class _ReusedConnectors(BotFrameworkAuthentication):
         return await self._inner.authenticate_channel_request(auth_header)
 
 
+@dataclass
 class _ReusingFactory(ConnectorFactory):
-    def __init__(
-        self,
-        inner: ConnectorFactory,
-        clients: OrderedDict[tuple[str, str, str | None], ConnectorClient],
-        app_id: str,
-        limit: int,
-    ) -> None:
-        self._inner = inner
-        self._clients = clients
-        self._app_id = app_id
-        self._limit = limit
+    inner: ConnectorFactory
+    clients: OrderedDict[tuple[str, str, str | None], ConnectorClient]  # shared by every factory
+    app_id: str
+    limit: int
 
     async def create(self, service_url: str, audience: str | None = None) -> ConnectorClient:
-        key = (self._app_id, service_url, audience)
-        client = self._clients.get(key)
+        key = (self.app_id, service_url, audience)
+        client = self.clients.get(key)
         if client is None:
-            client = await self._inner.create(service_url, audience)
-            self._clients[key] = client
-            if len(self._clients) > self._limit:
-                self._clients.popitem(last=False)
-        self._clients.move_to_end(key)
+            client = await self.inner.create(service_url, audience)
+            self.clients[key] = client
+            if len(self.clients) > self.limit:
+                self.clients.popitem(last=False)
+        self.clients.move_to_end(key)
         return client

@@ -13,8 +13,8 @@ import pytest
 from localdev.app_settings import app_settings
 from localdev.functions_host import HostProcess, spawn_host
 from localdev.processes import PROJECT_ROOT
-from tests.support.connector import RecordingConnector
 from tests.support.activities import activity, joined
+from tests.support.connector import RecordingConnector
 
 pytestmark = pytest.mark.emulators
 
