@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
     from services.cosmos import CosmosAccount
     from services.cosmos_storage import ConversationStorage, StorageCounters
     from services.operation_queue import OperationQueue
+    from services.outbox import Outbox
     from services.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -99,11 +100,13 @@ class Composition:
     def sweeper(self) -> SweeperDependencies:
         from bot_logic.expiry import ExpiryPolicy
         from handlers.sweeper import SweeperDependencies
+        from services.outbox import proactive_sender
 
         settings = self.settings
         return SweeperDependencies(
             conversations=self.conversations,
-            tell=self.adapter.tell,
+            outbox=self.outbox,
+            send_reply=proactive_sender(self.adapter, settings.microsoft_app_id),
             clock=self.clock,
             policy=ExpiryPolicy(
                 settings.expire_after_seconds, settings.expiry_notice_enabled, settings.expiry_notice_text
@@ -155,14 +158,23 @@ class Composition:
         return queue
 
     @cached_property
+    def outbox(self) -> Outbox:
+        from services.outbox import Outbox
+
+        return Outbox(send_operation=self.operation_queue.send, clock=self.clock)
+
+    @cached_property
     def unit_of_work(self) -> UnitOfWork:
         from botbuilder.core import ConversationState, UserState
 
+        from bot_logic.bot import BUSY_TEXT
         from services.cosmos_storage import CosmosStorage
         from services.unit_of_work import StateScopes, UnitOfWork
 
         user_storage = CosmosStorage(self.cosmos.user_container, counters=self.counters)
-        return UnitOfWork(StateScopes(ConversationState(self.conversations), UserState(user_storage), user_storage))
+        conversations = self.conversations
+        scopes = StateScopes(ConversationState(conversations), UserState(user_storage), conversations, user_storage)
+        return UnitOfWork(scopes, self.outbox, self.clock, busy_text=BUSY_TEXT)
 
     @cached_property
     def bot(self) -> LongOperationBot:
@@ -172,7 +184,6 @@ class Composition:
         return LongOperationBot(
             scopes.conversation,
             scopes.user,
-            enqueue=self.operation_queue.send,
             effects=self.unit_of_work,
             clock=self.clock,
             operation_timeout_seconds=self.settings.operation_timeout_seconds,

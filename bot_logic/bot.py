@@ -9,7 +9,6 @@ from botbuilder.core import ActivityHandler, ConversationState, TurnContext, Use
 from botbuilder.dialogs import DialogExtensions
 from botbuilder.schema import ChannelAccount
 
-from bot_logic.after_commit import AfterCommit
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import (
     DIALOG_STATE_PROPERTY,
@@ -19,7 +18,8 @@ from bot_logic.conversation_record import (
     remember_activity,
     start_over,
 )
-from bot_logic.dialogs.main_dialog import Enqueue, MainDialog
+from bot_logic.dialogs.main_dialog import MainDialog
+from bot_logic.effects import DurableEffects
 from bot_logic.expiry import WELCOME_BACK_TEXT, is_expired
 from bot_logic.operation_protocol import PROGRESS_EVENT
 from bot_logic.pending_operation import timeout_notice_once
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 WELCOME = "Hello and welcome! I run long operations for you and tell you here when they are done."
 WELCOME_BACK = "Welcome back, {name}!"
+# A message the bot could not take in (its conversation stayed busy); {text} is the message.
+BUSY_TEXT = "Sorry, I couldn't take in “{text}”: I was still busy with your earlier messages. Please send it again."
 
 
 class LongOperationBot(ActivityHandler):
@@ -37,8 +39,7 @@ class LongOperationBot(ActivityHandler):
         self,
         conversation_state: ConversationState,
         user_state: UserState,
-        enqueue: Enqueue,
-        effects: AfterCommit,
+        effects: DurableEffects,
         clock: Clock,
         operation_timeout_seconds: int,
         expire_after_seconds: int,
@@ -49,7 +50,7 @@ class LongOperationBot(ActivityHandler):
         self._dialog_state = conversation_state.create_property(DIALOG_STATE_PROPERTY)
         self.profiles = user_state.create_property(PROFILE_PROPERTY)
         self._clock = clock
-        self._dialog = MainDialog(self.profiles, self.records, enqueue, effects, clock, operation_timeout_seconds)
+        self._dialog = MainDialog(self.profiles, self.records, effects, clock, operation_timeout_seconds)
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity

@@ -1,33 +1,35 @@
 """The timer-triggered sweeper: expire idle conversations and tell their users; tell users whose
-operation passed its deadline without a result (lost by a crash, say) as soon as it has.
+operation passed its deadline without a result (lost by a crash, say) as soon as it has; and
+deliver what a conversation's outbox still holds (a result whose reply failed, say).
 
-Each run asks storage for the conversations due for a sweep (an indexed range query, so its
-cost follows the number due, not all of them). For each, bot logic decides the change
-(bot_logic/expiry.py: `sweep`), which is written conditionally through the same storage the
-turns use (a conversation touched since the query is left alone), and only then is the user
-told. Overlapping runs race on the same etag and only one wins, so each conversation is
-cleared once and its user told at most once.
+Each run asks storage for the conversations due (an indexed range query, so its cost follows the
+number due, not all of them). For each one that bot logic says is due, bot logic decides the
+change (bot_logic/expiry.py: `sweep`); its notices go into the conversation's outbox and all of it
+is written conditionally through the same storage the turns use (a conversation touched since the
+query is left alone: overlapping runs race on the etag and only one wins). Only then are the
+outbox's due entries sent and their delivery recorded (services/outbox.py): at least once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
-from bot_logic.expiry import ExpiryPolicy, sweep
+from bot_logic.expiry import ExpiryPolicy, sweep, sweep_times
+from services.outbox import REPLY, Delivery, Outbox, SendPayload, add_entry, claim_due, reply_activity
 from services.state_storage import StateConflictError
+from services.unit_of_work import REPLY_LIFETIME_SECONDS, update_state
 
 logger = logging.getLogger(__name__)
-
-Tell = Callable[[dict[str, Any], list[str]], Awaitable[None]]  # (conversation reference, texts)
 
 
 class SweepableStorage(Protocol):
     async def due_for_sweep(self, now: float, limit: int) -> list[tuple[str, dict[str, Any]]]: ...
+
+    async def read(self, keys: list[str]) -> dict[str, Any]: ...
 
     async def write(self, changes: dict[str, Any]) -> None: ...
 
@@ -35,7 +37,8 @@ class SweepableStorage(Protocol):
 @dataclass
 class SweeperDependencies:
     conversations: SweepableStorage
-    tell: Tell
+    outbox: Outbox
+    send_reply: SendPayload  # a stored reply, sent outside any turn
     clock: Clock
     policy: ExpiryPolicy
     batch_size: int = 100
@@ -45,9 +48,10 @@ class SweeperDependencies:
 @dataclass
 class SweepReport:
     expired: int = 0
-    notified: int = 0
+    notified: int = 0  # notices delivered
     timed_out: int = 0  # operations past their deadline in conversations that are still active
     skipped: int = 0  # touched or cleared by someone else since the query
+    redelivered: int = 0  # outbox entries of earlier turns delivered now
 
 
 async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
@@ -59,13 +63,14 @@ async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
             await sweep_conversation(key, state, now, deps, report)
         if len(batch) < deps.batch_size:
             break
-    if report.expired or report.timed_out or report.skipped:
+    if report.expired or report.timed_out or report.skipped or report.redelivered:
         logger.info(
-            "sweep: %d expired, %d operations timed out, %d notified, %d skipped",
+            "sweep: %d expired, %d operations timed out, %d notified, %d skipped, %d earlier effects delivered",
             report.expired,
             report.timed_out,
             report.notified,
             report.skipped,
+            report.redelivered,
         )
     return report
 
@@ -73,23 +78,40 @@ async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
 async def sweep_conversation(
     key: str, state: dict[str, Any], now: float, deps: SweeperDependencies, report: SweepReport
 ) -> None:
-    """Store bot logic's change to one conversation due for a sweep, then tell its user."""
-    reference = (state.get(RECORD_PROPERTY) or {}).get("reference")
-    decision = sweep(state, now, deps.policy)
+    """Store bot logic's change to one conversation due for a sweep, with its notices in the outbox;
+    then deliver the outbox."""
+    notices: list[str] = []
+    decision = None
+    bot_due = sweep_times(state, deps.policy.expire_after_seconds).sweep_at
+    if bot_due is not None and bot_due <= now:
+        reference = (state.get(RECORD_PROPERTY) or {}).get("reference")
+        decision = sweep(state, now, deps.policy)
+        if reference:
+            for text in decision.texts:
+                payload = reply_activity(reference, text)
+                notices.append(add_entry(state, REPLY, payload, now, now + REPLY_LIFETIME_SECONDS))
+    claimed = claim_due(state, now)
+    if decision is None and not claimed:
+        return  # nothing due after all (changed since storage indexed it)
     try:
         await deps.conversations.write({key: state})
     except StateConflictError:
         report.skipped += 1
         return
-    if decision.expired:
-        report.expired += 1
-    else:
-        report.timed_out += 1
-    if not decision.texts or not reference:
-        return
-    try:
-        await deps.tell(reference, decision.texts)
+    if decision is not None:
+        if decision.expired:
+            report.expired += 1
+        else:
+            report.timed_out += 1
+    delivery = Delivery()
+    await deps.outbox.deliver(state, notices + claimed, deps.send_reply, key, delivery)
+    if notices and set(notices) <= delivery.delivered:
         report.notified += 1
-    except Exception:
-        # At most once: the conversation is already cleared; a lost notice is not retried.
-        logger.warning("could not notify expired conversation %s", key, exc_info=True)
+    report.redelivered += len(delivery.delivered - set(notices))
+    for failure_reply in delivery.failure_replies:
+        try:
+            await deps.send_reply(failure_reply)
+        except Exception:
+            logger.warning("conversation %s: a failure notice was not delivered", key, exc_info=True)
+    if delivery.changed:
+        await update_state(deps.conversations, key, delivery.apply, first=state)

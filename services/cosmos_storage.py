@@ -24,6 +24,7 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFo
 from botbuilder.core import Storage
 from jsonpickle import Pickler, Unpickler
 
+from services import outbox
 from services.state_storage import ETAG_KEY, StateConflictError
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ class SweepTimesOf(Protocol):
 
 
 class ConversationStorage(CosmosStorage):
-    """Conversation state, findable by when it is due for a sweep."""
+    """Conversation state, findable by when it is due for a sweep: when bot logic says so
+    (`sweep_times`), or when an undelivered outbox entry is due for another attempt."""
 
     _DUE_QUERY = "SELECT TOP @limit * FROM c WHERE c.sweepAt <= @now ORDER BY c.sweepAt"
 
@@ -155,12 +157,14 @@ class ConversationStorage(CosmosStorage):
 
     def _index_fields(self, state: Mapping[str, Any]) -> dict[str, Any]:
         sweep_at, keep_until = self._sweep_times(state)
+        sweep_at = _earliest(sweep_at, outbox.next_attempt_at(state))
+        keep_until = _latest(keep_until, outbox.last_deadline(state))
         if sweep_at is None:
             return {}  # the container's default TTL removes it in time
         fields: dict[str, Any] = {"sweepAt": sweep_at}
         if keep_until is not None:
             # Past the container's TTL until that moment, plus the usual TTL, so the sweeper can
-            # still tell the user about an operation that never reported.
+            # still tell the user about an operation that never reported, or deliver the outbox.
             fields["ttl"] = self._time_to_live + max(0, int(keep_until - self._clock()))
         return fields
 
@@ -168,3 +172,11 @@ class ConversationStorage(CosmosStorage):
         """Up to `limit` conversations whose sweep is due, earliest first (an indexed range query)."""
         parameters = [{"name": "@limit", "value": limit}, {"name": "@now", "value": now}]
         return await self._query(self._DUE_QUERY, parameters)
+
+
+def _earliest(*moments: float | None) -> float | None:
+    return min((m for m in moments if m is not None), default=None)
+
+
+def _latest(*moments: float | None) -> float | None:
+    return max((m for m in moments if m is not None), default=None)

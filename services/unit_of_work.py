@@ -1,11 +1,16 @@
 """A turn as a unit of work: load state, run the bot, commit state, then let effects out.
 
-Replies and other effects (queue messages) are held in the turn's outbox until both
-state scopes are committed. If another turn of the same conversation committed first
-(HTTP 412), the turn is run again on fresh state, a bounded number of times; the held
-replies of the losing attempt are discarded, so the user sees each reply once.
-
-UnitOfWork implements bot logic's AfterCommit port (bot_logic/after_commit.py).
+  * Turns of one conversation run one at a time in this process (ConversationLocks, bounded
+    waiting), so commit races happen only between instances.
+  * Replies are held until both state scopes are committed. If another turn of the same
+    conversation committed first (HTTP 412), the turn runs again on fresh state, a bounded
+    number of times; the held replies of the losing attempt are discarded, so the user sees
+    each reply once.
+  * Effects that must not be lost (bot logic asks through its DurableEffects port,
+    bot_logic/effects.py) go into the conversation's transactional outbox (services/outbox.py),
+    committed with the state, then sent, then removed.
+  * A message the turn could not take in (the conversation stayed busy, or every commit race was
+    lost) is answered with a plain apology asking the user to send it again, never dropped silently.
 """
 
 from __future__ import annotations
@@ -14,51 +19,62 @@ import asyncio
 import copy
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from uuid import uuid4
 
 from botbuilder.core import BotState, Storage, TurnContext
-from botbuilder.schema import Activity, ResourceResponse
+from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
+from services.outbox import OPERATION, REPLY, Delivery, Outbox, add_entry, claim_due
 from services.state_storage import ETAG_KEY, StateConflictError
 
 logger = logging.getLogger(__name__)
 
-OUTBOX_KEY = "unit_of_work.outbox"
+TURN_OUTBOX_KEY = "unit_of_work.outbox"
 DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_BUSY_WAIT_SECONDS = 10.0  # a channel gives the bot about 15 s per activity
+REPLY_LIFETIME_SECONDS = 24 * 3600  # how long a durable reply is retried before it is logged as lost
+STATE_UPDATE_ATTEMPTS = 5
 
-Effect = Callable[[], Awaitable[None]]
+Logic = Callable[[TurnContext], Awaitable[None]]
 
 
 class TurnConflictError(Exception):
-    """The turn lost every commit race it ran; nothing of it was committed or sent."""
+    """The turn could not be committed; nothing of it was committed or sent."""
 
 
-@dataclass(frozen=True)
-class AfterCommit:
-    effect: Effect
-    failure_reply: str | None  # told to the user if the effect fails, so nobody waits for nothing
+class ConversationBusyError(TurnConflictError):
+    """Another turn of the conversation held it longer than the bound allows."""
+
+
+@dataclass
+class _Held:
+    activity: Activity | None = None  # a reply, sent best effort
+    entry_id: str | None = None  # or a durable effect in the conversation's outbox
 
 
 @dataclass
 class TurnOutbox:
+    """What one turn sends, in order, held until its state is committed."""
+
     holding: bool = True
-    activities: list[Activity] = field(default_factory=list)
-    after_commit: list[AfterCommit] = field(default_factory=list)
+    items: list[_Held] = field(default_factory=list)
+    claimed: list[str] = field(default_factory=list)  # earlier durable effects now due, claimed in the commit
 
     def hold(self, activities: list[Activity]) -> list[ResourceResponse]:
-        self.activities.extend(activities)
+        self.items.extend(_Held(activity=activity) for activity in activities)
         return [ResourceResponse(id=str(uuid4())) for _ in activities]
 
     def reset(self) -> None:
-        self.activities.clear()
-        self.after_commit.clear()
+        self.items.clear()
+        self.claimed.clear()
 
 
 def outbox_of(context: TurnContext) -> TurnOutbox | None:
-    return context.turn_state.get(OUTBOX_KEY)
+    return context.turn_state.get(TURN_OUTBOX_KEY)
 
 
 class HoldsRepliesUntilCommit:
@@ -72,39 +88,117 @@ class HoldsRepliesUntilCommit:
         return await super().send_activities(context, activities)  # type: ignore[misc]
 
 
+class ConversationLocks:
+    """One asyncio lock per conversation key, alive only while someone holds or waits for it."""
+
+    def __init__(self, wait_seconds: float = DEFAULT_BUSY_WAIT_SECONDS) -> None:
+        self.wait_seconds = wait_seconds
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, holders and waiters)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            try:
+                await asyncio.wait_for(lock.acquire(), self.wait_seconds)
+            except TimeoutError:
+                raise ConversationBusyError(f"{key}: still busy after {self.wait_seconds:.0f} s") from None
+            try:
+                yield
+            finally:
+                lock.release()
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 @dataclass
 class StateScopes:
     conversation: BotState
     user: BotState
+    conversation_storage: Storage
     user_storage: Storage
 
 
 class UnitOfWork:
-    """Runs turns over these state scopes; see the module's docstring."""
+    """Runs turns over these state scopes; see the module's docstring. Implements DurableEffects."""
 
-    def __init__(self, scopes: StateScopes, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> None:
+    def __init__(
+        self,
+        scopes: StateScopes,
+        outbox: Outbox,
+        clock: Callable[[], float],
+        busy_text: str,
+        locks: ConversationLocks | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
         self.scopes = scopes
+        self.outbox = outbox
+        self.clock = clock
+        self.busy_text = busy_text  # "{text}" is the user's message
+        self.locks = locks or ConversationLocks()
         self.max_attempts = max_attempts
 
-    def after_commit(self, context: TurnContext, effect: Effect, failure_reply: str | None = None) -> None:
-        """Run `effect` only once the turn's state is committed (e.g. send a queue message)."""
-        outbox = outbox_of(context)
-        if outbox is None:
-            raise RuntimeError("effects can only be added inside a unit-of-work turn")
-        outbox.after_commit.append(AfterCommit(effect, failure_reply))
+    # --- DurableEffects, for bot logic ------------------------------------------------------
 
-    async def run(self, context: TurnContext, logic: Callable[[TurnContext], Awaitable[None]]) -> None:
-        """Run `logic` as one unit of work: every attempt on fresh state, effects only after the commit."""
-        scopes, max_attempts = self.scopes, self.max_attempts
-        outbox = TurnOutbox()
-        context.turn_state[OUTBOX_KEY] = outbox
-        for attempt in range(1, max_attempts + 1):
-            outbox.reset()
+    def reply_durably(self, context: TurnContext, text: str) -> None:
+        now = self.clock()
+        reply = _reply(context, text).serialize()
+        self._add_durable(context, REPLY, reply, now, now + REPLY_LIFETIME_SECONDS)
+
+    def request_operation(
+        self, context: TurnContext, request: dict[str, Any], deadline: float, failure_reply: str
+    ) -> None:
+        failure = _reply(context, failure_reply).serialize()
+        self._add_durable(context, OPERATION, request, self.clock(), deadline, failure)
+
+    def _add_durable(
+        self,
+        context: TurnContext,
+        kind: str,
+        payload: dict[str, Any],
+        now: float,
+        deadline: float,
+        failure_reply: dict[str, Any] | None = None,
+    ) -> None:
+        turn_outbox = outbox_of(context)
+        if turn_outbox is None or not turn_outbox.holding:
+            raise RuntimeError("durable effects can only be asked for inside a unit-of-work turn")
+        state = self.scopes.conversation.get(context)
+        entry_id = add_entry(state, kind, payload, now, deadline, failure_reply)
+        turn_outbox.items.append(_Held(entry_id=entry_id))
+
+    # --- running a turn ---------------------------------------------------------------------
+
+    async def run(self, context: TurnContext, logic: Logic) -> None:
+        """Run `logic` as one unit of work: one turn of the conversation at a time in this process,
+        every attempt on fresh state, effects only after the commit."""
+        try:
+            async with self.locks.hold(self.scopes.conversation.get_storage_key(context)):
+                await self._commit(context, logic)
+                await self._release(context)
+        except TurnConflictError as error:
+            if not await self._apologise(context):
+                raise
+            logger.warning("conversation %s: message not taken in (%s); asked to resend", _id(context), error)
+
+    async def _commit(self, context: TurnContext, logic: Logic) -> None:
+        scopes = self.scopes
+        turn_outbox = TurnOutbox()
+        context.turn_state[TURN_OUTBOX_KEY] = turn_outbox
+        for attempt in range(1, self.max_attempts + 1):
+            turn_outbox.reset()
             context.buffered_reply_activities.clear()  # expectReplies: the losing attempt's replies go too
             await scopes.conversation.load(context, force=True)
             await scopes.user.load(context, force=True)
             user_before = copy.deepcopy(scopes.user.get(context))
             await logic(context)
+            if _worth_saving(scopes.conversation, context):
+                turn_outbox.claimed = claim_due(scopes.conversation.get(context), self.clock())
             try:
                 # The conversation document is the commit point: its etag serialises the turns.
                 if _worth_saving(scopes.conversation, context):
@@ -112,29 +206,118 @@ class UnitOfWork:
             except StateConflictError:
                 logger.info(
                     "turn of conversation %s lost a commit race (attempt %d of %d); running it again",
-                    context.activity.conversation.id,
+                    _id(context),
                     attempt,
-                    max_attempts,
+                    self.max_attempts,
                 )
                 # Exponential backoff with full jitter, so racing turns spread out instead of colliding again.
                 await asyncio.sleep(random.uniform(0, min(0.4, 0.025 * 2**attempt)))
                 continue
-            await _save_user_state(context, scopes, user_before)
-            break
-        else:
-            raise TurnConflictError(f"conversation {context.activity.conversation.id}: {max_attempts} commit conflicts")
+            await self._save_user_state(context, user_before)
+            return
+        raise TurnConflictError(f"conversation {_id(context)}: {self.max_attempts} commit conflicts")
 
-        outbox.holding = False
-        for after in outbox.after_commit:
-            try:
-                await after.effect()
-            except Exception:
-                # The state is committed; the turn must not fail now. Tell the user instead.
-                logger.exception("conversation %s: an effect after the commit failed", context.activity.conversation.id)
-                if after.failure_reply:
-                    outbox.activities.append(_reply(context, after.failure_reply))
-        if outbox.activities:
-            await context.adapter.send_activities(context, list(outbox.activities))
+    async def _release(self, context: TurnContext) -> None:
+        """Send what the committed turn holds, in order, then any earlier durable effect now due; then
+        record what was delivered."""
+        turn_outbox = outbox_of(context)
+        assert turn_outbox is not None
+        turn_outbox.holding = False
+        state = self.scopes.conversation.get(context)
+        delivery = Delivery()
+
+        async def send_reply(payload: dict[str, Any]) -> None:
+            await context.adapter.send_activities(context, [Activity().deserialize(payload)])
+
+        for item in turn_outbox.items:
+            if item.entry_id is not None:
+                await self.outbox.deliver(state, [item.entry_id], send_reply, _id(context), delivery)
+            elif item.activity is not None:
+                await _send_best_effort(context, [item.activity])
+        await self.outbox.deliver(state, turn_outbox.claimed, send_reply, _id(context), delivery)
+        for failure_reply in delivery.failure_replies:
+            await _send_best_effort(context, [Activity().deserialize(failure_reply)])
+        if delivery.changed:
+            key = self.scopes.conversation.get_storage_key(context)
+            await update_state(self.scopes.conversation_storage, key, delivery.apply, first=state)
+
+    async def _apologise(self, context: TurnContext) -> bool:
+        """Ask the user to send a message again that the turn could not take in; False if it cannot."""
+        activity = context.activity
+        if activity.type != ActivityTypes.message:
+            return False  # a channel's or the worker's activity: the caller's retry is the remedy
+        text = " ".join((activity.text or "").split())
+        quoted = text if len(text) <= 60 else text[:57] + "..."
+        turn_outbox = outbox_of(context)
+        if turn_outbox is not None:
+            turn_outbox.holding = False
+        try:
+            await context.adapter.send_activities(context, [_reply(context, self.busy_text.format(text=quoted))])
+        except Exception:
+            logger.warning("conversation %s: could not ask the user to resend", _id(context), exc_info=True)
+            return False
+        return True
+
+    async def _save_user_state(self, context: TurnContext, before: dict[str, Any]) -> None:
+        """User state is shared by all of a user's conversations; a conflict here is merged, not re-run.
+
+        The conversation is already committed, so the turn cannot run again: re-read the
+        user's document and re-apply the properties this turn changed.
+        """
+        user = self.scopes.user
+        if not _worth_saving(user, context):
+            return
+        try:
+            await user.save_changes(context)
+            return
+        except StateConflictError:
+            pass
+        changes = _changes(before, user.get(context))
+        await update_state(self.scopes.user_storage, user.get_storage_key(context), lambda s: _apply(s, changes))
+
+
+class _StateStorage(Protocol):
+    async def read(self, keys: list[str]) -> dict[str, Any]: ...
+
+    async def write(self, changes: dict[str, Any]) -> None: ...
+
+
+async def update_state(
+    storage: _StateStorage,
+    key: str,
+    change: Callable[[dict[str, Any]], None],
+    first: dict[str, Any] | None = None,
+    attempts: int = STATE_UPDATE_ATTEMPTS,
+) -> bool:
+    """Apply `change` to the stored state under `key` with a conditional write, re-reading and
+    re-applying after a conflict. `first`: the state as last read (with its etag), to try first
+    without reading. False if the state is gone or the conflicts outlast `attempts`."""
+    state = first
+    for _ in range(attempts):
+        if state is None:
+            state = (await storage.read([key])).get(key)
+            if state is None:
+                return False
+        change(state)
+        try:
+            await storage.write({key: state})
+            return True
+        except StateConflictError:
+            state = None
+    logger.error("state %s not updated after %d conflicting writes", key, attempts)
+    return False
+
+
+async def _send_best_effort(context: TurnContext, activities: list[Activity]) -> None:
+    try:
+        await context.adapter.send_activities(context, activities)
+    except Exception:
+        # Best effort: the state is committed and the turn must not fail now.
+        logger.warning("conversation %s: a reply was not delivered", _id(context), exc_info=True)
+
+
+def _id(context: TurnContext) -> str:
+    return str(context.activity.conversation.id)
 
 
 def _reply(context: TurnContext, text: str) -> Activity:
@@ -146,34 +329,6 @@ def _worth_saving(state: BotState, context: TurnContext) -> bool:
     """False for a scope that was never stored and is still empty (e.g. a turn that ignored its activity):
     a stored one always holds at least its etag."""
     return bool(state.get(context))
-
-
-async def _save_user_state(
-    context: TurnContext, scopes: StateScopes, before: dict[str, Any], attempts: int = 5
-) -> None:
-    """User state is shared by all of a user's conversations; a conflict here is merged, not re-run.
-
-    The conversation is already committed, so the turn cannot run again: re-read the
-    user's document and re-apply the properties this turn changed.
-    """
-    if not _worth_saving(scopes.user, context):
-        return
-    try:
-        await scopes.user.save_changes(context)
-        return
-    except StateConflictError:
-        pass
-    changes = _changes(before, scopes.user.get(context))
-    key = scopes.user.get_storage_key(context)
-    for _ in range(attempts):
-        fresh = (await scopes.user_storage.read([key])).get(key, {})
-        _apply(fresh, changes)
-        try:
-            await scopes.user_storage.write({key: fresh})
-            return
-        except StateConflictError:
-            continue
-    logger.error("user state of conversation %s not saved after %d merges", context.activity.conversation.id, attempts)
 
 
 _MISSING = object()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.core import MessageFactory, StatePropertyAccessor
@@ -11,16 +10,14 @@ from botbuilder.dialogs import ComponentDialog, DialogTurnResult, WaterfallDialo
 from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, TextPrompt
 
-from bot_logic.after_commit import AfterCommit
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import new_record
 from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog
+from bot_logic.effects import DurableEffects
 from bot_logic.operation_protocol import SUCCEEDED, operation_request
 from bot_logic.pending_operation import describe_duration, start_pending, timeout_notice_once
 from bot_logic.user_profile import display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
-
-Enqueue = Callable[[dict[str, Any]], Awaitable[None]]  # send an operation request to the worker's queue
 
 NAME_PROMPT = "What's your name?"
 MAX_NAME_LENGTH = 60
@@ -39,15 +36,13 @@ class MainDialog(ComponentDialog):
         self,
         profiles: StatePropertyAccessor,
         records: StatePropertyAccessor,
-        enqueue: Enqueue,
-        effects: AfterCommit,
+        effects: DurableEffects,
         clock: Clock,
         operation_timeout_seconds: int,
     ) -> None:
         super().__init__(MainDialog.__name__)
         self._profiles = profiles
         self._records = records
-        self._enqueue = enqueue  # run after the turn commits, through `effects`
         self._effects = effects
         self._clock = clock
         self._timeout = operation_timeout_seconds
@@ -101,16 +96,12 @@ class MainDialog(ComponentDialog):
         record = await self._records.get(step.context, new_record)
         pending = start_pending(operation.name, parameters, self._clock(), self._timeout)
         record["pendingOperation"] = pending
-        message = operation_request(pending, record["reference"])
-
-        async def enqueue() -> None:
-            await self._enqueue(message)
-
-        self._effects.after_commit(
+        self._effects.request_operation(
             step.context,
-            enqueue,
-            failure_reply=f"Sorry, I couldn't start the {operation.name}: its work queue is unavailable. "
-            "Write 'cancel', then try again in a moment.",
+            operation_request(pending, record["reference"]),
+            deadline=pending["deadline"],
+            failure_reply=f"The {operation.name} has not started yet: its work queue is not answering. "
+            "I'll keep trying; write 'cancel' to stop waiting.",
         )
         await step.context.send_activity(
             f"Starting the {operation.name}. It will take a while; I'll tell you here when it's done "
@@ -122,8 +113,9 @@ class MainDialog(ComponentDialog):
         result: dict[str, Any] = step.result or {}
         name = result.get("name", "operation")
         outcome = result.get("outcome")
+        # A result or failure must reach the user: durable replies, kept until delivered.
         if outcome == SUCCEEDED:
-            await step.context.send_activity(f"Thanks for waiting. {result.get('text', '')}")
+            self._effects.reply_durably(step.context, f"Thanks for waiting. {result.get('text', '')}")
         elif outcome == TIMED_OUT:
             notice = timeout_notice_once(result)
             if notice:
@@ -131,5 +123,5 @@ class MainDialog(ComponentDialog):
         elif outcome == CANCELLED:
             await step.context.send_activity(f"Cancelled the {name}. If its result still arrives, I'll ignore it.")
         else:
-            await step.context.send_activity(f"Sorry, the {name} failed. {result.get('text', '')}".strip())
+            self._effects.reply_durably(step.context, f"Sorry, the {name} failed. {result.get('text', '')}".strip())
         return await step.replace_dialog(WATERFALL)

@@ -34,12 +34,15 @@ async def app(azurite: Azurite, cosmos: CosmosStandIn, clock: FakeClock) -> Asyn
 
 
 def sweeper(app: Composition, notified: list[tuple[str, list[str]]], expire: int = EXPIRE) -> SweeperDependencies:
-    async def tell(reference: dict[str, Any], texts: list[str]) -> None:
-        notified.append((reference["conversation"]["id"], texts))
+    """The app's sweeper, with a recorder in place of the channel: (conversation id, [text]) per notice."""
+
+    async def send_reply(activity: dict[str, Any]) -> None:
+        notified.append((activity["conversation"]["id"], [activity["text"]]))
 
     return SweeperDependencies(
         conversations=app.conversations,
-        tell=tell,
+        outbox=app.outbox,
+        send_reply=send_reply,
         clock=app.clock,
         policy=ExpiryPolicy(expire, True, NOTICE),
         batch_size=2,
@@ -92,8 +95,9 @@ async def test_sweeper_expires_idle_ones_once_and_leaves_active_and_busy_ones(
     assert busy not in [c for c, _ in notified]
     clock.now += app.settings.operation_timeout_seconds
     await handle_sweep(sweeper(app, notified))
-    [(_, texts)] = [n for n in notified if n[0] == busy]
-    assert texts[0].startswith("Sorry, the ") and "timed out" in texts[0]
+    told = [text for conversation, texts in notified if conversation == busy for text in texts]
+    assert told[0].startswith("Sorry, the ") and "timed out" in told[0]
+    assert told[1].startswith("Closed after")
 
     # The next message in a swept conversation starts over; the name is still known.
     await send(app, activity(idle[0], connector.service_url, text="hi"))

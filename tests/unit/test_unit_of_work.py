@@ -1,17 +1,21 @@
-"""The unit of work: a lost commit race re-runs the turn, replies and effects leave once, after the
-commit; user-state merges after a conflict keep what other conversations wrote."""
+"""The unit of work: turns of a conversation one at a time; a lost commit race re-runs the turn;
+replies and effects leave once, after the commit; durable effects survive a failing channel or
+queue; user-state merges after a conflict keep what other conversations wrote."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from botbuilder.core import ConversationState, TurnContext, UserState
 from botbuilder.core.adapters import TestAdapter
-from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
+from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, ResourceResponse
 
+from services.outbox import Outbox
 from services.unit_of_work import (
+    ConversationLocks,
     HoldsRepliesUntilCommit,
     StateScopes,
     TurnConflictError,
@@ -19,6 +23,7 @@ from services.unit_of_work import (
     _apply,
     _changes,
 )
+from tests.support.clock import FakeClock
 from tests.support.memory_storage import ConflictingMemoryStorage
 
 
@@ -53,24 +58,65 @@ CONVERSATION_KEY = "test/conversations/c-1"
 USER_KEY = "test/users/u-1"
 
 
+class FlakyTestAdapter(TestAdapter):
+    """The SDK's test adapter (it records what is sent); sending a text in `failing` raises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing: set[str] = set()
+
+    async def send_activities(self, context: TurnContext, activities: list[Activity]) -> list[ResourceResponse]:
+        if any(activity.text in self.failing for activity in activities):
+            raise ConnectionError("the channel is not answering")
+        return await super().send_activities(context, activities)
+
+
+class HoldingTestAdapter(HoldsRepliesUntilCommit, FlakyTestAdapter):
+    """Holds replies until the commit, as the bot's own adapter does."""
+
+
+class Queue:
+    """The worker's queue: records what is sent, or fails while `down`."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.down = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.down:
+            raise ConnectionError("queue unreachable")
+        self.sent.append(message)
+
+
 @pytest.fixture
 def storage() -> ConflictingMemoryStorage:
     return ConflictingMemoryStorage()
 
 
 @pytest.fixture
-def unit_of_work(storage: ConflictingMemoryStorage) -> UnitOfWork:
-    return UnitOfWork(StateScopes(ConversationState(storage), UserState(storage), storage), max_attempts=3)
+def queue() -> Queue:
+    return Queue()
 
 
-class HoldingTestAdapter(HoldsRepliesUntilCommit, TestAdapter):
-    """The SDK's test adapter (it records what is sent), holding replies as the bot's adapter does."""
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
 
 
-def new_turn(text: str = "hello") -> tuple[TestAdapter, TurnContext]:
-    adapter = HoldingTestAdapter()
+@pytest.fixture
+def unit_of_work(storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClock) -> UnitOfWork:
+    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
+    return UnitOfWork(scopes, Outbox(queue.send, clock), clock, busy_text="Busy, resend: {text}", max_attempts=3)
+
+
+@pytest.fixture
+def adapter() -> HoldingTestAdapter:
+    return HoldingTestAdapter()
+
+
+def new_turn(adapter: TestAdapter, text: str = "hello", kind: str = "message") -> TurnContext:
     activity = Activity(
-        type="message",
+        type=kind,
         text=text,
         channel_id="test",
         conversation=ConversationAccount(id="c-1"),
@@ -78,7 +124,11 @@ def new_turn(text: str = "hello") -> tuple[TestAdapter, TurnContext]:
         recipient=ChannelAccount(id="bot"),
         service_url="http://127.0.0.1:1/",
     )
-    return adapter, TurnContext(adapter, activity)
+    return TurnContext(adapter, activity)
+
+
+def texts(adapter: TestAdapter) -> list[str]:
+    return [activity.text for activity in adapter.activity_buffer]
 
 
 def rival_adds(item: str) -> Callable[[dict[str, Any]], None]:
@@ -88,67 +138,158 @@ def rival_adds(item: str) -> Callable[[dict[str, Any]], None]:
     return change
 
 
-class CountingTurn:
-    """Appends to a list in conversation state and replies; asks for an effect after the commit."""
+class StartingTurn:
+    """Appends to a list in conversation state, replies, and asks for an operation (a durable effect)."""
 
-    def __init__(self, unit_of_work: UnitOfWork, effect_fails: bool = False) -> None:
+    def __init__(self, unit_of_work: UnitOfWork) -> None:
         self.unit_of_work = unit_of_work
         self.attempts = 0
-        self.effects: list[list[str]] = []  # the committed log each effect saw
-        self._effect_fails = effect_fails
 
     async def __call__(self, context: TurnContext) -> None:
         self.attempts += 1
         state = self.unit_of_work.scopes.conversation.get(context)
         state.setdefault("Log", []).append("turn")
         await context.send_activity(f"attempt {self.attempts}")
-
-        async def effect() -> None:
-            if self._effect_fails:
-                raise ConnectionError("queue unreachable")
-            self.effects.append(list(state["Log"]))
-
-        self.unit_of_work.after_commit(context, effect, failure_reply="Sorry, that could not start.")
+        self.unit_of_work.request_operation(
+            context, {"log": list(state["Log"])}, deadline=self.unit_of_work.clock() + 600, failure_reply="Not yet."
+        )
 
 
-async def test_a_lost_commit_race_reruns_the_turn_on_fresh_state_and_the_user_sees_one_reply(
-    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage
+async def test_a_lost_commit_race_reruns_the_turn_on_fresh_state_and_effects_leave_once(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter
 ) -> None:
     storage.commit_first(CONVERSATION_KEY, rival_adds("other turn"))
-    adapter, context = new_turn()
-    turn = CountingTurn(unit_of_work)
-    await unit_of_work.run(context, turn)
+    turn = StartingTurn(unit_of_work)
+    await unit_of_work.run(new_turn(adapter), turn)
 
     assert turn.attempts == 2
     assert storage.documents[CONVERSATION_KEY]["Log"] == ["other turn", "turn"]  # nothing overwritten
-    assert [a.text for a in adapter.activity_buffer] == ["attempt 2"]  # the losing attempt's reply is gone
-    assert turn.effects == [["other turn", "turn"]]  # once, after the commit that won
+    assert texts(adapter) == ["attempt 2"]  # the losing attempt's reply is gone
+    assert queue.sent == [{"log": ["other turn", "turn"]}]  # once, as committed
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY]  # delivered, so removed
 
 
-async def test_a_turn_that_loses_every_race_sends_nothing_and_says_so(
-    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage
+async def test_a_message_that_loses_every_race_is_answered_with_a_request_to_resend(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter
 ) -> None:
     storage.commit_first(CONVERSATION_KEY, *(rival_adds(f"rival {n}") for n in range(3)))
-    adapter, context = new_turn()
-    turn = CountingTurn(unit_of_work)
-    with pytest.raises(TurnConflictError):
-        await unit_of_work.run(context, turn)
+    turn = StartingTurn(unit_of_work)
+    await unit_of_work.run(new_turn(adapter, "are we there yet?"), turn)
     assert turn.attempts == 3
-    assert adapter.activity_buffer == [] and turn.effects == []
-    assert "turn" not in storage.documents[CONVERSATION_KEY]["Log"]
+    assert texts(adapter) == ["Busy, resend: are we there yet?"]
+    assert queue.sent == [] and "turn" not in storage.documents[CONVERSATION_KEY]["Log"]
 
 
-async def test_an_effect_that_fails_after_the_commit_is_told_to_the_user(
-    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage
+async def test_an_event_that_loses_every_race_fails_so_that_its_sender_retries(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
 ) -> None:
-    adapter, context = new_turn()
-    await unit_of_work.run(context, CountingTurn(unit_of_work, effect_fails=True))
-    assert [a.text for a in adapter.activity_buffer] == ["attempt 1", "Sorry, that could not start."]
-    assert storage.documents[CONVERSATION_KEY]["Log"] == ["turn"]  # the state stays committed
+    storage.commit_first(CONVERSATION_KEY, *(rival_adds(f"rival {n}") for n in range(3)))
+    with pytest.raises(TurnConflictError):
+        await unit_of_work.run(new_turn(adapter, kind="event"), StartingTurn(unit_of_work))
+    assert adapter.activity_buffer == []
+
+
+async def test_an_operation_request_that_cannot_be_sent_is_told_kept_and_sent_by_a_later_turn(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter,
+    clock: FakeClock,
+) -> None:  # fmt: skip
+    queue.down = True
+    await unit_of_work.run(new_turn(adapter), StartingTurn(unit_of_work))
+    assert texts(adapter) == ["attempt 1", "Not yet."]
+    [entry] = storage.documents[CONVERSATION_KEY]["Outbox"]
+    assert entry["attempts"] == 1 and entry["nextAttemptAt"] > clock.now  # committed, retried with backoff
+
+    queue.down = False
+    clock.now = entry["nextAttemptAt"]
+
+    async def quiet(context: TurnContext) -> None:
+        unit_of_work.scopes.conversation.get(context)["Seen"] = True
+
+    await unit_of_work.run(new_turn(adapter, "anything"), quiet)
+    assert queue.sent == [{"log": ["turn"]}]
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY]
+    assert texts(adapter).count("Not yet.") == 1  # told once, not at every attempt
+
+
+async def test_a_durable_reply_that_fails_is_delivered_once_by_the_next_turn_or_logged_lost_at_its_deadline(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter, clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    async def result(context: TurnContext) -> None:
+        unit_of_work.scopes.conversation.get(context)["Done"] = True
+        unit_of_work.reply_durably(context, "Thanks for waiting. 42.")
+        await context.send_activity("What next?")
+
+    adapter.failing = {"Thanks for waiting. 42."}
+    await unit_of_work.run(new_turn(adapter, kind="event"), result)
+    assert texts(adapter) == ["What next?"]  # best effort goes on; the result waits in the outbox
+    assert len(storage.documents[CONVERSATION_KEY]["Outbox"]) == 1
+
+    adapter.failing = set()
+    clock.now += 3600
+    await unit_of_work.run(new_turn(adapter, "hi"), lambda context: _noop())
+    assert texts(adapter) == ["What next?", "Thanks for waiting. 42."]
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY]
+
+    adapter.failing = {"Thanks for waiting. 42."}
+    await unit_of_work.run(new_turn(adapter, kind="event"), result)
+    adapter.failing = set()
+    clock.now += 2 * 24 * 3600  # past the reply's deadline
+    await unit_of_work.run(new_turn(adapter, "hi"), lambda context: _noop())
+    assert texts(adapter).count("Thanks for waiting. 42.") == 1
+    assert "LOST reply of conversation c-1" in caplog.text
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY]
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_turns_of_one_conversation_run_one_at_a_time_in_a_process(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    in_turn = 0
+    most = 0
+
+    async def overlapping(context: TurnContext) -> None:
+        nonlocal in_turn, most
+        in_turn += 1
+        most = max(most, in_turn)
+        await asyncio.sleep(0)  # let every other turn try to start meanwhile
+        unit_of_work.scopes.conversation.get(context).setdefault("Log", []).append(context.activity.text)
+        in_turn -= 1
+
+    writes_before = storage.writes
+    await asyncio.gather(*(unit_of_work.run(new_turn(adapter, f"m{n}"), overlapping) for n in range(16)))
+    assert most == 1
+    assert sorted(storage.documents[CONVERSATION_KEY]["Log"]) == sorted(f"m{n}" for n in range(16))
+    assert storage.writes - writes_before == 16  # no commit race, so no re-run
+
+
+async def test_a_conversation_busy_past_the_bound_asks_the_user_to_resend(
+    storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClock, adapter: HoldingTestAdapter
+) -> None:
+    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
+    unit_of_work = UnitOfWork(
+        scopes, Outbox(queue.send, clock), clock, busy_text="Busy, resend: {text}", locks=ConversationLocks(0.05)
+    )
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(context: TurnContext) -> None:
+        started.set()
+        await release.wait()
+
+    first = asyncio.create_task(unit_of_work.run(new_turn(adapter, "first"), slow))
+    await started.wait()
+    async with asyncio.timeout(5):  # a broken bound would hang here
+        await unit_of_work.run(new_turn(adapter, "second"), slow)  # waits 0.05 s, then gives up
+    assert texts(adapter) == ["Busy, resend: second"]
+    release.set()
+    await first
 
 
 async def test_user_state_written_meanwhile_by_another_conversation_is_merged_not_lost(
-    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
 ) -> None:
     storage.documents[USER_KEY] = {"UserProfile": {"name": "Ada"}, "e_tag": "0"}
 
@@ -162,7 +303,6 @@ async def test_user_state_written_meanwhile_by_another_conversation_is_merged_no
         state["UserProfile"]["name"] = "Grace"
         unit_of_work.scopes.conversation.get(context)["Seen"] = True
 
-    _, context = new_turn()
-    await unit_of_work.run(context, rename)
+    await unit_of_work.run(new_turn(adapter), rename)
     profile = storage.documents[USER_KEY]["UserProfile"]
     assert profile == {"name": "Grace", "colour": "blue"}
