@@ -7,7 +7,6 @@ bootstrap.Composition builds for it) and builds them (Cosmos client, containers 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -17,11 +16,9 @@ from typing import Any
 import aiohttp
 
 from bench.client import BOT, ChannelClient
-from bench.stack import LOG_DIR, Emulators, bench_settings
+from bench.stack import Emulators, bench_settings, bot_stack
 from bench.stats import median
-from localdev.directline import start_directline_process
-from localdev.functions_host import spawn_host
-from localdev.processes import PROJECT_ROOT, free_port
+from localdev.processes import PROJECT_ROOT
 from services.cosmos import CosmosAccount
 from services.settings import load_settings
 
@@ -66,15 +63,11 @@ def top_imports(modules: str, env: dict[str, str], count: int = 8) -> list[dict[
     return [{"package": name, "self_ms": round(us / 1000, 1)} for name, us in ranked]
 
 
-async def _first_answer(stack: Emulators, settings: dict[str, str], directline_url: str) -> dict[str, float]:
-    started = time.perf_counter()
-    host = await asyncio.to_thread(
-        spawn_host, PROJECT_ROOT, port=0, settings=settings, log_path=LOG_DIR / "cold-start-host.log"
-    )
-    ready = time.perf_counter()
-    try:
+async def _first_answer(stack: Emulators, database: dict[str, str]) -> dict[str, float]:
+    with bot_stack(stack, "cold-start", **database) as bot:
+        host = bot.host
         async with aiohttp.ClientSession() as session:
-            client = ChannelClient(session, f"{host.base_url}/api/messages", directline_url)
+            client = ChannelClient(session, bot.messages_url, bot.directline.url)
             user = "cold-start-user"
             conversation = await client.create_conversation(user)
             status, _ = await client.post(
@@ -86,21 +79,17 @@ async def _first_answer(stack: Emulators, settings: dict[str, str], directline_u
             if status != 200:
                 raise RuntimeError(f"the first request answered HTTP {status}")
             status, second = await client.post(client.activity(conversation, user, text="Ada"))
-    finally:
-        await asyncio.to_thread(host.stop)
     return {
-        "spawn_to_ready_s": ready - started,
-        "ready_to_first_200_s": answered - ready,
-        "spawn_to_first_200_s": answered - started,
+        "spawn_to_ready_s": host.ready_at - host.started_at,
+        "ready_to_first_200_s": answered - host.ready_at,
+        "spawn_to_first_200_s": answered - host.started_at,
         "second_turn_s": second,
     }
 
 
 async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
     repeats, host_repeats = (1, 1) if quick else (5, 3)
-    directline_port = free_port()
-    directline_url = f"http://127.0.0.1:{directline_port}/"
-    settings = bench_settings(stack, directline_url)
+    settings = bench_settings(stack, "http://127.0.0.1:9/")  # no Direct Line needed to import
     env = {**os.environ, **settings}
     imports: dict[str, Any] = {}
     for label, modules in IMPORTS.items():
@@ -119,12 +108,8 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
     account = CosmosAccount(load_settings(settings))
     await account.conversation_container()
     await account.close()
-    directline = start_directline_process("http://127.0.0.1:9/api/messages", settings["DirectLineSecret"],
-                                          port=directline_port, log_dir=LOG_DIR)  # fmt: skip
-    try:
-        runs = [await _first_answer(stack, settings, directline_url) for _ in range(host_repeats)]
-    finally:
-        directline.stop()
+    database = {"CosmosDbDatabaseId": settings["CosmosDbDatabaseId"]}
+    runs = [await _first_answer(stack, database) for _ in range(host_repeats)]
     host = {key: round(median([r[key] for r in runs]) * 1000, 1) for key in runs[0]}
     return {
         "imports_ms": imports,

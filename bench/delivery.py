@@ -21,8 +21,9 @@ from typing import Any
 import aiohttp
 
 from bench.client import MENU_PREFIX, TINY_OPERATION
-from bench.stack import BotStack, CosmosStats, Emulators, bot_stack, instrumented_app_dir, reads_and_writes
+from bench.stack import CosmosStats, Emulators, bot_stack, instrumented_app_dir, reads_and_writes
 from bench.stats import summary_ms
+from localdev.stack import LocalStack
 
 THANKS = "Thanks for waiting."
 STARTING = "Starting the prime report"
@@ -110,7 +111,7 @@ def parse_marks(output: str) -> tuple[dict[str, dict[str, float]], dict[str, str
     return by_operation, worker_conversation, updates
 
 
-async def _wait_output(bot: BotStack, predicate: Callable[[str], bool], timeout: float) -> None:
+async def _wait_output(bot: LocalStack, predicate: Callable[[str], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate(bot.host.output):
         if time.monotonic() > deadline:
@@ -118,11 +119,10 @@ async def _wait_output(bot: BotStack, predicate: Callable[[str], bool], timeout:
         await asyncio.sleep(0.05)
 
 
-async def measure(bot: BotStack, stats: CosmosStats, samples: int, max_pause: float) -> dict[str, Any]:
+async def measure(bot: LocalStack, stats: CosmosStats, samples: int, max_pause: float) -> dict[str, Any]:
     rng = random.Random(6)
-    domain = f"{bot.directline.url.rstrip('/')}/v3/directline"
     async with aiohttp.ClientSession() as session:
-        user = DirectLineUser(session, domain, bot.settings["DirectLineSecret"])
+        user = DirectLineUser(session, bot.directline.domain, bot.secret)
         await user.start()
         try:
             await user.wait_for(lambda t: t.startswith("What's your name?"), 0, 30)

@@ -1,103 +1,55 @@
-"""The local stack for benchmarks: emulators, the local Direct Line, the Functions host, and the
-Cosmos DB stand-in's request counters (GET /_localdev/stats)."""
+"""The local stack for benchmarks (the shared launcher, localdev/stack.py, with production-like
+settings), and the Cosmos DB stand-in's request counters (GET /_localdev/stats)."""
 
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from localdev.app_settings import app_settings
-from localdev.directline import DirectLineProcess, start_directline_process
-from localdev.emulators import Azurite, CosmosStandIn, start_azurite, start_cosmos
-from localdev.functions_host import HostProcess, spawn_host
-from localdev.processes import PROJECT_ROOT, free_port
+from localdev.emulators import Emulators, start_emulators
+from localdev.processes import PROJECT_ROOT
+from localdev.stack import LocalStack, start_stack
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 WORK_DIR = PROJECT_ROOT / ".localdev" / "bench"  # git-ignored: logs and the instrumented app
 LOG_DIR = WORK_DIR / "logs"
-# Never fires during a run: the sweeper is measured on its own, in process.
-QUIET_SWEEP_SCHEDULE = "0 0 0 1 1 *"
+# Production-like expiry; the sweeper never fires during a run: it is measured on its own, in process.
+BENCH_SETTINGS = {"ExpireAfterSeconds": "1800", "CosmosDbTimeToLive": "86400", "SweepSchedule": "0 0 0 1 1 *"}
 
 
-@dataclass
-class Emulators:
-    azurite: Azurite
-    cosmos: CosmosStandIn
-
-
-@contextmanager
-def emulators() -> Iterator[Emulators]:
-    azurite = start_azurite(log_dir=LOG_DIR)
-    try:
-        cosmos = start_cosmos(log_dir=LOG_DIR)
-        try:
-            yield Emulators(azurite, cosmos)
-        finally:
-            cosmos.stop()
-    finally:
-        azurite.stop()
+def emulators() -> Emulators:
+    """`with emulators() as stack:` Azurite and the Cosmos DB stand-in for the whole run."""
+    return start_emulators(LOG_DIR)
 
 
 def bench_settings(stack: Emulators, directline_url: str, **overrides: str) -> dict[str, str]:
-    """The app's settings against the benchmark's emulators: production-like expiry, no sweeps."""
-    return app_settings(
-        stack.azurite,
-        stack.cosmos,
-        **{
-            "ExpireAfterSeconds": "1800",
-            "CosmosDbTimeToLive": "86400",
-            "DirectLineEndpoint": f"{directline_url.rstrip('/')}/v3/directline",
-            "SweepSchedule": QUIET_SWEEP_SCHEDULE,
-            **overrides,
-        },
-    )
+    """The app's settings against the benchmark's emulators, for code that runs the app in process."""
+    return {
+        **app_settings(stack.azurite, stack.cosmos),
+        **BENCH_SETTINGS,
+        "DirectLineEndpoint": f"{directline_url.rstrip('/')}/v3/directline",
+        **overrides,
+    }
 
 
-@dataclass
-class BotStack:
-    host: HostProcess
-    directline: DirectLineProcess
-    settings: dict[str, str]
-
-    @property
-    def messages_url(self) -> str:
-        return f"{self.host.base_url}/api/messages"
-
-    @property
-    def host_pid(self) -> int:
-        return self.host.process.popen.pid
-
-
-@contextmanager
 def bot_stack(
     stack: Emulators, name: str, app_dir: Path = PROJECT_ROOT, max_conversations: int = 5000, **overrides: str
-) -> Iterator[BotStack]:
-    """The app in the local Functions host (a subprocess) and the local Direct Line (another one)."""
-    host_port, directline_port = free_port(), free_port()
-    directline_url = f"http://127.0.0.1:{directline_port}/"
-    settings = bench_settings(stack, directline_url, **overrides)
-    host = spawn_host(app_dir, port=host_port, settings=settings, log_path=LOG_DIR / f"{name}-host.log")
-    try:
-        directline = start_directline_process(
-            f"{host.base_url}/api/messages",
-            settings["DirectLineSecret"],
-            port=directline_port,
-            log_dir=LOG_DIR,
-            extra_args=["--max-conversations", str(max_conversations), "--log-level", "WARNING"],
-        )
-        try:
-            yield BotStack(host, directline, settings)
-        finally:
-            directline.stop()
-    finally:
-        host.stop()
+) -> LocalStack:
+    """`with bot_stack(stack, "turns") as bot:` the app in the local Functions host and the local Direct Line."""
+    return start_stack(
+        LOG_DIR,
+        emulators=stack,
+        app_dir=app_dir,
+        settings={**BENCH_SETTINGS, **overrides},
+        directline_args=["--max-conversations", str(max_conversations), "--log-level", "WARNING"],
+        name=name,
+    )
 
 
 def instrumented_app_dir() -> Path:

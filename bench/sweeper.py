@@ -84,7 +84,7 @@ class Recorder:
 
     calls: int = 0
 
-    async def __call__(self, reference: dict[str, Any], texts: list[str]) -> None:
+    async def __call__(self, activity: dict[str, Any]) -> None:
         self.calls += 1
 
 
@@ -107,7 +107,7 @@ async def scenario(stack: Emulators, stats: CosmosStats, stored: int, share: flo
 
         recorder = Recorder()
         deps = app.sweeper
-        deps.tell = recorder
+        deps.send_reply = recorder
         deps.max_batches = math.ceil(expired / deps.batch_size) + 1  # all of them in one sweep (see notes)
         await stats.reset()
         started = time.perf_counter()

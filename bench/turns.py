@@ -18,8 +18,9 @@ from typing import Any
 import aiohttp
 
 from bench.client import TINY_OPERATION, ChannelClient, Conversation
-from bench.stack import BotStack, CosmosStats, Emulators, bot_stack, peak_rss_mib, reads_and_writes
+from bench.stack import CosmosStats, Emulators, bot_stack, peak_rss_mib, reads_and_writes
 from bench.stats import summary_ms
+from localdev.stack import LocalStack
 
 PLAIN_TEXT = "what?"  # not a choice: the menu's retry prompt
 SUCCEEDED_LINE = "(prime report) succeeded"
@@ -124,7 +125,7 @@ def _per_turn(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def _wait_for_results(bot: BotStack, expected: int, timeout: float) -> bool:
+async def _wait_for_results(bot: LocalStack, expected: int, timeout: float) -> bool:
     """Wait until the worker reports `expected` results in all (so a level starts on a quiet host)."""
     deadline = time.monotonic() + timeout
     while bot.host.output.count(SUCCEEDED_LINE) < expected:
@@ -134,7 +135,7 @@ async def _wait_for_results(bot: BotStack, expected: int, timeout: float) -> boo
     return True
 
 
-async def measure(bot: BotStack, stats: CosmosStats, sizes: TurnSizes) -> dict[str, Any]:
+async def measure(bot: LocalStack, stats: CosmosStats, sizes: TurnSizes) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as session:
         client = ChannelClient(session, bot.messages_url, bot.directline.url)
         # Setup (not timed): introduced conversations; also warms the app up (runtime, containers).
@@ -145,7 +146,7 @@ async def measure(bot: BotStack, stats: CosmosStats, sizes: TurnSizes) -> dict[s
             for level in sizes.levels
         }
         counting = await _gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
-        memory_before = peak_rss_mib(bot.host_pid)
+        memory_before = peak_rss_mib(bot.host.pid)
 
         # Storage round trips, counted at the stand-in, one turn at a time on a quiet host.
         snapshots = []
@@ -168,14 +169,14 @@ async def measure(bot: BotStack, stats: CosmosStats, sizes: TurnSizes) -> dict[s
         plain_levels: dict[str, Any] = {}
         for level in sizes.levels:
             plain_levels[str(level)] = await plain_level(plain[:level], sizes.plain_turns[level], sizes.time_bound)
-        memory_after_plain = peak_rss_mib(bot.host_pid)
+        memory_after_plain = peak_rss_mib(bot.host.pid)
         start_levels: dict[str, Any] = {}
         for level in sizes.levels:
             start_levels[str(level)] = await start_level(starts[level], level, sizes.time_bound)
             results += start_levels[str(level)]["count"]
             drained = await _wait_for_results(bot, results, sizes.drain_timeout)
             start_levels[str(level)]["results_drained"] = drained
-        memory_after = peak_rss_mib(bot.host_pid)
+        memory_after = peak_rss_mib(bot.host.pid)
     return {
         "plain": {"levels": plain_levels, "storage_per_turn": plain_counts},
         "start": {"levels": start_levels, "storage_per_turn": start_counts},

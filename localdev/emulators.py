@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from localdev.processes import NODE_MODULES, PROJECT_ROOT, ManagedProcess, free_port, spawn, wait_for_port
+from localdev.processes import NODE_MODULES, PROJECT_ROOT, ManagedProcess, Stoppable, free_port, spawn, wait_for_port
 
 # Azurite's well-known development account (public, documented by Microsoft; not a secret).
 DEV_ACCOUNT = "devstoreaccount1"
@@ -15,7 +15,7 @@ COSMOS_DEV_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGy
 
 
 @dataclass
-class Azurite:
+class Azurite(Stoppable):
     process: ManagedProcess
     queue_port: int
 
@@ -31,7 +31,7 @@ class Azurite:
 
 
 @dataclass
-class CosmosStandIn:
+class CosmosStandIn(Stoppable):
     process: ManagedProcess
     port: int
 
@@ -81,3 +81,28 @@ def start_cosmos(port: int | None = None, log_dir: Path | None = None) -> Cosmos
     )
     wait_for_port("127.0.0.1", port, 30, process.popen)
     return CosmosStandIn(process=process, port=port)
+
+
+@dataclass
+class Emulators(Stoppable):
+    """Azurite and the Cosmos DB stand-in, started together: `with start_emulators(log_dir) as emulators:`."""
+
+    azurite: Azurite
+    cosmos: CosmosStandIn
+
+    def stop(self) -> None:
+        self.cosmos.stop()
+        self.azurite.stop()
+
+
+def start_emulators(
+    log_dir: Path | None = None, queue_port: int | None = None, cosmos_port: int | None = None
+) -> Emulators:
+    """Both emulators, on the given ports or free ones; returns once both listen."""
+    azurite = start_azurite(queue_port, log_dir)
+    try:
+        cosmos = start_cosmos(cosmos_port, log_dir)
+    except BaseException:
+        azurite.stop()
+        raise
+    return Emulators(azurite, cosmos)

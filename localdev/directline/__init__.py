@@ -2,24 +2,11 @@
 
     python -m localdev.directline --port 7072 --bot-endpoint http://127.0.0.1:7071/api/messages --secret S
 
-See app.create_app (the aiohttp app), server.DirectLineServer / DirectLineThread /
-start_directline_process (ways to run it) and store.py for the memory limits.
+See app.create_app (the aiohttp app), server.DirectLineServer (in the running event loop) and
+server.start_directline_process (a child process), store.py for the memory limits, README.md.
 """
 
 from localdev.directline.app import create_app
-from localdev.directline.server import (
-    BackgroundLoop,
-    DirectLineProcess,
-    DirectLineServer,
-    DirectLineThread,
-    start_directline_process,
-)
+from localdev.directline.server import DirectLineProcess, DirectLineServer, start_directline_process
 
-__all__ = [
-    "BackgroundLoop",
-    "DirectLineProcess",
-    "DirectLineServer",
-    "DirectLineThread",
-    "create_app",
-    "start_directline_process",
-]
+__all__ = ["DirectLineProcess", "DirectLineServer", "create_app", "start_directline_process"]

@@ -1,17 +1,13 @@
-"""Running the local Direct Line: in the current event loop, in a background thread, or as a subprocess."""
+"""Running the local Direct Line: in the current event loop, or as a child process."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import sys
-import threading
-from collections.abc import Coroutine, Sequence
-from concurrent.futures import Future
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -19,8 +15,6 @@ from localdev.directline.app import create_app
 from localdev.directline.channel import Channel
 from localdev.directline.client_api import CHANNEL
 from localdev.processes import ManagedProcess, free_port, spawn, wait_for_port
-
-T = TypeVar("T")
 
 
 def _url_host(host: str) -> str:
@@ -93,60 +87,6 @@ class DirectLineServer:
         await self.stop()
 
 
-class BackgroundLoop:
-    """An asyncio loop in a daemon thread, so servers keep serving while the caller blocks
-    (e.g. a synchronous test waiting on a subprocess)."""
-
-    def __init__(self, name: str = "localdev-loop") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        return future.result(timeout)
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
-
-
-class DirectLineThread:
-    """DirectLineServer in its own thread and loop, for synchronous code: `with DirectLineThread(...) as dl:`."""
-
-    def __init__(self, bot_endpoint: str, secret: str, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
-        self.server = DirectLineServer(bot_endpoint, secret, host, port, **options)
-        self._loop: BackgroundLoop | None = None
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def domain(self) -> str:
-        return self.server.domain
-
-    def start(self) -> Self:
-        self._loop = BackgroundLoop("directline")
-        self._loop.run(self.server.start())
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.run(self.server.stop())
-            self._loop.close()
-            self._loop = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.stop()
-
-
 @dataclass
 class DirectLineProcess:
     process: ManagedProcess
@@ -173,13 +113,18 @@ def start_directline_process(
     log_dir: Path | None = None,
     extra_args: Sequence[str] = (),
     timeout: float = 20.0,
+    name: str = "directline",
 ) -> DirectLineProcess:
-    """`python -m localdev.directline` as a child process (own process group); returns once it listens."""
+    """`python -m localdev.directline` as a child process (own process group); returns once it listens.
+
+    Its output goes to log_dir/<name>.log (discarded without a log_dir)."""
     port = port or free_port()
     argv = [
-        sys.executable, "-m", "localdev.directline",
-        "--host", host, "--port", str(port), "--bot-endpoint", bot_endpoint, f"--secret={secret}", *extra_args,
+        sys.executable, "-u", "-m", "localdev.directline",
+        "--host", host, "--port", str(port), "--bot-endpoint", bot_endpoint,
+        f"--secret={secret}",  # one token: a secret may start with "-"
+        *extra_args,
     ]  # fmt: skip
-    process = spawn("directline", argv, log_dir)
+    process = spawn(name, argv, log_dir)
     wait_for_port(host if host not in ("", "0.0.0.0") else "127.0.0.1", port, timeout, process.popen)
     return DirectLineProcess(process, host, port)

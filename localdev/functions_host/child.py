@@ -1,4 +1,4 @@
-"""Run the host as a child process (tests, `make run`) and wait until it listens."""
+"""Run the host as a child process (tests, benchmarks, `make run`) and wait until it listens."""
 
 from __future__ import annotations
 
@@ -58,10 +58,16 @@ class HostProcess:
     base_url: str
     function_key: str
     _output: _Output
+    started_at: float = 0.0  # time.perf_counter() just before the spawn
+    ready_at: float = 0.0  # time.perf_counter() when the listening line arrived
 
     @property
     def output(self) -> str:
         return self._output.text()
+
+    @property
+    def pid(self) -> int:
+        return self.process.popen.pid
 
     @property
     def returncode(self) -> int | None:
@@ -131,18 +137,22 @@ def spawn_host(
         argv += ["--setting", f"{name}={value}"]
     argv += list(extra_args)
     env = {**os.environ, **(extra_env or {}), "PYTHONUNBUFFERED": "1"}
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    started_at = time.perf_counter()
     popen = subprocess.Popen(
         argv, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
     output = _Output()
     threading.Thread(target=_pump, args=(popen.stdout, output, log_path), daemon=True).start()
     process = ManagedProcess(name="functions-host", popen=popen, log_path=log_path)
-    child = HostProcess(process=process, base_url="", function_key=key, _output=output)
+    child = HostProcess(process=process, base_url="", function_key=key, _output=output, started_at=started_at)
     try:
         text = child.wait_for_output(lambda t: _READY.search(t) is not None, ready_timeout)
     except TimeoutError:
         process.stop()
         raise RuntimeError(f"the functions host did not become ready; output:\n{child.output}") from None
+    child.ready_at = time.perf_counter()
     match = _READY.search(text)
     assert match is not None
     child.base_url = match.group(1)

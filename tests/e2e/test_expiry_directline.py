@@ -7,16 +7,17 @@ from collections.abc import Iterator
 
 import pytest
 
+from localdev.directline.tests.directline_js import DirectLineJsClient
 from localdev.emulators import Azurite, CosmosStandIn
+from localdev.stack import LocalStack
 from tests.e2e.test_long_operations_directline import bot_texts, introduce, is_bot_text
-from tests.support.directline_js import DirectLineJsClient
-from tests.support.local_bot import LocalBot, running_bot
+from tests.support.local_bot import running_bot
 
 pytestmark = [pytest.mark.emulators, pytest.mark.node]
 
 
 @pytest.fixture(scope="module")
-def quick_expiry_bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalBot]:
+def quick_expiry_bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalStack]:
     with running_bot(
         azurite,
         cosmos,
@@ -28,7 +29,7 @@ def quick_expiry_bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalB
 
 
 def test_idle_conversation_is_closed_with_a_notice_and_restarts_with_welcome_back(
-    quick_expiry_bot: LocalBot,
+    quick_expiry_bot: LocalStack,
 ) -> None:
     with DirectLineJsClient() as client:
         client.start(quick_expiry_bot.directline.domain, secret=quick_expiry_bot.secret, user_id="idle-user")

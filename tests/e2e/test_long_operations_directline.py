@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
+from localdev.directline.tests.directline_js import DirectLineJsClient
 from localdev.emulators import Azurite, CosmosStandIn
-from tests.support.directline_js import DirectLineJsClient
-from tests.support.local_bot import LocalBot, running_bot
+from localdev.stack import LocalStack
+from tests.support.local_bot import running_bot
 
 pytestmark = [pytest.mark.emulators, pytest.mark.node]
 
@@ -38,13 +39,13 @@ def bot_texts(client: DirectLineJsClient, since: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalBot]:
+def bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalStack]:
     with running_bot(azurite, cosmos) as running:
         yield running
 
 
 @pytest.fixture(params=["websocket", "polling"])
-def client(request: pytest.FixtureRequest, bot: LocalBot) -> Iterator[DirectLineJsClient]:
+def client(request: pytest.FixtureRequest, bot: LocalStack) -> Iterator[DirectLineJsClient]:
     with DirectLineJsClient() as directline:
         directline.start(bot.directline.domain, secret=bot.secret, mode=request.param, user_id=f"user-{request.param}")
         yield directline
@@ -81,16 +82,16 @@ def test_long_operation_end_to_end(client: DirectLineJsClient) -> None:
     assert len([t for t in bot_texts(client) if t.startswith("Thanks for waiting.")]) == 1
 
 
-def succeeded_count(bot: LocalBot) -> int:
+def succeeded_count(bot: LocalStack) -> int:
     return bot.host.output.count("(prime report) succeeded")
 
 
-def wait_for_worker(bot: LocalBot, outcome: str, count: int, timeout: float = 90) -> None:
+def wait_for_worker(bot: LocalStack, outcome: str, count: int, timeout: float = 90) -> None:
     bot.host.wait_for_output(lambda text: text.count(f"(prime report) {outcome}") >= count, timeout)
 
 
 @pytest.fixture
-def alice(bot: LocalBot) -> Iterator[DirectLineJsClient]:
+def alice(bot: LocalStack) -> Iterator[DirectLineJsClient]:
     with DirectLineJsClient() as directline:
         directline.start(bot.directline.domain, secret=bot.secret, user_id="alice")
         introduce(directline, "Alice")
@@ -103,7 +104,7 @@ def start_medium(client: DirectLineJsClient) -> None:
     client.wait_for_activity(is_bot_text("^Starting the prime report"), since=mark, timeout=15)
 
 
-def test_forged_result_from_another_client_changes_nothing(bot: LocalBot, alice: DirectLineJsClient) -> None:
+def test_forged_result_from_another_client_changes_nothing(bot: LocalStack, alice: DirectLineJsClient) -> None:
     before = succeeded_count(bot)
     start_medium(alice)
     victim = conversation_id(alice)
@@ -131,7 +132,7 @@ def test_forged_result_from_another_client_changes_nothing(bot: LocalBot, alice:
     assert len([t for t in texts if t.startswith("Thanks for waiting.")]) == 1
 
 
-def test_failing_operation_ends_with_one_failure_message(bot: LocalBot, alice: DirectLineJsClient) -> None:
+def test_failing_operation_ends_with_one_failure_message(bot: LocalStack, alice: DirectLineJsClient) -> None:
     before = bot.host.output.count("(prime report) failed")
     alice.send("prime report start=10 end=5")
     alice.wait_for_activity(is_bot_text("^Sorry, the prime report failed. "), timeout=60)
@@ -143,7 +144,7 @@ def test_failing_operation_ends_with_one_failure_message(bot: LocalBot, alice: D
 
 
 def test_duplicated_queue_message_gives_one_result(
-    bot: LocalBot, alice: DirectLineJsClient, cosmos: CosmosStandIn
+    bot: LocalStack, alice: DirectLineJsClient, cosmos: CosmosStandIn
 ) -> None:
     from azure.cosmos import CosmosClient
 
@@ -172,7 +173,7 @@ def test_duplicated_queue_message_gives_one_result(
     assert len([t for t in bot_texts(alice) if t.startswith("Thanks for waiting.")]) == 1
 
 
-def test_cancel_drops_the_late_result(bot: LocalBot, alice: DirectLineJsClient) -> None:
+def test_cancel_drops_the_late_result(bot: LocalStack, alice: DirectLineJsClient) -> None:
     before = succeeded_count(bot)
     start_medium(alice)
     mark = alice.mark()

@@ -1,4 +1,4 @@
-"""A small local Connector endpoint that records what the bot sends (protocol: directline.md)."""
+"""A small local Connector endpoint that records what the bot sends (protocol: docs/direct-line-and-connector.md)."""
 
 from __future__ import annotations
 

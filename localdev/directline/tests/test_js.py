@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
+from localdev.directline.tests.directline_js import DirectLineJsClient
+from localdev.directline.tests.support import SECRET, Stack, running_stack
 from localdev.processes import NODE_MODULES
-from tests.support.directline_js import DirectLineJsClient
-from tests.support.directline_stack import SECRET, Stack, running_stack
 
 pytestmark = [
     pytest.mark.node,

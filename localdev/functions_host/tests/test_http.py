@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from localdev.functions_host import HostProcess, spawn_host, start_host
-from tests.localdev.helpers import APPS, LOG_DIR, async_wait_until, copy_app
+from localdev.functions_host.tests.helpers import APPS, LOG_DIR, copy_app, wait_until
 
 PREFIX = "custom/v1"  # http_app's host.json routePrefix
 
@@ -145,7 +145,9 @@ async def test_sigterm_lets_in_flight_request_finish_and_exits_0(tmp_path: Path)
     )
     try:
         request = asyncio.create_task(fetch("GET", f"{host.base_url}/{PREFIX}/slow"))
-        await async_wait_until(lambda: (tmp_path / "slow-started").exists(), message="the slow function to start")
+        await asyncio.to_thread(
+            wait_until, lambda: (tmp_path / "slow-started").exists(), message="the slow function to start"
+        )
         host.signal(signal.SIGTERM)
         status, _, body = await request
         assert (status, body) == (200, b"finished")

@@ -1,4 +1,4 @@
-"""The local Direct Line against the protocol facts in shared/reference/directline.md, over plain HTTP/WS."""
+"""The local Direct Line against the protocol as docs/direct-line-and-connector.md describes it, over plain HTTP/WS."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 import requests
 
-from localdev.directline import BackgroundLoop, DirectLineServer
+from localdev.directline import DirectLineServer
+from localdev.directline.tests.support import SECRET, BackgroundLoop, FakeClock, Stack, running_stack
 from localdev.processes import free_port
-from tests.support.directline_stack import SECRET, FakeClock, Stack, running_stack
 
 Json = dict[str, Any]
 

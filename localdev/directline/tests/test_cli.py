@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from localdev.directline import BackgroundLoop
+from localdev.directline.tests.support import SECRET, BackgroundLoop, EchoBot
 from localdev.processes import PROJECT_ROOT, free_port
-from tests.support.directline_stack import SECRET, EchoBot
 
 
 def read_lines(process: subprocess.Popen[bytes], count: int, timeout: float) -> list[str]:

@@ -2,7 +2,7 @@
 // Drives Microsoft's Direct Line client (botframework-directlinejs, unmodified, from node_modules)
 // through a JSON-lines protocol, so Python tests can chat through any Direct Line server.
 //
-//   node tests/node/directline_driver.js --domain http://127.0.0.1:7072/v3/directline \
+//   node localdev/directline/tests/directline_driver.js --domain http://127.0.0.1:7072/v3/directline \
 //        (--secret S | --token T) [--mode websocket|polling] [--user-id U] [--user-name N]
 //        [--polling-interval MS] [--conversation-id ID] [--watermark W]
 //

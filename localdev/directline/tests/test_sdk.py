@@ -9,8 +9,8 @@ import pytest
 import requests
 from aiohttp import web
 
-from localdev.directline import DirectLineThread, start_directline_process
-from tests.support.directline_stack import SECRET, Stack, running_stack, serve
+from localdev.directline import start_directline_process
+from localdev.directline.tests.support import SECRET, Stack, running_stack, serve
 
 
 async def start_sdk_bot() -> tuple[web.AppRunner, int]:
@@ -87,13 +87,11 @@ def test_sdk_bot_replies_updates_deletes_and_reads_members(stack: Stack) -> None
     ]
 
 
-def test_direct_line_thread_and_process_helpers(stack: Stack) -> None:
+def test_direct_line_as_a_child_process(stack: Stack) -> None:
     headers = {"Authorization": f"Bearer {SECRET}"}
-    with DirectLineThread(stack.bot_endpoint, SECRET, bot_name="Threaded") as threaded:
-        assert requests.post(f"{threaded.domain}/conversations", headers=headers, timeout=10).status_code == 201
-        assert "Threaded" in requests.get(threaded.url, timeout=10).text
-    process = start_directline_process(stack.bot_endpoint, SECRET)
+    process = start_directline_process(stack.bot_endpoint, SECRET, extra_args=["--bot-name", "Spawned"])
     try:
         assert requests.post(f"{process.domain}/conversations", headers=headers, timeout=10).status_code == 201
+        assert "Spawned" in requests.get(process.url, timeout=10).text  # the Web Chat page names the bot
     finally:
         process.stop()

@@ -1,4 +1,4 @@
-"""Microsoft's Direct Line client (botframework-directlinejs) in a Node subprocess, for end-to-end tests.
+"""Microsoft's Direct Line client (botframework-directlinejs) in a Node subprocess, for tests that chat.
 
     client = DirectLineJsClient().start(domain, secret=SECRET, mode="websocket", user_id="alice")
     mark = client.mark()
@@ -8,8 +8,8 @@
 
 Everything is synchronous: each wait blocks on the driver's stdout with a deadline (never a bare
 sleep), so the servers under test must run in another thread or process (see
-localdev.directline.DirectLineThread / start_directline_process). The protocol of the driver is
-described at the top of tests/node/directline_driver.js.
+localdev.directline.start_directline_process). The protocol of the driver is described at the
+top of directline_driver.js, beside this file.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, Self
 
 from localdev.processes import PROJECT_ROOT
 
-DRIVER = PROJECT_ROOT / "tests" / "node" / "directline_driver.js"
+DRIVER = Path(__file__).resolve().parent / "directline_driver.js"
 ONLINE = 2  # ConnectionStatus.Online in botframework-directlinejs
 
 Activity = dict[str, Any]

@@ -10,23 +10,46 @@ Tests wait on `bot.wait_for(...)` (a condition with a deadline), never on sleeps
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
-from localdev.directline import BackgroundLoop, DirectLineServer
+from localdev.directline import DirectLineServer
 
 Activity = dict[str, Any]
 SECRET = "test-secret"
+T = TypeVar("T")
+
+
+class BackgroundLoop:
+    """An asyncio loop in a daemon thread, so servers keep serving while a synchronous test blocks."""
+
+    def __init__(self, name: str = "directline-test") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        return future.result(timeout)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 class EchoBot:

@@ -18,7 +18,7 @@ from localdev.functions_host.settings import (
     resolve,
     storage_connection_string,
 )
-from tests.localdev.helpers import LOG_DIR, copy_app
+from localdev.functions_host.tests.helpers import LOG_DIR, copy_app
 
 
 def test_file_values_yield_to_non_empty_environment_like_core_tools() -> None:

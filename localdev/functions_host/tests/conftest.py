@@ -1,4 +1,5 @@
-"""Fixtures for the local Functions host tests."""
+"""Fixtures for the local Functions host's tests. They start what they need themselves (Azurite
+from node_modules for the queue tests), so `pytest localdev/functions_host` runs on its own."""
 
 from __future__ import annotations
 
@@ -7,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from localdev.emulators import Azurite, start_azurite
 from localdev.functions_host import HostProcess, spawn_host
-from tests.localdev.helpers import APPS, LOG_DIR
+from localdev.functions_host.tests.helpers import APPS, LOG_DIR
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with start_azurite(log_dir=LOG_DIR) as emulator:
+        yield emulator
 
 
 @pytest.fixture(scope="module")
