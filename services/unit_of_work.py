@@ -148,28 +148,21 @@ class UnitOfWork:
     def reply_durably(self, context: TurnContext, text: str) -> None:
         now = self.clock()
         reply = _reply(context, text).serialize()
-        self._add_durable(context, REPLY, reply, now, now + REPLY_LIFETIME_SECONDS)
+        self._hold_durable(context, lambda state: add_entry(state, REPLY, reply, now, now + REPLY_LIFETIME_SECONDS))
 
     def request_operation(
         self, context: TurnContext, request: dict[str, Any], deadline: float, failure_reply: str
     ) -> None:
-        failure = _reply(context, failure_reply).serialize()
-        self._add_durable(context, OPERATION, request, self.clock(), deadline, failure)
+        now, failure = self.clock(), _reply(context, failure_reply).serialize()
+        self._hold_durable(context, lambda state: add_entry(state, OPERATION, request, now, deadline, failure))
 
-    def _add_durable(
-        self,
-        context: TurnContext,
-        kind: str,
-        payload: dict[str, Any],
-        now: float,
-        deadline: float,
-        failure_reply: dict[str, Any] | None = None,
-    ) -> None:
+    def _hold_durable(self, context: TurnContext, add: Callable[[dict[str, Any]], str]) -> None:
+        """Add an entry to the conversation's outbox (committed with the turn) and hold its place in
+        the turn's sending order."""
         turn_outbox = outbox_of(context)
         if turn_outbox is None or not turn_outbox.holding:
             raise RuntimeError("durable effects can only be asked for inside a unit-of-work turn")
-        state = self.scopes.conversation.get(context)
-        entry_id = add_entry(state, kind, payload, now, deadline, failure_reply)
+        entry_id = add(self.scopes.conversation.get(context))
         turn_outbox.items.append(_Held(entry_id=entry_id))
 
     # --- running a turn ---------------------------------------------------------------------
