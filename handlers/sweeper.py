@@ -113,5 +113,5 @@ async def sweep_conversation(
             await deps.send_reply(failure_reply)
         except Exception:
             logger.warning("conversation %s: a failure notice was not delivered", key, exc_info=True)
-    if delivery.changed:
-        await update_state(deps.conversations, key, delivery.apply, first=state)
+    if delivery.changed and not await update_state(deps.conversations, key, delivery.apply, first=state):
+        logger.warning("conversation %s: delivery of %s not recorded", key, sorted(delivery.delivered))

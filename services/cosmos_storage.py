@@ -19,16 +19,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from azure.core import MatchConditions
+from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from botbuilder.core import Storage
 from jsonpickle import Pickler, Unpickler
 
 from services import outbox
-from services.state_storage import ETAG_KEY, StateConflictError
+from services.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 
 logger = logging.getLogger(__name__)
 
+# Throttled (429, 449 retry-with), timed out (408) or unavailable (5xx).
+_UNAVAILABLE = {408, 429, 449, 500, 502, 503, 504}
 # Cosmos DB ids may not contain these characters; the SDKs escape them the same way.
 _FORBIDDEN = {"\\": "*5c", "?": "*3f", "/": "*2f", "#": "*23", "*": "*2a"}
 _MAX_ID_LENGTH = 255
@@ -114,7 +117,11 @@ class CosmosStorage(Storage):
                 # 404 on a conditional replace: deleted (e.g. by TTL) since it was read.
                 if error.status_code in (409, 412) or (error.status_code == 404 and etag not in (None, "*")):
                     raise StateConflictError(f"state {key!r} changed since it was read") from error
+                if error.status_code in _UNAVAILABLE:  # left over after the SDK's own retries
+                    raise StateUnavailableError(f"state {key!r}: HTTP {error.status_code}") from error
                 raise
+            except (ServiceRequestError, ServiceResponseError) as error:
+                raise StateUnavailableError(f"state {key!r}: {error}") from error
             # Keep the new etag so a second save in the same turn is still conditional.
             if isinstance(value, dict):
                 value[ETAG_KEY] = saved["_etag"]

@@ -3,6 +3,8 @@
 A state read from storage carries its version under ETAG_KEY; writing it back is conditional on
 that version, and a write that lost the race raises StateConflictError. A state without
 ETAG_KEY is new (create; conflict if someone created it meanwhile); ETAG_KEY "*" overwrites.
+A write the store could not take just now (throttled, unavailable, timed out: its outcome may be
+unknown) raises StateUnavailableError, which is worth retrying after a short wait.
 """
 
 ETAG_KEY = "e_tag"  # the name botbuilder's own storages use
@@ -10,3 +12,7 @@ ETAG_KEY = "e_tag"  # the name botbuilder's own storages use
 
 class StateConflictError(Exception):
     """The stored state changed since it was read (HTTP 412, or 409 on a first write)."""
+
+
+class StateUnavailableError(Exception):
+    """The store did not take the write now (429, 5xx, timeout, connection lost); it may have applied it."""

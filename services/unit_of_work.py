@@ -29,7 +29,7 @@ from botbuilder.core import BotState, Storage, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
 from services.outbox import OPERATION, REPLY, Delivery, Outbox, add_entry, claim_due
-from services.state_storage import ETAG_KEY, StateConflictError
+from services.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BUSY_WAIT_SECONDS = 10.0  # a channel gives the bot about 15 s per activity
 REPLY_LIFETIME_SECONDS = 24 * 3600  # how long a durable reply is retried before it is logged as lost
 STATE_UPDATE_ATTEMPTS = 5
+UNAVAILABLE_BACKOFF_SECONDS = (0.1, 0.3, 0.6, 1.0)  # bounded: these updates run inside a turn
 
 Logic = Callable[[TurnContext], Awaitable[None]]
 
@@ -222,17 +223,22 @@ class UnitOfWork:
         async def send_reply(payload: dict[str, Any]) -> None:
             await context.adapter.send_activities(context, [Activity().deserialize(payload)])
 
+        # Earlier effects first (a result whose reply failed before reads best before the answer to
+        # the message that brought it), then this turn's, in the order the turn made them.
+        await self.outbox.deliver(state, turn_outbox.claimed, send_reply, _id(context), delivery)
         for item in turn_outbox.items:
             if item.entry_id is not None:
                 await self.outbox.deliver(state, [item.entry_id], send_reply, _id(context), delivery)
             elif item.activity is not None:
                 await _send_best_effort(context, [item.activity])
-        await self.outbox.deliver(state, turn_outbox.claimed, send_reply, _id(context), delivery)
         for failure_reply in delivery.failure_replies:
             await _send_best_effort(context, [Activity().deserialize(failure_reply)])
         if delivery.changed:
             key = self.scopes.conversation.get_storage_key(context)
-            await update_state(self.scopes.conversation_storage, key, delivery.apply, first=state)
+            if not await update_state(self.scopes.conversation_storage, key, delivery.apply, first=state):
+                # The turn is committed and answered; a sent entry left behind is sent again after its
+                # lease (at least once), so this is logged, not failed.
+                logger.warning("conversation %s: delivery of %s not recorded", _id(context), sorted(delivery.delivered))
 
     async def _apologise(self, context: TurnContext) -> bool:
         """Ask the user to send a message again that the turn could not take in; False if it cannot."""
@@ -283,20 +289,29 @@ async def update_state(
     attempts: int = STATE_UPDATE_ATTEMPTS,
 ) -> bool:
     """Apply `change` to the stored state under `key` with a conditional write, re-reading and
-    re-applying after a conflict. `first`: the state as last read (with its etag), to try first
-    without reading. False if the state is gone or the conflicts outlast `attempts`."""
+    re-applying after a conflict, and waiting briefly (bounded) while the store is unavailable.
+    `first`: the state as last read (with its etag), to try first without reading. `change` must
+    be safe to apply twice. False, logged, if the state is gone or the update could not be written."""
     state = first
-    for _ in range(attempts):
-        if state is None:
-            state = (await storage.read([key])).get(key)
-            if state is None:
-                return False
-        change(state)
+    conflicts, waits = 0, iter(UNAVAILABLE_BACKOFF_SECONDS)
+    while conflicts < attempts:
         try:
+            if state is None:
+                state = (await storage.read([key])).get(key)
+                if state is None:
+                    return False
+            change(state)
             await storage.write({key: state})
             return True
         except StateConflictError:
-            state = None
+            conflicts, state = conflicts + 1, None
+        except StateUnavailableError as error:
+            wait = next(waits, None)
+            if wait is None:
+                logger.warning("state %s not updated: the store stayed unavailable (%s)", key, error)
+                return False
+            await asyncio.sleep(wait)
+            # Its outcome is unknown: the etag tells on the next attempt (a conflict re-reads).
     logger.error("state %s not updated after %d conflicting writes", key, attempts)
     return False
 

@@ -1,0 +1,389 @@
+"""Bot Framework authentication for the adapter: the SDK's own token validation, made safe to run
+inside the Functions worker's event loop, with its failures told apart.
+
+* Inbound tokens are validated by botframework-connector 4.17, configured for the public cloud
+  (BotFrameworkAuthenticationFactory's parameterized form, which lets the OpenID metadata URLs be
+  injected: tests serve their own keys, production uses Microsoft's).
+* The SDK fetches the signing keys with a blocking `requests.get` and no timeout, inside the event
+  loop, and raises the same exceptions for "the key service is down" as for "the token is forged".
+  Its key cache (`JwtTokenExtractor.metadataCache`, keyed by metadata URL) is the seam: each URL's
+  entry is replaced by an OpenIdKeySource, which fetches with aiohttp under a time limit, keeps
+  serving the keys it has when a refresh fails, and raises KeySourceUnavailable when it has none.
+* So a request either authenticates, or fails with TokenRejected (the caller's problem: 401), or
+  with KeySourceUnavailable (ours, for now: 503 and try again).
+* Outbound, the SDK's credentials and Connector clients are reused across turns (see the classes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import jwt
+from botbuilder.schema import Activity, CallerIdConstants
+from botframework.connector.aio import ConnectorClient
+from botframework.connector.auth import (
+    AuthenticateRequestResult,
+    AuthenticationConstants,
+    BotFrameworkAuthentication,
+    BotFrameworkAuthenticationFactory,
+    ClaimsIdentity,
+    ConnectorFactory,
+    JwtTokenExtractor,
+    ManagedIdentityServiceClientCredentialsFactory,
+    PasswordServiceClientCredentialFactory,
+    ServiceClientCredentialsFactory,
+)
+from jwt.algorithms import RSAAlgorithm
+
+from services.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Microsoft's key sets are a few kilobytes; a key source answering megabytes is answering garbage.
+MAX_DOCUMENT_BYTES = 1024 * 1024
+# As the SDK does: keys older than a day are refreshed, and a token signed with a key not in the set
+# triggers a refresh at most once an hour (so forged key ids cannot make the bot hammer the source).
+REFRESH_AFTER_SECONDS = 24 * 3600
+UNKNOWN_KEY_REFRESH_SECONDS = 3600
+
+
+class KeySourceUnavailable(Exception):
+    """The keys that sign Bot Framework tokens cannot be had now: no token can be judged either way."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # whole seconds until the source is asked again
+
+
+class TokenRejected(PermissionError):
+    """The request's token is missing, malformed, or fails the SDK's validation."""
+
+
+@dataclass(frozen=True)
+class KeySources:
+    """Where the keys that sign inbound tokens are published, and how patiently they are fetched."""
+
+    channel_metadata_url: str = AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL
+    # Tokens Microsoft Entra issues to other bots and to the Emulator (skills, Emulator) use these.
+    emulator_metadata_url: str = AuthenticationConstants.TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL
+    # The whole fetch (metadata and key set) must finish within this: the Bot Service waits ~15 s a turn.
+    timeout_seconds: float = 5.0
+    # After a failed fetch, requests needing it fail at once for this long instead of each waiting.
+    retry_after_seconds: int = 10
+    clock: Callable[[], float] = time.monotonic
+
+
+PUBLIC_CLOUD = KeySources()
+
+
+# --- the signing keys -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """What JwtTokenExtractor reads of a key (the SDK's _OpenIdConfig)."""
+
+    public_key: Any
+    endorsements: list[str]  # the channels the key may sign for; empty: any
+
+
+class _KeySetError(ValueError):
+    """A key source answered something that is not an OpenID configuration or a key set."""
+
+
+class OpenIdKeySource:
+    """Stands in for the SDK's _OpenIdMetadata in its key cache: `await get(key_id)` -> SigningKey.
+
+    Fetches without blocking the event loop and within `timeout_seconds`; one fetch at a time (the
+    requests arriving meanwhile share its outcome); after a failure, none for `retry_after_seconds`.
+    """
+
+    def __init__(self, metadata_url: str, options: KeySources) -> None:
+        self.metadata_url = metadata_url
+        self._options = options
+        self._keys: dict[str, SigningKey] = {}
+        self._fetched_at = -math.inf  # clock time of the last successful fetch
+        self._failed_at: float | None = None  # clock time of the last fetch, if it failed
+        self._attempts = 0
+        self._lock = asyncio.Lock()
+
+    async def get(self, key_id: str | None) -> SigningKey:
+        if not key_id:
+            # Bot Framework tokens always name their key; refusing here spares a fetch for junk.
+            raise TokenRejected("the token's header names no signing key ('kid')")
+        if self._age() > REFRESH_AFTER_SECONDS and not await self._refresh() and not self._keys:
+            raise self._unavailable()
+        key = self._keys.get(key_id)
+        if key is None and self._age() > UNKNOWN_KEY_REFRESH_SECONDS:
+            # Perhaps the keys rolled over; if the source cannot say, the token cannot be judged.
+            if not await self._refresh():
+                raise self._unavailable()
+            key = self._keys.get(key_id)
+        if key is None:
+            raise TokenRejected(f"the token is signed with key {key_id[:64]!r}, which is not a published key")
+        return key
+
+    def _age(self) -> float:
+        return self._options.clock() - self._fetched_at
+
+    def _backing_off(self) -> bool:
+        if self._failed_at is None:
+            return False
+        return self._options.clock() - self._failed_at < self._options.retry_after_seconds
+
+    def _unavailable(self) -> KeySourceUnavailable:
+        waited = self._options.clock() - (self._failed_at or self._options.clock())
+        retry_after = max(1, math.ceil(self._options.retry_after_seconds - waited))
+        return KeySourceUnavailable(f"the signing keys at {self.metadata_url} cannot be fetched", retry_after)
+
+    async def _refresh(self) -> bool:
+        """Fetch the keys unless a fetch just happened; True if the latest fetch succeeded."""
+        attempts_seen = self._attempts
+        async with self._lock:
+            if self._attempts == attempts_seen and not self._backing_off():
+                self._attempts += 1
+                try:
+                    self._keys = await asyncio.wait_for(self._fetch(), self._options.timeout_seconds)
+                except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as failure:
+                    self._failed_at = self._options.clock()
+                    logger.warning(
+                        "cannot fetch the Bot Framework signing keys from %s (%s: %s); keeping %d cached key(s)",
+                        self.metadata_url,
+                        type(failure).__name__,
+                        failure,
+                        len(self._keys),
+                    )
+                else:
+                    self._fetched_at = self._options.clock()
+                    self._failed_at = None
+            return self._failed_at is None
+
+    async def _fetch(self) -> dict[str, SigningKey]:
+        timeout = aiohttp.ClientTimeout(total=self._options.timeout_seconds)
+        # trust_env: honour HTTPS_PROXY as the SDK's requests-based fetch did.
+        async with aiohttp.ClientSession(timeout=timeout, trust_env=True) as session:
+            metadata = await _get_json(session, self.metadata_url)
+            jwks_uri = metadata.get("jwks_uri") if isinstance(metadata, dict) else None
+            if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+                raise _KeySetError("the OpenID configuration has no jwks_uri")
+            return _signing_keys(await _get_json(session, jwks_uri))
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
+    async with session.get(url, allow_redirects=False) as response:
+        response.raise_for_status()
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > MAX_DOCUMENT_BYTES:
+                raise _KeySetError(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as failure:
+        raise _KeySetError(f"{url} did not answer JSON") from failure
+
+
+def _signing_keys(jwks: Any) -> dict[str, SigningKey]:
+    entries = jwks.get("keys") if isinstance(jwks, dict) else None
+    if not isinstance(entries, list):
+        raise _KeySetError("the key set has no 'keys' list")
+    keys = {entry["kid"]: key for entry in entries if (key := _signing_key(entry)) is not None}
+    if not keys:
+        raise _KeySetError("the key set holds no usable RSA key")
+    return keys
+
+
+def _signing_key(entry: Any) -> SigningKey | None:
+    """A key the SDK can check a signature with, or None for an entry it could not use."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+        return None
+    endorsements = entry.get("endorsements", [])
+    if not isinstance(endorsements, list) or not all(isinstance(name, str) for name in endorsements):
+        return None
+    try:
+        public_key = RSAAlgorithm.from_jwk(json.dumps(entry))
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+        return None
+    return SigningKey(public_key, endorsements)
+
+
+def install_key_sources(sources: KeySources) -> None:
+    """Put an OpenIdKeySource in the SDK's key cache for each metadata URL the SDK will ask for.
+
+    The cache is the SDK's, process-wide, keyed by URL: the last configuration of a URL wins.
+    """
+    for url in {sources.channel_metadata_url, sources.emulator_metadata_url}:
+        JwtTokenExtractor.metadataCache[url] = OpenIdKeySource(url, sources)
+
+
+# --- the authentication the adapter uses ----------------------------------------------------
+
+
+def credentials_from_settings(settings: Settings) -> ServiceClientCredentialsFactory:
+    """The bot's identity: which app ids its inbound tokens may name, and its outbound credentials."""
+    if settings.microsoft_app_type == "UserAssignedMSI":
+        return ManagedIdentityServiceClientCredentialsFactory(settings.microsoft_app_id)
+    tenant = settings.microsoft_app_tenant_id if settings.microsoft_app_type == "SingleTenant" else None
+    return PasswordServiceClientCredentialFactory(settings.microsoft_app_id, settings.microsoft_app_password, tenant)
+
+
+def create_authentication(
+    settings: Settings,
+    key_sources: KeySources = PUBLIC_CLOUD,
+    credentials: ServiceClientCredentialsFactory | None = None,
+) -> BotFrameworkAuthentication:
+    """The public cloud's Bot Framework authentication; tests pass their own key sources and credentials."""
+    install_key_sources(key_sources)
+    # The parameterized form, given the public cloud's constants (those the SDK's public-cloud form
+    # uses), is the one that takes the metadata URLs as parameters rather than as process-wide state.
+    sdk_authentication = BotFrameworkAuthenticationFactory.create(
+        validate_authority=True,
+        to_channel_from_bot_login_url=AuthenticationConstants.TO_CHANNEL_FROM_BOT_LOGIN_URL_PREFIX,
+        to_channel_from_bot_oauth_scope=AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE,
+        to_bot_from_channel_token_issuer=AuthenticationConstants.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER,
+        oauth_url=AuthenticationConstants.OAUTH_URL,
+        to_bot_from_channel_open_id_metadata_url=key_sources.channel_metadata_url,
+        to_bot_from_emulator_open_id_metadata_url=key_sources.emulator_metadata_url,
+        caller_id=CallerIdConstants.public_azure_channel,
+        credential_factory=_CachedCredentials(credentials or credentials_from_settings(settings)),
+    )
+    return _ReusedConnectors(sdk_authentication)
+
+
+async def _validated(validation: Awaitable[T]) -> T:
+    """Run one of the SDK's validations, telling a bad token from keys that cannot be had.
+
+    The SDK signals a bad token with PermissionError, PyJWT's errors, bare Exception, IndexError,
+    AttributeError...: anything but KeySourceUnavailable (raised by the key source) is a rejection.
+    """
+    try:
+        return await validation
+    except (KeySourceUnavailable, TokenRejected):
+        raise
+    except Exception as failure:
+        raise TokenRejected(str(failure) or type(failure).__name__) from failure
+
+
+def _require_expiry(claims: ClaimsIdentity | None) -> None:
+    # PyJWT lets a token without "exp" live for ever, and the SDK does not ask for one; Bot Framework
+    # and Entra tokens always carry it. Anonymous identities (authentication off) have no claims.
+    if claims is not None and claims.authentication_type != AuthenticationConstants.ANONYMOUS_AUTH_TYPE:
+        if "exp" not in (claims.claims or {}):
+            raise TokenRejected("the token has no expiry ('exp')")
+
+
+class _CachedCredentials(ServiceClientCredentialsFactory):
+    """Reuses the bot's outbound credentials across turns.
+
+    The SDK builds new MicrosoftAppCredentials (a new MSAL client, with blocking tenant discovery
+    and token requests) on every turn; one per (app, scope) keeps MSAL's token cache warm.
+    """
+
+    def __init__(self, inner: ServiceClientCredentialsFactory) -> None:
+        self._inner = inner
+        self._cache: dict[tuple[str, str, str, bool], Any] = {}
+
+    async def is_valid_app_id(self, app_id: str) -> bool:
+        return await self._inner.is_valid_app_id(app_id)
+
+    async def is_authentication_disabled(self) -> bool:
+        return await self._inner.is_authentication_disabled()
+
+    async def create_credentials(
+        self, app_id: str, oauth_scope: str, login_endpoint: str, validate_authority: bool
+    ) -> Any:
+        key = (app_id, oauth_scope, login_endpoint, validate_authority)
+        if key not in self._cache:
+            self._cache[key] = await self._inner.create_credentials(
+                app_id, oauth_scope, login_endpoint, validate_authority
+            )
+        return self._cache[key]
+
+
+class _ReusedConnectors(BotFrameworkAuthentication):
+    """The SDK's authentication, with its failures classified and Connector clients reused across turns.
+
+    The SDK builds a new ConnectorClient (HTTP session, TCP connection) on every turn; reusing
+    one per (app, serviceUrl, audience) saves about a sixth of a turn's CPU (see bench/).
+    Bounded, since in local mode any serviceUrl is accepted.
+    """
+
+    MAX_CLIENTS = 32
+
+    def __init__(self, inner: BotFrameworkAuthentication) -> None:
+        self._inner = inner
+        self._clients: OrderedDict[tuple[str, str, str | None], ConnectorClient] = OrderedDict()
+
+    def _wrap(self, factory: ConnectorFactory | None, claims: ClaimsIdentity | None) -> ConnectorFactory | None:
+        if factory is None:
+            return None
+        app_id = ""
+        if claims is not None:
+            app_id = (
+                claims.get_claim_value(AuthenticationConstants.AUDIENCE_CLAIM)
+                or claims.get_claim_value(AuthenticationConstants.APP_ID_CLAIM)
+                or ""
+            )
+        return _ReusingFactory(factory, self._clients, app_id, self.MAX_CLIENTS)
+
+    async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
+        # The parameterized SDK class treats only None, not "", as "no Authorization header".
+        result = await _validated(self._inner.authenticate_request(activity, auth_header or None))
+        _require_expiry(result.claims_identity)
+        result.connector_factory = self._wrap(result.connector_factory, result.claims_identity)
+        return result
+
+    async def authenticate_streaming_request(self, auth_header: str, channel_id_header: str) -> Any:
+        result = await _validated(self._inner.authenticate_streaming_request(auth_header or None, channel_id_header))
+        _require_expiry(result.claims_identity)
+        result.connector_factory = self._wrap(result.connector_factory, result.claims_identity)
+        return result
+
+    def create_connector_factory(self, claims_identity: ClaimsIdentity) -> ConnectorFactory:
+        factory = self._wrap(self._inner.create_connector_factory(claims_identity), claims_identity)
+        assert factory is not None
+        return factory
+
+    async def create_user_token_client(self, claims_identity: ClaimsIdentity) -> Any:
+        return await self._inner.create_user_token_client(claims_identity)
+
+    def create_bot_framework_client(self) -> Any:
+        return self._inner.create_bot_framework_client()
+
+    def get_originating_audience(self) -> str:
+        return self._inner.get_originating_audience()
+
+    async def authenticate_channel_request(self, auth_header: str) -> ClaimsIdentity:
+        claims = await _validated(self._inner.authenticate_channel_request(auth_header))
+        _require_expiry(claims)
+        return claims
+
+
+@dataclass
+class _ReusingFactory(ConnectorFactory):
+    inner: ConnectorFactory
+    clients: OrderedDict[tuple[str, str, str | None], ConnectorClient]  # shared by every factory
+    app_id: str
+    limit: int
+
+    async def create(self, service_url: str, audience: str | None = None) -> ConnectorClient:
+        key = (self.app_id, service_url, audience)
+        client = self.clients.get(key)
+        if client is None:
+            client = await self.inner.create(service_url, audience)
+            self.clients[key] = client
+            if len(self.clients) > self.limit:
+                self.clients.popitem(last=False)
+        self.clients.move_to_end(key)
+        return client
