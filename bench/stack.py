@@ -39,9 +39,15 @@ def bench_settings(stack: Emulators, directline_url: str, **overrides: str) -> d
 
 
 def bot_stack(
-    stack: Emulators, name: str, app_dir: Path = PROJECT_ROOT, max_conversations: int = 5000, **overrides: str
+    stack: Emulators,
+    name: str,
+    app_dir: Path = PROJECT_ROOT,
+    max_conversations: int = 5000,
+    instances: int = 1,
+    **overrides: str,
 ) -> LocalStack:
-    """`with bot_stack(stack, "turns") as bot:` the app in the local Functions host and the local Direct Line."""
+    """`with bot_stack(stack, "turns") as bot:` the app in the local Functions host and the local Direct Line;
+    `instances=2`: two hosts behind the stack's round-robin balancer, as a scaled-out app."""
     return start_stack(
         LOG_DIR,
         emulators=stack,
@@ -49,6 +55,7 @@ def bot_stack(
         settings={**BENCH_SETTINGS, **overrides},
         directline_args=["--max-conversations", str(max_conversations), "--log-level", "WARNING"],
         name=name,
+        instances=instances,
     )
 
 

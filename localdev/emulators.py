@@ -51,7 +51,9 @@ def _require_node_modules() -> None:
 
 
 def start_azurite(queue_port: int | None = None, log_dir: Path | None = None) -> Azurite:
-    """Azurite's queue service, in memory. --skipApiVersionCheck: the Python SDK is newer than Azurite."""
+    """Azurite's queue service, in memory. --skipApiVersionCheck: the Python SDK is newer than Azurite.
+
+    Azurite and the Cosmos DB stand-in die with this process, like every child (localdev/processes.py)."""
     _require_node_modules()
     port = queue_port or free_port()
     process = spawn(
@@ -64,6 +66,7 @@ def start_azurite(queue_port: int | None = None, log_dir: Path | None = None) ->
             "--inMemoryPersistence",
             "--skipApiVersionCheck",
             "--loose",
+            "--disableTelemetry",  # it would try to reach Application Insights, noisily failing offline
         ],
         log_dir,
     )

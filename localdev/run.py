@@ -1,7 +1,9 @@
 """`make run`: the whole bot on this machine — Azurite, the Cosmos DB stand-in, the Functions
-app (with `func start` when Core Tools are installed, the local host otherwise) and the local
-Direct Line with Web Chat, on fixed ports, as localdev/stack.py starts them. This script adds the
-banner and stops everything on Ctrl-C (or SIGTERM to the process group) or when a child dies."""
+app (with `func start` when Core Tools are installed, the local host otherwise; with --instances
+N, N local hosts behind a round-robin balancer) and the local Direct Line with Web Chat, on fixed
+ports, as localdev/stack.py starts them. This script checks the ports first, prints the banner,
+and stops everything within a few seconds on Ctrl-C, SIGTERM or a closed terminal (SIGHUP), or
+when a child dies; if this script is killed outright, its children die with it."""
 
 from __future__ import annotations
 
@@ -11,12 +13,22 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TextIO
 
 from localdev.processes import PROJECT_ROOT
 from localdev.settings_file import DEFAULT_SETTINGS_FILE, create_local_settings
-from localdev.stack import LocalStack, Ports, start_stack
+from localdev.stack import LocalStack, PortInUseError, Ports, start_stack
 
 LOG_DIR = PROJECT_ROOT / ".localdev" / "logs"
+# Ctrl-C should stop everything within about 3 s: in-flight invocations get this long (a long
+# operation is cut short; its queue message would come back, but Azurite keeps nothing anyway).
+SHUTDOWN_TIMEOUT = 1.5
+MAKE_VARIABLES = {
+    "functions": "FUNCTIONS_PORT",
+    "directline": "DIRECTLINE_PORT",
+    "cosmos": "COSMOS_PORT",
+    "azurite_queue": "AZURITE_QUEUE_PORT",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -25,6 +37,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--directline-port", type=int, default=7072)
     parser.add_argument("--cosmos-port", type=int, default=8081)
     parser.add_argument("--azurite-queue-port", type=int, default=10001)
+    parser.add_argument(
+        "--instances", type=int, default=1, help="instances of the app behind a round-robin balancer (local host)"
+    )
     parser.add_argument("--use-local-host", action="store_true", help="even when `func` is installed")
     parser.add_argument(
         "--settings-file", type=Path, default=DEFAULT_SETTINGS_FILE, help="created from the sample if missing"
@@ -37,13 +52,25 @@ def main() -> int:
     args = parse_args()
     create_local_settings(args.settings_file)
     # `func start` reads local.settings.json from the project root: only that file goes with it.
-    use_func = bool(shutil.which("func")) and not args.use_local_host and args.settings_file == DEFAULT_SETTINGS_FILE
+    if args.instances < 1:
+        print("make run: INSTANCES must be 1 or more", file=sys.stderr)
+        return 2
+    use_func = (
+        bool(shutil.which("func"))
+        and not args.use_local_host
+        and args.settings_file == DEFAULT_SETTINGS_FILE
+        and args.instances == 1
+    )
     if use_func:
         print("Azure Functions Core Tools found: starting `func start`.")
+    elif args.instances > 1:
+        print(f"Starting {args.instances} instances of the app in the project's local Functions host.")
     else:
         print("Azure Functions Core Tools not found: starting the project's local Functions host.")
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP: the terminal was closed; stop in order as for Ctrl-C (were this script killed instead,
+    # the children would still die with it: localdev/processes.py).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     stack: LocalStack | None = None
     try:
@@ -52,35 +79,58 @@ def main() -> int:
             settings_file=args.settings_file,
             use_func=use_func,
             ports=Ports(args.functions_port, args.directline_port, args.cosmos_port, args.azurite_queue_port),
+            instances=args.instances,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
         print_banner(stack, args.log_dir)
         while not stop.wait(1.0):
             if (process := stack.exited()) is not None:
-                print(f"{process.name} stopped (exit {process.popen.returncode}); see {process.log_path}")
+                say(f"{process.name} stopped (exit {process.popen.returncode}); see {process.log_path}")
                 return 1
         return 0
+    except PortInUseError as error:
+        variable = MAKE_VARIABLES[error.part]
+        say(
+            f"make run: {error}; nothing was started. Stop what uses it, or choose another port: "
+            f"make run {variable}=<port> (here: --{error.part.replace('_', '-')}-port).",
+            sys.stderr,
+        )
+        return 1
     except (RuntimeError, TimeoutError) as error:
-        print(f"make run: {error}", file=sys.stderr)
-        print(f"Logs: {args.log_dir}", file=sys.stderr)
+        say(f"make run: {error}\nLogs: {args.log_dir}", sys.stderr)
         return 1
     finally:
         if stack is not None:
-            print("Stopping the local stack...")
+            say("Stopping the local stack...")
             stack.stop()
 
 
+def say(text: str, stream: TextIO = sys.stdout) -> None:
+    """Print, unless the terminal is gone (SIGHUP): stopping must not fail for want of a screen."""
+    try:
+        print(text, file=stream, flush=True)
+    except OSError:
+        pass
+
+
+def scale_out(stack: LocalStack) -> str:
+    if stack.balancer is None:
+        return ""
+    ports = ", ".join(host.base_url.rsplit(":", 1)[1] for host in stack.hosts)
+    return f" (round robin over {len(stack.hosts)} instances on ports {ports})"
+
+
 def print_banner(stack: LocalStack, log_dir: Path) -> None:
-    print(
+    say(
         "\n"
         "The bot is running.\n"
         f"  Chat in your browser (Web Chat):   {stack.directline.url}\n"
         f"  Chat in this terminal:             .venv/bin/python -m localdev.chat_cli "
         f"--directline {stack.directline.domain} --secret={stack.secret}\n"
-        f"  Bot messaging endpoint:            {stack.messages_url}\n"
+        f"  Bot messaging endpoint:            {stack.messages_url}{scale_out(stack)}\n"
         f"  Direct Line (client API):          {stack.directline.domain}\n"
         f"  Logs:                              {log_dir}/\n"
-        "Press Ctrl-C to stop everything.\n",
-        flush=True,
+        "Press Ctrl-C to stop everything.\n"
     )
 
 

@@ -10,8 +10,19 @@ end-to-end tests (tests/support/local_bot.py) and the benchmarks (bench/stack.py
 In order: Azurite and the Cosmos DB stand-in (unless running ones are given), the local Direct
 Line (a child process), then the Functions app: the project's local host, or `func start` when
 asked for. The Direct Line comes first because the app posts operation results to it, while it
-needs the app only once a client writes. Everything is stopped in reverse order, each child with
-whatever it started; emulators that were given are left running. A port of 0 means a free one.
+needs the app only once a client writes. A port of 0 means a free one; a fixed port already taken
+is reported (PortInUseError, naming it) before anything starts.
+
+Scale-out: with `instances=N` (N > 1) the app runs in N local hosts, each on a free port with its
+own queue and timer listeners, behind a round-robin balancer (functions_host/balancer.py) on the
+functions port, the one the Direct Line and the user know. Each timer function runs on one
+instance at a time (functions_host/singleton.py: a lock file per function in a folder the
+instances share); when its instance dies, another takes it over.
+
+Stopping: in reverse order, in three steps, each step's children at once (the app's instances and
+the balancer; the Direct Line; the emulators), each given a bounded time and then killed, so a stop
+takes at most about `shutdown_timeout` + 5 s, and usually well under a second. Emulators that were
+given are left running. Every child also dies with this process if it is killed (processes.py).
 
 App settings: with a settings file (make run's local.settings.json) the app reads that file, and
 the stack only points the local addresses in it at what it started; without one (tests,
@@ -23,8 +34,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,11 +45,23 @@ from localdev.app_settings import app_settings
 from localdev.directline import DirectLineProcess, start_directline_process
 from localdev.emulators import Emulators, start_emulators
 from localdev.functions_host import HostProcess, spawn_host
-from localdev.processes import PROJECT_ROOT, ManagedProcess, Stoppable, free_ports, spawn, wait_for_port
+from localdev.functions_host.balancer import spawn_balancer
+from localdev.processes import (
+    PROJECT_ROOT,
+    ManagedProcess,
+    Stoppable,
+    free_ports,
+    port_in_use,
+    spawn,
+    stop_all,
+    wait_for_port,
+)
 from localdev.settings_file import read_values
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 READY_TIMEOUT = 90.0  # seconds for the Functions app to listen; a first start compiles the app's modules
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0  # seconds the app's in-flight invocations get at stop (the host's default)
+SERVICE_STOP_TIMEOUT = 2.0  # seconds the Direct Line and the emulators get at stop before they are killed
 
 
 @dataclass(frozen=True)
@@ -49,6 +74,33 @@ class Ports:
     azurite_queue: int = 0
 
 
+PORT_NAMES = {
+    "functions": "the Functions app",
+    "directline": "the local Direct Line",
+    "cosmos": "the Cosmos DB stand-in",
+    "azurite_queue": "Azurite's queue service",
+}
+
+
+class PortInUseError(RuntimeError):
+    """A fixed port of the stack is taken; `part` is the Ports field (functions, directline, ...)."""
+
+    def __init__(self, part: str, port: int) -> None:
+        super().__init__(f"port {port} ({PORT_NAMES[part]}) is already in use")
+        self.part = part
+        self.port = port
+
+
+def check_ports(ports: Ports, emulators_given: bool) -> None:
+    """Raise PortInUseError for the first fixed port something already listens on."""
+    for item in fields(ports):
+        port = getattr(ports, item.name)
+        if emulators_given and item.name in ("cosmos", "azurite_queue"):
+            continue  # the given emulators' business
+        if port and port_in_use(port):
+            raise PortInUseError(item.name, port)
+
+
 @dataclass
 class LocalStack(Stoppable):
     emulators: Emulators
@@ -57,7 +109,11 @@ class LocalStack(Stoppable):
     functions_url: str  # http://127.0.0.1:PORT
     settings: dict[str, str]  # every app setting the app runs with
     started: list[ManagedProcess]  # the children this stack started (and stops), in start order
-    local_host: HostProcess | None = None  # None under `func start`
+    local_host: HostProcess | None = None  # None under `func start`; the first instance when several
+    hosts: list[HostProcess] = field(default_factory=list)  # every instance of the app, in the local host
+    balancer: ManagedProcess | None = None  # in front of the instances when there are several
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    lock_dir: Path | None = None  # the instances' shared singleton lock folder (removed at stop)
 
     @property
     def messages_url(self) -> str:
@@ -79,8 +135,22 @@ class LocalStack(Stoppable):
         return next((process for process in self.started if process.popen.poll() is not None), None)
 
     def stop(self) -> None:
-        for process in reversed(self.started):
-            process.stop()
+        """The app's instances and the balancer, then the Direct Line, then the emulators (see the module)."""
+        app = [host.process for host in self.hosts] or [self.functions]
+        if self.balancer is not None:
+            app.append(self.balancer)
+        _stop_in_steps(self.started, app, self.shutdown_timeout)
+        if self.lock_dir is not None:
+            shutil.rmtree(self.lock_dir, ignore_errors=True)
+
+
+def _stop_in_steps(started: list[ManagedProcess], app: list[ManagedProcess], shutdown_timeout: float) -> None:
+    # One second over the host's own bound: it stops taking work, then waits that long for invocations.
+    stop_all([process for process in app if process in started], shutdown_timeout + 1.0)
+    rest = [process for process in started if process not in app]
+    emulators = [process for process in rest if process.name in ("azurite", "cosmos")]
+    stop_all([process for process in rest if process not in emulators], SERVICE_STOP_TIMEOUT)
+    stop_all(emulators, SERVICE_STOP_TIMEOUT)
 
 
 def start_stack(
@@ -94,19 +164,31 @@ def start_stack(
     ports: Ports = Ports(),
     directline_args: Sequence[str] = (),
     name: str = "",
+    instances: int = 1,
+    host_args: Sequence[str] = (),
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
 ) -> LocalStack:
     """Start the stack and return once everything listens (see the module's docstring).
 
     Logs go to log_dir: azurite.log, cosmos.log, then <name>-directline.log and <name>-functions.log
-    (without a name: directline.log, functions.log). `directline_args` go to `python -m
-    localdev.directline` (e.g. its limits). `use_func` runs `func start` instead of the local host;
-    it reads app_dir/local.settings.json, so settings_file must be that file or None.
+    (without a name: directline.log, functions.log; with several instances functions-1.log, ...
+    and balancer.log). `directline_args` go to `python -m localdev.directline` (e.g. its limits),
+    `host_args` to each `python -m localdev.functions_host` (e.g. --singleton-recovery-interval 1).
+    `use_func` runs `func start` instead of the local host; it reads app_dir/local.settings.json,
+    so settings_file must be that file or None, and it runs one instance only. `shutdown_timeout`:
+    how long the app's in-flight invocations may finish at stop.
     """
     func_settings = (app_dir / "local.settings.json").resolve()
     if use_func and settings_file is not None and settings_file.resolve() != func_settings:
         raise ValueError("`func start` reads local.settings.json from the app's folder, not another settings file")
+    if instances < 1 or (use_func and instances > 1):
+        raise ValueError("instances: 1 or more, and only 1 under `func start` (its timers need Azure storage locks)")
+    check_ports(ports, emulators_given=emulators is not None)
     prefix = f"{name}-" if name else ""
     started: list[ManagedProcess] = []
+    hosts: list[HostProcess] = []
+    balancer = None
+    lock_dir = None
     try:
         if emulators is None:
             emulators = start_emulators(log_dir, ports.azurite_queue or None, ports.cosmos or None)
@@ -128,7 +210,7 @@ def start_stack(
         )
         started.append(directline.process)
 
-        host = None
+        host_argv = ["--shutdown-timeout", str(shutdown_timeout), *host_args]
         if use_func:
             func = shutil.which("func")
             if func is None:
@@ -137,22 +219,87 @@ def start_stack(
             functions = spawn(f"{prefix}functions", argv, log_dir, env={**os.environ, **passed}, cwd=app_dir)
             started.append(functions)
             wait_for_port("127.0.0.1", functions_port, READY_TIMEOUT, functions.popen)
-        else:
-            host = spawn_host(
-                app_dir,
-                port=functions_port,
-                settings=passed,
-                settings_file=settings_file,
-                ready_timeout=READY_TIMEOUT,
-                log_path=log_dir / f"{prefix}functions.log",
+        elif instances == 1:
+            hosts.append(
+                spawn_host(
+                    app_dir,
+                    port=functions_port,
+                    settings=passed,
+                    settings_file=settings_file,
+                    extra_args=host_argv,
+                    ready_timeout=READY_TIMEOUT,
+                    log_path=log_dir / f"{prefix}functions.log",
+                )
             )
-            functions = host.process
-            started.append(functions)
+            started.append(hosts[0].process)
+            functions = hosts[0].process
+        else:
+            lock_dir = Path(tempfile.mkdtemp(prefix="localdev-singleton-locks-"))
+            host_argv += ["--singleton-lock-dir", str(lock_dir)]
+            hosts = _spawn_instances(
+                instances, app_dir, passed, settings_file, host_argv, log_dir, f"{prefix}functions", started
+            )
+            functions = hosts[0].process
+            balancer = spawn_balancer(functions_port, [h.base_url for h in hosts], log_dir, f"{prefix}balancer")
+            started.append(balancer)
     except BaseException:
-        for process in reversed(started):
-            process.stop()
+        app = [host.process for host in hosts] + ([balancer] if balancer is not None else [])
+        _stop_in_steps(started, app, 0.0)  # nothing ran yet: no in-flight work to wait for
+        if lock_dir is not None:
+            shutil.rmtree(lock_dir, ignore_errors=True)
         raise
-    return LocalStack(emulators, directline, functions, functions_url, values, started, host)
+    return LocalStack(
+        emulators,
+        directline,
+        functions,
+        functions_url,
+        values,
+        started,
+        hosts[0] if hosts else None,
+        hosts=hosts,
+        balancer=balancer,
+        shutdown_timeout=shutdown_timeout,
+        lock_dir=lock_dir,
+    )
+
+
+def _spawn_instances(
+    count: int,
+    app_dir: Path,
+    settings: dict[str, str],
+    settings_file: Path | None,
+    host_argv: list[str],
+    log_dir: Path,
+    log_name: str,
+    started: list[ManagedProcess],
+) -> list[HostProcess]:
+    """`count` local hosts on free ports (each reports the port it bound), started side by side:
+    a start is mostly importing the app, and one instance need not wait for another."""
+
+    def one(number: int) -> HostProcess:
+        return spawn_host(
+            app_dir,
+            settings=settings,
+            settings_file=settings_file,
+            extra_args=host_argv,
+            ready_timeout=READY_TIMEOUT,
+            log_path=log_dir / f"{log_name}-{number}.log",
+            name=f"functions-host-{number}",
+        )
+
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(one, number) for number in range(1, count + 1)]
+    hosts: list[HostProcess] = []
+    errors: list[BaseException] = []
+    for future in futures:
+        try:
+            hosts.append(future.result())
+        except BaseException as error:  # every instance that did start must be stopped
+            errors.append(error)
+    started += [host.process for host in hosts]
+    if errors:
+        raise errors[0]
+    return hosts
 
 
 def _app_settings(

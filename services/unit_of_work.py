@@ -187,6 +187,9 @@ class UnitOfWork:
         for attempt in range(1, self.max_attempts + 1):
             turn_outbox.reset()
             context.buffered_reply_activities.clear()  # expectReplies: the losing attempt's replies go too
+            # The losing attempt's replies are gone, so the re-run must not think it has answered: a prompt
+            # re-asks only while `responded` is false (the SDK's public setter refuses False).
+            context._responded = False
             await scopes.conversation.load(context, force=True)
             await scopes.user.load(context, force=True)
             user_before = copy.deepcopy(scopes.user.get(context))

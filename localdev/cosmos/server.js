@@ -186,7 +186,14 @@ if (require.main === module) {
   const { host, port } = parseArgs(process.argv.slice(2));
   const server = createServer(host, port);
   server.listen(port, host, () => console.log(`Cosmos DB stand-in listening on http://${host}:${port}/`));
-  for (const signal of ["SIGINT", "SIGTERM"]) process.on(signal, () => server.close(() => process.exit(0)));
+  // close() waits for open requests; a client that keeps one open must not hold the stop up.
+  for (const signal of ["SIGINT", "SIGTERM"]) {
+    process.on(signal, () => {
+      server.close(() => process.exit(0));
+      server.closeIdleConnections();
+      setTimeout(() => process.exit(0), 1000).unref();
+    });
+  }
 }
 
 module.exports = { createServer };

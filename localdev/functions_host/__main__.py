@@ -13,6 +13,7 @@ from pathlib import Path
 
 from localdev.functions_host.host import FunctionsHost, HostOptions, HostStartupError
 from localdev.functions_host.queue_trigger import DEFAULT_MESSAGE_LEASE
+from localdev.functions_host.singleton import DEFAULT_RECOVERY_INTERVAL
 
 log = logging.getLogger("localdev.functions_host")
 
@@ -45,6 +46,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_MESSAGE_LEASE,
         help="seconds a received queue message stays invisible (renewed at half); default 600 as the host",
+    )
+    parser.add_argument(
+        "--singleton-lock-dir",
+        type=Path,
+        help="a folder shared by the app's instances: each timer function runs on one of them at a time",
+    )
+    parser.add_argument(
+        "--singleton-recovery-interval",
+        type=float,
+        default=DEFAULT_RECOVERY_INTERVAL,
+        help="seconds between an instance's attempts to take over a timer another instance holds; default 60",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
@@ -83,7 +95,7 @@ async def serve(options: HostOptions) -> int:
         log.error("The host could not start: %s", error, exc_info=app_error)
         return 1
     await stop.wait()
-    log.info("Stopping the host (in-flight invocations get up to %.0fs)", options.shutdown_timeout)
+    log.info("Stopping the host (in-flight invocations get up to %gs)", options.shutdown_timeout)
     await host.stop()
     log.info("Host stopped")
     return 0
@@ -105,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         function_key=args.function_key,
         shutdown_timeout=args.shutdown_timeout,
         message_lease=args.queue_message_lease,
+        singleton_lock_dir=args.singleton_lock_dir.resolve() if args.singleton_lock_dir else None,
+        singleton_recovery_interval=args.singleton_recovery_interval,
     )
     code = asyncio.run(serve(options))
     sys.stdout.flush()

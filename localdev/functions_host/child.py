@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from localdev.functions_host.host import READY_LINE
-from localdev.processes import PROJECT_ROOT, ManagedProcess
+from localdev.processes import PROJECT_ROOT, ManagedProcess, popen
 
 _READY = re.compile(re.escape(READY_LINE) + r" (http://\S+)")
 
@@ -111,6 +111,7 @@ def spawn_host(
     extra_args: Sequence[str] = (),
     ready_timeout: float = 30.0,
     log_path: Path | None = None,
+    name: str = "functions-host",
 ) -> HostProcess:
     """Start `python -m localdev.functions_host` and return once it prints its listening line.
 
@@ -140,12 +141,11 @@ def spawn_host(
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
     started_at = time.perf_counter()
-    popen = subprocess.Popen(
-        argv, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    # Its own session, and killed if this process dies (localdev.processes.popen).
+    started = popen(argv, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     output = _Output()
-    threading.Thread(target=_pump, args=(popen.stdout, output, log_path), daemon=True).start()
-    process = ManagedProcess(name="functions-host", popen=popen, log_path=log_path)
+    threading.Thread(target=_pump, args=(started.stdout, output, log_path), daemon=True).start()
+    process = ManagedProcess(name=name, popen=started, log_path=log_path)
     child = HostProcess(process=process, base_url="", function_key=key, _output=output, started_at=started_at)
     try:
         text = child.wait_for_output(lambda t: _READY.search(t) is not None, ready_timeout)

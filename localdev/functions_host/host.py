@@ -30,6 +30,7 @@ from localdev.functions_host.settings import (
     resolve,
     storage_connection_string,
 )
+from localdev.functions_host.singleton import DEFAULT_RECOVERY_INTERVAL, SingletonListener
 from localdev.functions_host.timer_trigger import TimerListener
 
 log = logging.getLogger("localdev.functions_host")
@@ -53,6 +54,10 @@ class HostOptions:
     shutdown_timeout: float = 10.0  # how long in-flight invocations may finish at stop
     message_lease: int = DEFAULT_MESSAGE_LEASE  # seconds a received queue message stays invisible
     restore_environment: bool = False  # put os.environ back at stop (in-process tests)
+    # Instances sharing this folder run each timer function on one instance at a time (singleton.py);
+    # None: no lock, every timer runs here (one instance).
+    singleton_lock_dir: Path | None = None
+    singleton_recovery_interval: float = DEFAULT_RECOVERY_INTERVAL  # how often a non-holder retries
 
 
 def _valid_queue_name(name: str) -> bool:
@@ -76,7 +81,7 @@ class FunctionsHost:
         self._runner: web.AppRunner | None = None
         self._queue_services: list[QueueServiceClient] = []
         self._queue_listeners: list[QueueListener] = []
-        self._timers: list[TimerListener] = []
+        self._timers: list[TimerListener | SingletonListener] = []
 
     @property
     def base_url(self) -> str:
@@ -174,14 +179,18 @@ class FunctionsHost:
                 except ValueError as error:
                     raise SettingsError(f"Function '{spec.name}': invalid schedule '{expression}': {error}") from error
                 use_monitor = trigger.get("useMonitor")
+                timer = TimerListener(
+                    spec,
+                    schedule,
+                    self._invoker,
+                    run_on_startup=bool(trigger.get("runOnStartup", False)),
+                    use_monitor=True if use_monitor is None else bool(use_monitor),
+                )
+                lock_dir = self.options.singleton_lock_dir
                 self._timers.append(
-                    TimerListener(
-                        spec,
-                        schedule,
-                        self._invoker,
-                        run_on_startup=bool(trigger.get("runOnStartup", False)),
-                        use_monitor=True if use_monitor is None else bool(use_monitor),
-                    )
+                    timer
+                    if lock_dir is None
+                    else SingletonListener(spec.name, timer, lock_dir, self.options.singleton_recovery_interval)
                 )
         self._queue_services = list(services.values())
 
@@ -196,11 +205,12 @@ class FunctionsHost:
                 f"\t{listener.spec.name}: queueTrigger (queue '{listener.queue_name}', "
                 f"encoding {listener.options.message_encoding})"
             )
-        for timer in self._timers:
-            lines.append(
-                f"\t{timer.spec.name}: timerTrigger (schedule '{timer.schedule.expression}', "
-                f"next {timer.next_run.isoformat()})"
-            )
+        for listener in self._timers:
+            timer = listener.inner if isinstance(listener, SingletonListener) else listener
+            where = f"next {timer.next_run.isoformat()}"
+            if isinstance(listener, SingletonListener) and not listener.listening:
+                where = "singleton: runs on another instance for now"
+            lines.append(f"\t{timer.spec.name}: timerTrigger (schedule '{timer.schedule.expression}', {where})")
         lines.append("")
         if any(route.auth_level != "anonymous" for route in self.http_routes):
             lines.append(f"Function key (code= or x-functions-key): {self.function_key}")

@@ -306,3 +306,18 @@ async def test_user_state_written_meanwhile_by_another_conversation_is_merged_no
     await unit_of_work.run(new_turn(adapter), rename)
     profile = storage.documents[USER_KEY]["UserProfile"]
     assert profile == {"name": "Grace", "colour": "blue"}
+
+
+async def test_a_rerun_turn_answers_even_where_the_sdk_answers_only_once_per_turn(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    """A prompt re-asks only while the turn has not responded; the losing attempt's reply is gone."""
+    storage.commit_first(CONVERSATION_KEY, rival_adds("other turn"))
+
+    async def prompt_like(context: TurnContext) -> None:
+        unit_of_work.scopes.conversation.get(context).setdefault("Log", []).append("turn")
+        if not context.responded:
+            await context.send_activity("Which one?")
+
+    await unit_of_work.run(new_turn(adapter), prompt_like)
+    assert texts(adapter) == ["Which one?"]

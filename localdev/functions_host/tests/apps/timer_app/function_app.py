@@ -19,6 +19,7 @@ def record(function: str, timer: func.TimerRequest) -> None:
         "past_due": timer.past_due,
         "schedule_status": timer.schedule_status,
         "is_timer_request": isinstance(timer, func.TimerRequest),
+        "pid": os.getpid(),  # which instance ran it, when several share RECORD_DIR
     }
     temporary = folder / f".{uuid.uuid4().hex}.tmp"
     temporary.write_text(json.dumps(data))
