@@ -145,7 +145,8 @@ class Composition:
 
     @cached_property
     def adapter(self) -> FunctionsBotAdapter:
-        from services.bot_adapter import FunctionsBotAdapter, create_authentication
+        from services.authentication import create_authentication
+        from services.bot_adapter import FunctionsBotAdapter
 
         return FunctionsBotAdapter(create_authentication(self.settings), self.settings.microsoft_app_id)
 

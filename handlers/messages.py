@@ -4,20 +4,128 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.schema import Activity
 
 from handlers.http_types import HttpRequestData, HttpResponseData, error
+from services.authentication import KeySourceUnavailable, TokenRejected
 from services.unit_of_work import TurnConflictError
 
 logger = logging.getLogger(__name__)
 
 # The Bot Framework caps an activity at about 256 KB; anything larger is not a channel's.
 MAX_BODY_BYTES = 256 * 1024
+# Channels send shallow activities (an Adaptive Card's submitted data is a few levels deep). json.loads
+# fails with RecursionError near Python's limit of ~1000 frames, and whatever walks the activity later
+# (the SDK's deserializer, deepcopy, state serializers) recurses too, within the turn's own stack: so
+# deep JSON is refused here, not wherever it would happen to break.
+MAX_JSON_DEPTH = 64
+
+# Fields every turn needs, each an object's "id" or a string at the top level.
+_REQUIRED_IDS = ("conversation", "from", "recipient")
+
+
+class _BadJson(ValueError):
+    """The body is not JSON the bot can carry through a turn; the message says why."""
+
+
+def _reject_constant(name: str) -> Any:
+    # json.loads accepts NaN and Infinity, which are not JSON (RFC 8259): a strict parser (Cosmos DB,
+    # a channel) would refuse them wherever the value is sent on.
+    raise _BadJson(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as infinity
+        raise _BadJson(f"the number {text[:20]} is out of range")
+    return value
+
+
+def _depth(document: Any) -> int:
+    """How deeply arrays and objects nest in a parsed document, found without recursing."""
+    deepest = 0
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _load_json(raw: bytes) -> Any:
+    try:
+        document = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise _BadJson(f"it nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except _BadJson:
+        raise
+    except UnicodeDecodeError:
+        raise _BadJson("it is not UTF-8 text") from None
+    except ValueError as failure:  # JSONDecodeError names the position; int() its digit limit
+        raise _BadJson(str(failure)) from None
+    if _depth(document) > MAX_JSON_DEPTH:
+        raise _BadJson(f"it nests deeper than {MAX_JSON_DEPTH} levels")
+    return document
+
+
+def _is_absolute_http_url(value: str) -> bool:
+    if any(ord(character) <= 0x20 or ord(character) == 0x7F for character in value):
+        return False  # urlsplit drops some of these silently; an HTTP client refuses them later
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _shape_problems(body: dict[str, Any]) -> list[str]:
+    """What keeps the activity from being a turn, naming each field, in the body's own spelling."""
+    problems = []
+    for name in ("type", "channelId"):
+        if name not in body:
+            problems.append(f"{name} is missing")
+        elif not _is_id(body[name]):
+            problems.append(f"{name} must be a non-empty string")
+    if "serviceUrl" not in body:
+        problems.append("serviceUrl is missing")
+    elif not isinstance(body["serviceUrl"], str) or not _is_absolute_http_url(body["serviceUrl"]):
+        problems.append("serviceUrl must be an absolute http(s) URL")
+    for name in _REQUIRED_IDS:
+        account = body.get(name)
+        if account is None:
+            problems.append(f"{name}.id is missing")
+        elif not isinstance(account, dict):
+            problems.append(f"{name} must be an object with an id")
+        elif "id" not in account:
+            problems.append(f"{name}.id is missing")
+        elif not _is_id(account["id"]):
+            problems.append(f"{name}.id must be a non-empty string")
+    return problems
+
+
+def _malformed_fields(body: dict[str, Any]) -> list[str]:
+    """The top-level fields the SDK's deserializer refuses (it only says that something failed)."""
+    malformed = []
+    for name, value in body.items():
+        try:
+            Activity().deserialize({name: value})
+        except Exception:  # msrest raises several types for shape errors
+            malformed.append(name)
+    return malformed
 
 
 def _parse_activity(request: HttpRequestData) -> Activity | HttpResponseData:
@@ -27,29 +135,19 @@ def _parse_activity(request: HttpRequestData) -> Activity | HttpResponseData:
     if len(request.body) > MAX_BODY_BYTES:
         return error(413, "PayloadTooLarge", f"An activity may be at most {MAX_BODY_BYTES} bytes.")
     try:
-        body: Any = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
-        return error(400, "BadRequest", "The body is not valid JSON.")
-    if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not body["type"]:
-        return error(400, "BadRequest", "The body is not an activity: it needs a string 'type'.")
+        body = _load_json(request.body)
+    except _BadJson as problem:
+        return error(400, "BadRequest", f"The body is not valid JSON: {problem}.")
+    if not isinstance(body, dict):
+        return error(400, "BadRequest", "The body is not an activity: it must be a JSON object with a string 'type'.")
+    problems = _shape_problems(body)
+    if problems:
+        return error(400, "BadRequest", f"The activity is not usable: {'; '.join(problems)}.")
     try:
-        activity = Activity().deserialize(body)
+        return Activity().deserialize(body)
     except Exception:  # msrest raises several types for shape errors
-        return error(400, "BadRequest", "The body is not a well-formed activity.")
-    missing = [
-        name
-        for name, value in (
-            ("conversation.id", activity.conversation and activity.conversation.id),
-            ("serviceUrl", activity.service_url),
-            ("channelId", activity.channel_id),
-            ("recipient.id", activity.recipient and activity.recipient.id),
-            ("from.id", activity.from_property and activity.from_property.id),
-        )
-        if not value
-    ]
-    if missing:
-        return error(400, "BadRequest", f"The activity lacks {', '.join(missing)}.")
-    return activity
+        fields = ", ".join(_malformed_fields(body)) or "some field"
+        return error(400, "BadRequest", f"The activity is not well-formed: {fields} has the wrong shape.")
 
 
 @dataclass
@@ -65,14 +163,26 @@ async def handle_messages(request: HttpRequestData, deps: MessagesDependencies) 
     activity = parsed
     conversation_id = activity.conversation.id
     try:
-        # Authenticate apart from the turn: a token problem is the caller's (401), while an error
-        # inside the turn, even a PermissionError getting the bot's own outbound token, is ours (500).
+        # Authenticate apart from the turn: a token problem is the caller's (401), keys that cannot be
+        # fetched are a passing problem of ours (503), and an error inside the turn, even a
+        # PermissionError getting the bot's own outbound token, is ours (500).
         authentication = await deps.adapter.bot_framework_authentication.authenticate_request(
             activity, request.header("authorization")
         )
-    except Exception as failure:  # the SDK raises PermissionError, PyJWTError, IndexError, Exception...
-        logger.warning("conversation %s: request refused: %s", conversation_id, failure or type(failure).__name__)
+    except TokenRejected as rejection:
+        logger.warning("conversation %s: request refused: %s", conversation_id, rejection)
         return error(401, "Unauthorized", "The request does not carry a valid Bot Framework token.")
+    except KeySourceUnavailable as outage:
+        logger.error("conversation %s: cannot authenticate: %s", conversation_id, outage)
+        return error(
+            503,
+            "ServiceUnavailable",
+            "The bot cannot check Bot Framework tokens right now; try again later.",
+            {"Retry-After": str(outage.retry_after)},
+        )
+    except Exception:  # services/authentication.py turns every token problem into TokenRejected: a bug
+        logger.exception("conversation %s: authentication failed unexpectedly", conversation_id)
+        return error(500, "InternalError", "The bot failed to process this activity.")
     try:
         invoke_response = await deps.adapter.process_activity(authentication, activity, deps.turn)
     except TurnConflictError:

@@ -75,7 +75,7 @@ class KeySources:
     """Where the keys that sign inbound tokens are published, and how patiently they are fetched."""
 
     channel_metadata_url: str = AuthenticationConstants.TO_BOT_FROM_CHANNEL_OPENID_METADATA_URL
-    # Tokens Microsoft Entra issues to other bots and to the Emulator (skills, Emulator) use these.
+    # Tokens Microsoft Entra issues directly (a calling bot's, the Bot Framework Emulator's) use these.
     emulator_metadata_url: str = AuthenticationConstants.TO_BOT_FROM_EMULATOR_OPENID_METADATA_URL
     # The whole fetch (metadata and key set) must finish within this: the Bot Service waits ~15 s a turn.
     timeout_seconds: float = 5.0
@@ -105,8 +105,10 @@ class _KeySetError(ValueError):
 class OpenIdKeySource:
     """Stands in for the SDK's _OpenIdMetadata in its key cache: `await get(key_id)` -> SigningKey.
 
-    Fetches without blocking the event loop and within `timeout_seconds`; one fetch at a time (the
-    requests arriving meanwhile share its outcome); after a failure, none for `retry_after_seconds`.
+    Fetches without blocking the event loop and within `timeout_seconds`. One fetch at a time: the
+    requests that need it meanwhile share its outcome (and a request that gives up does not cancel
+    it for the others). After a failure, no fetch for `retry_after_seconds`: requests that need keys
+    fail at once, and keys already fetched keep serving.
     """
 
     def __init__(self, metadata_url: str, options: KeySources) -> None:
@@ -115,15 +117,18 @@ class OpenIdKeySource:
         self._keys: dict[str, SigningKey] = {}
         self._fetched_at = -math.inf  # clock time of the last successful fetch
         self._failed_at: float | None = None  # clock time of the last fetch, if it failed
-        self._attempts = 0
-        self._lock = asyncio.Lock()
+        self._fetching: asyncio.Task[None] | None = None
 
     async def get(self, key_id: str | None) -> SigningKey:
         if not key_id:
             # Bot Framework tokens always name their key; refusing here spares a fetch for junk.
             raise TokenRejected("the token's header names no signing key ('kid')")
-        if self._age() > REFRESH_AFTER_SECONDS and not await self._refresh() and not self._keys:
-            raise self._unavailable()
+        if self._age() > REFRESH_AFTER_SECONDS:
+            if not self._keys:
+                if not await self._refresh():
+                    raise self._unavailable()
+            elif not self._is_fetching():  # stale keys still serve; only one request waits for new ones
+                await self._refresh()
         key = self._keys.get(key_id)
         if key is None and self._age() > UNKNOWN_KEY_REFRESH_SECONDS:
             # Perhaps the keys rolled over; if the source cannot say, the token cannot be judged.
@@ -137,37 +142,45 @@ class OpenIdKeySource:
     def _age(self) -> float:
         return self._options.clock() - self._fetched_at
 
+    def _is_fetching(self) -> bool:
+        return self._fetching is not None and not self._fetching.done()
+
     def _backing_off(self) -> bool:
         if self._failed_at is None:
             return False
         return self._options.clock() - self._failed_at < self._options.retry_after_seconds
 
     def _unavailable(self) -> KeySourceUnavailable:
-        waited = self._options.clock() - (self._failed_at or self._options.clock())
-        retry_after = max(1, math.ceil(self._options.retry_after_seconds - waited))
-        return KeySourceUnavailable(f"the signing keys at {self.metadata_url} cannot be fetched", retry_after)
+        failed_at = self._options.clock() if self._failed_at is None else self._failed_at
+        remaining = self._options.retry_after_seconds - (self._options.clock() - failed_at)
+        return KeySourceUnavailable(
+            f"the signing keys at {self.metadata_url} cannot be fetched", max(1, math.ceil(remaining))
+        )
 
     async def _refresh(self) -> bool:
-        """Fetch the keys unless a fetch just happened; True if the latest fetch succeeded."""
-        attempts_seen = self._attempts
-        async with self._lock:
-            if self._attempts == attempts_seen and not self._backing_off():
-                self._attempts += 1
-                try:
-                    self._keys = await asyncio.wait_for(self._fetch(), self._options.timeout_seconds)
-                except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as failure:
-                    self._failed_at = self._options.clock()
-                    logger.warning(
-                        "cannot fetch the Bot Framework signing keys from %s (%s: %s); keeping %d cached key(s)",
-                        self.metadata_url,
-                        type(failure).__name__,
-                        failure,
-                        len(self._keys),
-                    )
-                else:
-                    self._fetched_at = self._options.clock()
-                    self._failed_at = None
-            return self._failed_at is None
+        """Fetch the keys, or join the fetch under way, unless backing off; True if the keys are fresh."""
+        if not self._is_fetching():
+            if self._backing_off():
+                return False
+            self._fetching = asyncio.ensure_future(self._attempt())
+        assert self._fetching is not None
+        await asyncio.shield(self._fetching)
+        return self._failed_at is None and self._age() <= REFRESH_AFTER_SECONDS
+
+    async def _attempt(self) -> None:
+        try:
+            keys = await asyncio.wait_for(self._fetch(), self._options.timeout_seconds)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as failure:
+            self._failed_at = self._options.clock()
+            logger.warning(
+                "cannot fetch the Bot Framework signing keys from %s (%s: %s); keeping %d cached key(s)",
+                self.metadata_url,
+                type(failure).__name__,
+                failure,
+                len(self._keys),
+            )
+        else:
+            self._keys, self._fetched_at, self._failed_at = keys, self._options.clock(), None
 
     async def _fetch(self) -> dict[str, SigningKey]:
         timeout = aiohttp.ClientTimeout(total=self._options.timeout_seconds)
@@ -181,7 +194,7 @@ class OpenIdKeySource:
 
 
 async def _get_json(session: aiohttp.ClientSession, url: str) -> Any:
-    async with session.get(url, allow_redirects=False) as response:
+    async with session.get(url) as response:
         response.raise_for_status()
         body = bytearray()
         async for chunk in response.content.iter_chunked(64 * 1024):

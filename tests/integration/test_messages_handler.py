@@ -136,16 +136,6 @@ async def test_unexpected_error_is_500_without_internals_and_next_turn_works(
     assert connector.messages(conversation) == ["What's your name?"]
 
 
-async def test_with_an_app_id_a_request_without_a_valid_token_is_401(
-    azurite: Azurite, cosmos: CosmosStandIn, connector: RecordingConnector
-) -> None:
-    async with composed_app(azurite, cosmos, MicrosoftAppId=str(uuid.uuid4()), MicrosoftAppPassword="x") as app:
-        message = activity("c-auth", connector.service_url, text="hi")
-        assert (await send(app, message)).status == 401
-        assert (await send(app, message, auth="Bearer not.a.jwt")).status == 401
-    assert connector.activities == []
-
-
 async def test_a_queue_that_cannot_be_reached_is_told_not_left_waiting(
     azurite: Azurite, cosmos: CosmosStandIn, connector: RecordingConnector
 ) -> None:
@@ -162,18 +152,3 @@ async def test_a_queue_that_cannot_be_reached_is_told_not_left_waiting(
     assert connector.messages(conversation)[-2].startswith("Starting the prime report.")
     assert connector.messages(conversation)[-1].startswith("The prime report has not started yet")
     assert entry["kind"] == "operation" and entry["attempts"] == 1  # kept, to be sent again
-
-
-async def test_tokens_that_fail_validation_in_any_way_are_401(
-    azurite: Azurite, cosmos: CosmosStandIn, connector: RecordingConnector
-) -> None:
-    import jwt
-
-    app_id = str(uuid.uuid4())
-    # Signed with HS256 by someone who knows no Microsoft key: the SDK raises a bare Exception for it.
-    forged = jwt.encode({"iss": "https://api.botframework.com", "aud": app_id}, "x" * 32)
-    async with composed_app(azurite, cosmos, MicrosoftAppId=app_id, MicrosoftAppPassword="x") as app:
-        message = activity("c-auth", connector.service_url, text="hi")
-        response = await send(app, message, auth=f"Bearer {forged}")
-    assert response.status == 401
-    assert connector.activities == []
