@@ -100,13 +100,12 @@ class Composition:
     def sweeper(self) -> SweeperDependencies:
         from bot_logic.expiry import ExpiryPolicy
         from handlers.sweeper import SweeperDependencies
-        from services.outbox import proactive_sender
 
         settings = self.settings
         return SweeperDependencies(
             conversations=self.conversations,
             outbox=self.outbox,
-            send_reply=proactive_sender(self.adapter, settings.microsoft_app_id),
+            send_reply=self.adapter.send_stored,
             clock=self.clock,
             policy=ExpiryPolicy(
                 settings.expire_after_seconds, settings.expiry_notice_enabled, settings.expiry_notice_text

@@ -74,9 +74,13 @@ class SweepDecision:
     texts: list[str] = field(default_factory=list)  # to tell the user once the change is stored
 
 
-def sweep(state: MutableMapping[str, Any], now: float, policy: ExpiryPolicy) -> SweepDecision:
-    """Change a conversation the sweeper found due, in place: close it if it expired, else (still
-    active, but its operation passed the deadline) only mark the timeout as told."""
+def sweep(state: MutableMapping[str, Any], now: float, policy: ExpiryPolicy) -> SweepDecision | None:
+    """Change a conversation the sweeper found, in place, if bot logic says it is due: close it if it
+    expired, else (still active, but its operation passed the deadline) only mark the timeout as
+    told. None if it is not due (storage may have found it for its outbox, or under older settings)."""
+    due = sweep_times(state, policy.expire_after_seconds).sweep_at
+    if due is None or due > now:
+        return None
     record = dict(state.get(RECORD_PROPERTY) or {})
     pending = dict(record["pendingOperation"]) if record.get("pendingOperation") else None
     timeout_notice = timeout_notice_once(pending) if pending else None

@@ -187,7 +187,7 @@ async def handle_messages(request: HttpRequestData, deps: MessagesDependencies) 
         invoke_response = await deps.adapter.process_activity(authentication, activity, deps.turn)
     except TurnConflictError:
         logger.warning("conversation %s: turn gave up after repeated commit conflicts", conversation_id)
-        return error(503, "Conflict", "The conversation is busy; try again.", {"Retry-After": "1"})
+        return error(503, "Busy", "The conversation is busy; try again.", {"Retry-After": "1"})
     except Exception:
         logger.exception("conversation %s: turn failed", conversation_id)
         return error(500, "InternalError", "The bot failed to process this activity.")

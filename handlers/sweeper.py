@@ -18,10 +18,19 @@ from typing import Any, Protocol
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
-from bot_logic.expiry import ExpiryPolicy, sweep, sweep_times
-from services.outbox import REPLY, Delivery, Outbox, SendPayload, add_entry, claim_due, reply_activity
-from services.state_storage import StateConflictError
-from services.unit_of_work import REPLY_LIFETIME_SECONDS, update_state
+from bot_logic.expiry import ExpiryPolicy, sweep
+from services.outbox import (
+    REPLY,
+    REPLY_LIFETIME_SECONDS,
+    Delivery,
+    Outbox,
+    SendPayload,
+    add_entry,
+    claim_due,
+    reply_activity,
+)
+from services.state_storage import StateConflictError, StateUnavailableError
+from services.unit_of_work import update_state
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +69,7 @@ async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
         now = deps.clock()
         batch = await deps.conversations.due_for_sweep(now, deps.batch_size)
         for key, state in batch:
-            await sweep_conversation(key, state, now, deps, report)
+            await sweep_conversation(key, state, deps, report)
         if len(batch) < deps.batch_size:
             break
     if report.expired or report.timed_out or report.skipped or report.redelivered:
@@ -75,27 +84,23 @@ async def handle_sweep(deps: SweeperDependencies) -> SweepReport:
     return report
 
 
-async def sweep_conversation(
-    key: str, state: dict[str, Any], now: float, deps: SweeperDependencies, report: SweepReport
-) -> None:
-    """Store bot logic's change to one conversation due for a sweep, with its notices in the outbox;
-    then deliver the outbox."""
+async def sweep_conversation(key: str, state: dict[str, Any], deps: SweeperDependencies, report: SweepReport) -> None:
+    """Store bot logic's change to one conversation due for a sweep, with its notices in the outbox,
+    and claim its outbox entries that are due; then deliver them."""
+    now = deps.clock()  # this conversation's own moment: leases start now, not when the batch began
+    decision = sweep(state, now, deps.policy)
     notices: list[str] = []
-    decision = None
-    bot_due = sweep_times(state, deps.policy.expire_after_seconds).sweep_at
-    if bot_due is not None and bot_due <= now:
-        reference = (state.get(RECORD_PROPERTY) or {}).get("reference")
-        decision = sweep(state, now, deps.policy)
-        if reference:
-            for text in decision.texts:
-                payload = reply_activity(reference, text)
-                notices.append(add_entry(state, REPLY, payload, now, now + REPLY_LIFETIME_SECONDS))
+    reference = (state.get(RECORD_PROPERTY) or {}).get("reference")
+    if decision is not None and reference:
+        for text in decision.texts:
+            payload = reply_activity(reference, text)
+            notices.append(add_entry(state, REPLY, payload, now, now + REPLY_LIFETIME_SECONDS))
     claimed = claim_due(state, now)
-    if decision is None and not claimed:
-        return  # nothing due after all (changed since storage indexed it)
     try:
+        # Also when nothing is due after all (found under older settings): the write recomputes its
+        # sweepAt, so it does not block the query's order.
         await deps.conversations.write({key: state})
-    except StateConflictError:
+    except (StateConflictError, StateUnavailableError):
         report.skipped += 1
         return
     if decision is not None:
@@ -104,7 +109,8 @@ async def sweep_conversation(
         else:
             report.timed_out += 1
     delivery = Delivery()
-    await deps.outbox.deliver(state, notices + claimed, deps.send_reply, key, delivery)
+    # Earlier effects first (a result retried since), as a turn sends them.
+    await deps.outbox.deliver(state, claimed + notices, deps.send_reply, key, delivery)
     if notices and set(notices) <= delivery.delivered:
         report.notified += 1
     report.redelivered += len(delivery.delivered - set(notices))

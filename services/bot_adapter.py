@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from botbuilder.core import CloudAdapterBase, TurnContext
-from botbuilder.schema import ConversationReference
+from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.auth import BotFrameworkAuthentication
 
 from services.unit_of_work import HoldsRepliesUntilCommit
@@ -21,11 +21,19 @@ class FunctionsBotAdapter(HoldsRepliesUntilCommit, CloudAdapterBase):
         super().__init__(authentication)
         self.bot_app_id = bot_app_id
 
-    async def tell(self, reference: dict[str, Any], texts: list[str]) -> None:
-        """Send texts proactively into the conversation a stored reference names (no turn, no state)."""
+    async def send_stored(self, payload: dict[str, Any]) -> None:
+        """Send a stored, addressed activity outside any turn (the sweeper's outbox deliveries)."""
+        activity = Activity().deserialize(payload)
+        reference = ConversationReference(
+            channel_id=activity.channel_id,
+            service_url=activity.service_url,
+            conversation=activity.conversation,
+            bot=activity.from_property,
+            user=activity.recipient,
+            locale=activity.locale,
+        )
 
-        async def send(context: TurnContext) -> None:
-            for text in texts:
-                await context.send_activity(text)
+        async def deliver(context: TurnContext) -> None:
+            await context.send_activity(activity)
 
-        await self.continue_conversation(ConversationReference().deserialize(reference), send, self.bot_app_id)
+        await self.continue_conversation(reference, deliver, self.bot_app_id)

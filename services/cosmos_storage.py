@@ -85,6 +85,12 @@ class CosmosStorage(Storage):
                 doc = await container.read_item(item=doc_id, partition_key=doc_id)
             except CosmosResourceNotFoundError:
                 continue
+            except CosmosHttpResponseError as error:
+                if error.status_code in _UNAVAILABLE:  # left over after the SDK's own retries
+                    raise StateUnavailableError(f"state {key!r}: HTTP {error.status_code}") from error
+                raise
+            except (ServiceRequestError, ServiceResponseError) as error:
+                raise StateUnavailableError(f"state {key!r}: {error}") from error
             items[key] = _state_of(doc)
         return items
 

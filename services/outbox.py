@@ -18,6 +18,7 @@ can be sent twice. Everything else a turn sends (typing, progress, prompts) is b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import uuid
@@ -25,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from botbuilder.core import CloudAdapterBase, TurnContext
+from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ConversationReference
 
 logger = logging.getLogger(__name__)
@@ -37,38 +38,21 @@ MAX_BACKOFF_SECONDS = 300.0
 # Who commits an entry (or claims a due one) sends it: others leave it alone this long. If the
 # sender dies, the sweeper finds the entry when the lease ends. Longer than any one send can take.
 LEASE_SECONDS = 120.0
+SEND_TIMEOUT_SECONDS = 30.0  # one send; well inside the lease (a timed-out send counts as failed)
+REPLY_LIFETIME_SECONDS = 24 * 3600  # how long a durable reply is retried before it is logged as lost
 
 SendPayload = Callable[[dict[str, Any]], Awaitable[None]]
 Clock = Callable[[], float]
 
 
+def addressed(reference: ConversationReference, text: str) -> Activity:
+    """A message to the conversation and user a reference names."""
+    return TurnContext.apply_conversation_reference(Activity(type="message", text=text), reference)
+
+
 def reply_activity(reference: dict[str, Any], text: str) -> dict[str, Any]:
     """A message addressed by a stored conversation reference, as an outbox payload."""
-    activity = Activity(type="message", text=text)
-    reference_object = ConversationReference().deserialize(reference)
-    return dict(TurnContext.apply_conversation_reference(activity, reference_object).serialize())
-
-
-def proactive_sender(adapter: CloudAdapterBase, bot_app_id: str) -> SendPayload:
-    """Sends a stored reply outside any turn (the sweeper), into the conversation it is addressed to."""
-
-    async def send(payload: dict[str, Any]) -> None:
-        activity = Activity().deserialize(payload)
-        reference = ConversationReference(
-            channel_id=activity.channel_id,
-            service_url=activity.service_url,
-            conversation=activity.conversation,
-            bot=activity.from_property,
-            user=activity.recipient,
-            locale=activity.locale,
-        )
-
-        async def deliver(context: TurnContext) -> None:
-            await context.send_activity(activity)
-
-        await adapter.continue_conversation(reference, deliver, bot_app_id)
-
-    return send
+    return dict(addressed(ConversationReference().deserialize(reference), text).serialize())
 
 
 def entries(state: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -186,7 +170,7 @@ class Outbox:
             return
         send = send_reply if entry["kind"] == REPLY else self._send_operation
         try:
-            await send(entry["payload"])
+            await asyncio.wait_for(send(entry["payload"]), SEND_TIMEOUT_SECONDS)
         except Exception as error:
             attempts = entry["attempts"] + 1
             backoff = min(MAX_BACKOFF_SECONDS, 5.0 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)

@@ -28,7 +28,16 @@ from uuid import uuid4
 from botbuilder.core import BotState, Storage, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
-from services.outbox import OPERATION, REPLY, Delivery, Outbox, add_entry, claim_due
+from services.outbox import (
+    OPERATION,
+    REPLY,
+    REPLY_LIFETIME_SECONDS,
+    Delivery,
+    Outbox,
+    add_entry,
+    addressed,
+    claim_due,
+)
 from services.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +45,6 @@ logger = logging.getLogger(__name__)
 TURN_OUTBOX_KEY = "unit_of_work.outbox"
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BUSY_WAIT_SECONDS = 10.0  # a channel gives the bot about 15 s per activity
-REPLY_LIFETIME_SECONDS = 24 * 3600  # how long a durable reply is retried before it is logged as lost
 STATE_UPDATE_ATTEMPTS = 5
 UNAVAILABLE_BACKOFF_SECONDS = (0.1, 0.3, 0.6, 1.0)  # bounded: these updates run inside a turn
 
@@ -272,10 +280,13 @@ class UnitOfWork:
         try:
             await user.save_changes(context)
             return
-        except StateConflictError:
-            pass
+        except (StateConflictError, StateUnavailableError):
+            pass  # merged below: re-read, re-apply, waiting briefly while the store is unavailable
         changes = _changes(before, user.get(context))
-        await update_state(self.scopes.user_storage, user.get_storage_key(context), lambda s: _apply(s, changes))
+        key = user.get_storage_key(context)
+        if not await update_state(self.scopes.user_storage, key, lambda s: _apply(s, changes), create=True):
+            # The conversation is committed and must be answered; the user-state change is lost.
+            logger.error("conversation %s: user state not saved: %s", _id(context), changes)
 
 
 class _StateStorage(Protocol):
@@ -290,18 +301,21 @@ async def update_state(
     change: Callable[[dict[str, Any]], None],
     first: dict[str, Any] | None = None,
     attempts: int = STATE_UPDATE_ATTEMPTS,
+    create: bool = False,
 ) -> bool:
     """Apply `change` to the stored state under `key` with a conditional write, re-reading and
     re-applying after a conflict, and waiting briefly (bounded) while the store is unavailable.
     `first`: the state as last read (with its etag), to try first without reading. `change` must
-    be safe to apply twice. False, logged, if the state is gone or the update could not be written."""
+    be safe to apply twice. `create`: a missing state is created, else it counts as gone.
+    False, logged, if the state is gone or the update could not be written."""
     state = first
     conflicts, waits = 0, iter(UNAVAILABLE_BACKOFF_SECONDS)
     while conflicts < attempts:
         try:
             if state is None:
-                state = (await storage.read([key])).get(key)
+                state = (await storage.read([key])).get(key, {} if create else None)
                 if state is None:
+                    logger.warning("state %s not updated: it is gone", key)
                     return False
             change(state)
             await storage.write({key: state})
@@ -332,8 +346,7 @@ def _id(context: TurnContext) -> str:
 
 
 def _reply(context: TurnContext, text: str) -> Activity:
-    reference = TurnContext.get_conversation_reference(context.activity)
-    return TurnContext.apply_conversation_reference(Activity(type="message", text=text), reference)
+    return addressed(TurnContext.get_conversation_reference(context.activity), text)
 
 
 def _worth_saving(state: BotState, context: TurnContext) -> bool:

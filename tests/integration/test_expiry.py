@@ -117,7 +117,7 @@ async def test_conversation_touched_between_query_and_clear_survives(
     await send(app, activity(conversation, connector.service_url, text="still here"))
     notified: list[tuple[str, list[str]]] = []
     report = SweepReport()
-    await sweep_conversation(found, stale, clock.now, sweeper(app, notified), report)
+    await sweep_conversation(found, stale, sweeper(app, notified), report)
     # ...so the sweeper's conditional clear fails and the conversation is left alone.
     assert (report.expired, report.skipped, notified) == (0, 1, [])
     fresh = (await app.conversations.read([key]))[key]
@@ -178,3 +178,21 @@ async def test_containers_and_per_item_ttl_as_stored(
     timeout = app.settings.operation_timeout_seconds
     assert busy["ttl"] == app.settings.cosmos_time_to_live + timeout  # outlives the operation's deadline
     assert busy["sweepAt"] == clock.now + timeout  # the sweeper looks again at the deadline
+
+
+async def test_a_conversation_due_only_under_older_settings_is_reindexed_not_left_blocking_the_sweep(
+    azurite: Azurite, cosmos: CosmosStandIn, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    database = f"test-{uuid.uuid4().hex[:8]}"
+    async with composed_app(azurite, cosmos, clock, ExpireAfterSeconds="300", CosmosDbDatabaseId=database) as old:
+        conversation = await named_conversation(old, connector, "Raised")
+    clock.now += 301
+    # The operator raised ExpireAfterSeconds: under the new setting the conversation is not idle yet.
+    async with composed_app(azurite, cosmos, clock, ExpireAfterSeconds="3600", CosmosDbDatabaseId=database) as new:
+        notified: list[tuple[str, list[str]]] = []
+        report = await handle_sweep(sweeper(new, notified, expire=3600))
+        assert (report.expired, notified) == (0, [])
+        assert await new.conversations.due_for_sweep(clock.now, 10) == []  # its sweepAt was recomputed
+        clock.now += 3600
+        assert (await handle_sweep(sweeper(new, notified, expire=3600))).expired == 1
+        assert [c for c, _ in notified] == [conversation]

@@ -10,7 +10,7 @@ from typing import Any
 
 from botbuilder.core import Storage
 
-from services.state_storage import ETAG_KEY, StateConflictError
+from services.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 
 Change = Callable[[dict[str, Any]], None]
 
@@ -21,6 +21,7 @@ class ConflictingMemoryStorage(Storage):
         self.writes = 0
         self._versions = itertools.count(1)
         self._rivals: dict[str, list[Change]] = {}
+        self.unavailable: dict[str, int] = {}  # key -> how many more writes of it the store refuses
 
     def commit_first(self, key: str, *changes: Change) -> None:
         """Before each of the next len(changes) writes of `key`, another writer commits its change."""
@@ -31,6 +32,9 @@ class ConflictingMemoryStorage(Storage):
 
     async def write(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
+            if self.unavailable.get(key, 0) > 0:
+                self.unavailable[key] -= 1
+                raise StateUnavailableError(f"state {key!r}: HTTP 503")
             rivals = self._rivals.get(key)
             if rivals:
                 rival = rivals.pop(0)

@@ -4,7 +4,7 @@
                                                                           \\-> services
 
   * bot_logic decides; it knows nothing of services (storage, queues, the adapter): what it
-    needs of them is a port it defines (bot_logic/after_commit.py) or a plain callable.
+    needs of them is a port it defines (bot_logic/effects.py) or a plain callable.
   * services talk to the outside world and know nothing of the bot.
   * operations are self-contained; bot_logic reads their registry for the menu.
   * Nothing below bootstrap imports it; production code never imports localdev, tests or bench.

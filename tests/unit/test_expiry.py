@@ -41,7 +41,7 @@ def test_an_expired_conversation_is_closed_keeping_only_a_marker_and_the_etag() 
     record = {"lastAccessAt": NOW - EXPIRE, "reference": {"r": 1}, "pendingOperation": None, "expiredAt": None}
     state = {RECORD_PROPERTY: record, DIALOG_STATE_PROPERTY: {"stack": ["x"]}, "e_tag": "v1"}
     decision = sweep(state, NOW, POLICY)
-    assert decision.expired and decision.texts == ["Closed after 5 minutes."]
+    assert decision is not None and decision.expired and decision.texts == ["Closed after 5 minutes."]
     assert set(state) == {RECORD_PROPERTY, "e_tag"}
     assert state[RECORD_PROPERTY]["expiredAt"] == NOW and state[RECORD_PROPERTY]["reference"] == {"r": 1}
 
@@ -51,15 +51,15 @@ def test_an_overdue_operation_in_an_active_conversation_is_told_once_and_nothing
     state = {RECORD_PROPERTY: record, DIALOG_STATE_PROPERTY: {"stack": ["wait"]}}
     long_idle = replace(POLICY, expire_after_seconds=3600)
     first = sweep(state, NOW, long_idle)
-    assert not first.expired
+    assert first is not None and not first.expired
     assert first.texts == ["Sorry, the prime report timed out: no result came within 10 min."]
     assert state[DIALOG_STATE_PROPERTY] == {"stack": ["wait"]}
-    assert sweep(state, NOW, long_idle).texts == []  # told once
+    assert sweep(state, NOW, long_idle) is None  # told once: not due again before it expires
 
 
 def test_closing_tells_an_untold_timeout_first_and_no_notice_when_disabled() -> None:
     record = {"lastAccessAt": NOW - 7200, "pendingOperation": pending(NOW - 60), "expiredAt": None}
     quiet = replace(POLICY, notice_enabled=False)
     decision = sweep({RECORD_PROPERTY: record}, NOW, quiet)
-    assert decision.expired
+    assert decision is not None and decision.expired
     assert decision.texts == ["Sorry, the prime report timed out: no result came within 10 min."]

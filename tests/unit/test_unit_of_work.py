@@ -321,3 +321,20 @@ async def test_a_rerun_turn_answers_even_where_the_sdk_answers_only_once_per_tur
 
     await unit_of_work.run(new_turn(adapter), prompt_like)
     assert texts(adapter) == ["Which one?"]
+
+
+@pytest.mark.parametrize("refusals", [2, 100])
+async def test_a_store_unavailable_after_the_commit_never_fails_an_answered_turn(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter, refusals: int
+) -> None:
+    storage.unavailable[USER_KEY] = refusals  # the user-state write, after the conversation committed
+
+    async def rename(context: TurnContext) -> None:
+        unit_of_work.scopes.user.get(context)["UserProfile"] = {"name": "Grace"}
+        unit_of_work.scopes.conversation.get(context)["Seen"] = True
+        await context.send_activity("Nice to meet you, Grace!")
+
+    await unit_of_work.run(new_turn(adapter), rename)
+    assert texts(adapter) == ["Nice to meet you, Grace!"]
+    saved = storage.documents.get(USER_KEY, {}).get("UserProfile")
+    assert saved == ({"name": "Grace"} if refusals == 2 else None)  # waited for briefly, else logged
