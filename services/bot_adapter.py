@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from botbuilder.core import CloudAdapterBase, TurnContext
-from botbuilder.schema import Activity, ConversationReference
+from botbuilder.schema import Activity
 from botframework.connector.auth import BotFrameworkAuthentication
 
 from services.unit_of_work import HoldsRepliesUntilCommit
@@ -24,14 +24,9 @@ class FunctionsBotAdapter(HoldsRepliesUntilCommit, CloudAdapterBase):
     async def send_stored(self, payload: dict[str, Any]) -> None:
         """Send a stored, addressed activity outside any turn (the sweeper's outbox deliveries)."""
         activity = Activity().deserialize(payload)
-        reference = ConversationReference(
-            channel_id=activity.channel_id,
-            service_url=activity.service_url,
-            conversation=activity.conversation,
-            bot=activity.from_property,
-            user=activity.recipient,
-            locale=activity.locale,
-        )
+        # The SDK reads a reference off an inbound activity; this one is outbound: swap the parties.
+        reference = TurnContext.get_conversation_reference(activity)
+        reference.user, reference.bot, reference.activity_id = activity.recipient, activity.from_property, None
 
         async def deliver(context: TurnContext) -> None:
             await context.send_activity(activity)

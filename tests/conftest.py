@@ -43,7 +43,5 @@ def cosmos() -> Iterator[CosmosStandIn]:
 
 @pytest.fixture
 async def connector() -> AsyncIterator[RecordingConnector]:
-    recorder = RecordingConnector()
-    await recorder.start()
-    yield recorder
-    await recorder.stop()
+    async with RecordingConnector() as recorder:
+        yield recorder

@@ -32,6 +32,7 @@ from tests.support.app import composed_app, send
 from tests.support.clock import FakeClock
 from tests.support.connector import RecordingConnector
 from tests.support.fault_proxy import COSMOS_RETRY_AFTER, FaultProxy
+from tests.support.local_server import LocalServer
 
 # Small enough to finish in well under a second: the faults are the subject, not the operation.
 QUICK_OPERATION = "prime report end=1000"
@@ -45,36 +46,25 @@ RESULT_POST_PATH = r"/activities$"
 REDELIVERY_SECONDS = 1
 
 
-class WorkerDirectLine:
+class WorkerDirectLine(LocalServer):
     """The Direct Line the worker posts to, as the real service behaves for it: start a conversation,
     then each posted activity is handed to the bot, answering 502 when the bot fails
     (docs/direct-line-and-connector.md). The bot is the composed app, called in this process."""
 
     def __init__(self, service_url: str) -> None:
+        super().__init__()
         self.service_url = service_url  # where the bot would answer in the worker's own conversation
         self.app: Composition | None = None
         self.delivered: list[dict[str, Any]] = []  # what the bot took in (200), in order
-        self.port = 0
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}/v3/directline"
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v3/directline/conversations", self._start_conversation)
         app.router.add_post("/v3/directline/conversations/{conversation}/activities", self._post)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _start_conversation(self, request: web.Request) -> web.Response:
         conversation = f"worker-{next(self._ids)}"

@@ -9,34 +9,25 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.local_server import LocalServer
 
-class RecordingConnector:
+
+class RecordingConnector(LocalServer):
     """Serves the Connector API routes the bot calls and records every activity it sends."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.activities: list[dict[str, Any]] = []
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     @property
     def service_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
-    async def start(self) -> None:
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v3/conversations/{conversation}/activities", self._record)
         app.router.add_post("/v3/conversations/{conversation}/activities/{reply_to}", self._record)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _record(self, request: web.Request) -> web.Response:
         activity = await request.json()
