@@ -54,4 +54,4 @@ bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .localdev .pytest_cache .ruff_cache
+	rm -rf $(VENV) node_modules .localdev .pytest_cache .ruff_cache .hypothesis
