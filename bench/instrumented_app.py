@@ -111,8 +111,8 @@ _send_activities = bot_adapter.FunctionsBotAdapter.send_activities
 async def _timed_send_activities(*args: Any, **kwargs: Any) -> Any:
     operation_id = _operation.get()
     context = args[1] if len(args) > 1 else kwargs.get("context")
-    outbox = unit_of_work.outbox_of(context)
-    sending = operation_id is not None and (outbox is None or not outbox.holding)
+    sends = unit_of_work.sends_of(context)
+    sending = operation_id is not None and (sends is None or not sends.holding)
     if sending:
         mark("reply_send_start", operation_id)
     result = await _send_activities(*args, **kwargs)

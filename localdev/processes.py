@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = PROJECT_ROOT / "node_modules"
@@ -41,6 +41,26 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T], timeout: float = 10.0, message: str = "condition", interval: float = 0.05
+) -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds.
+
+    From async code: `await asyncio.to_thread(wait_until, ...)`, so the event loop keeps serving.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
+        time.sleep(interval)
 
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:

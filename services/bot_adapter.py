@@ -1,8 +1,8 @@
 """A CloudAdapterBase for Azure Functions: one inbound activity per HTTP request.
 
 The SDK's JWT validation authenticates the request (services/authentication.py builds it).
-While a turn's state is not yet committed, its outgoing activities are held in the turn's
-outbox (HoldsRepliesUntilCommit).
+While a turn's state is not yet committed, its outgoing activities are held
+(HoldsRepliesUntilCommit).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from services.state_storage import ETAG_KEY, StateConflictError, StateUnavailabl
 
 logger = logging.getLogger(__name__)
 
-TURN_OUTBOX_KEY = "unit_of_work.outbox"
+TURN_SENDS_KEY = "unit_of_work.sends"
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BUSY_WAIT_SECONDS = 10.0  # a channel gives the bot about 15 s per activity
 STATE_UPDATE_ATTEMPTS = 5
@@ -66,7 +66,7 @@ class _Held:
 
 
 @dataclass
-class TurnOutbox:
+class TurnSends:
     """What one turn sends, in order, held until its state is committed."""
 
     holding: bool = True
@@ -82,18 +82,18 @@ class TurnOutbox:
         self.claimed.clear()
 
 
-def outbox_of(context: TurnContext) -> TurnOutbox | None:
-    return context.turn_state.get(TURN_OUTBOX_KEY)
+def sends_of(context: TurnContext) -> TurnSends | None:
+    return context.turn_state.get(TURN_SENDS_KEY)
 
 
 class HoldsRepliesUntilCommit:
     """Adapter mixin (before the adapter class): while a unit of work's state is not yet committed,
-    the turn's outgoing activities wait in its outbox instead of being sent."""
+    the turn's outgoing activities are held (TurnSends) instead of being sent."""
 
     async def send_activities(self, context: TurnContext, activities: list[Activity]) -> list[ResourceResponse]:
-        outbox = outbox_of(context)
-        if outbox is not None and outbox.holding:
-            return outbox.hold(activities)
+        sends = sends_of(context)
+        if sends is not None and sends.holding:
+            return sends.hold(activities)
         return await super().send_activities(context, activities)  # type: ignore[misc]
 
 
@@ -168,11 +168,11 @@ class UnitOfWork:
     def _hold_durable(self, context: TurnContext, add: Callable[[dict[str, Any]], str]) -> None:
         """Add an entry to the conversation's outbox (committed with the turn) and hold its place in
         the turn's sending order."""
-        turn_outbox = outbox_of(context)
-        if turn_outbox is None or not turn_outbox.holding:
+        sends = sends_of(context)
+        if sends is None or not sends.holding:
             raise RuntimeError("durable effects can only be asked for inside a unit-of-work turn")
         entry_id = add(self.scopes.conversation.get(context))
-        turn_outbox.items.append(_Held(entry_id=entry_id))
+        sends.items.append(_Held(entry_id=entry_id))
 
     # --- running a turn ---------------------------------------------------------------------
 
@@ -190,10 +190,10 @@ class UnitOfWork:
 
     async def _commit(self, context: TurnContext, logic: Logic) -> None:
         scopes = self.scopes
-        turn_outbox = TurnOutbox()
-        context.turn_state[TURN_OUTBOX_KEY] = turn_outbox
+        sends = TurnSends()
+        context.turn_state[TURN_SENDS_KEY] = sends
         for attempt in range(1, self.max_attempts + 1):
-            turn_outbox.reset()
+            sends.reset()
             context.buffered_reply_activities.clear()  # expectReplies: the losing attempt's replies go too
             # The losing attempt's replies are gone, so the re-run must not think it has answered: a prompt
             # re-asks only while `responded` is false (the SDK's public setter refuses False).
@@ -203,7 +203,7 @@ class UnitOfWork:
             user_before = copy.deepcopy(scopes.user.get(context))
             await logic(context)
             if _worth_saving(scopes.conversation, context):
-                turn_outbox.claimed = claim_due(scopes.conversation.get(context), self.clock())
+                sends.claimed = claim_due(scopes.conversation.get(context), self.clock())
             try:
                 # The conversation document is the commit point: its etag serialises the turns.
                 if _worth_saving(scopes.conversation, context):
@@ -225,9 +225,9 @@ class UnitOfWork:
     async def _release(self, context: TurnContext) -> None:
         """Send what the committed turn holds, in order, then any earlier durable effect now due; then
         record what was delivered."""
-        turn_outbox = outbox_of(context)
-        assert turn_outbox is not None
-        turn_outbox.holding = False
+        sends = sends_of(context)
+        assert sends is not None
+        sends.holding = False
         state = self.scopes.conversation.get(context)
         delivery = Delivery()
 
@@ -236,8 +236,8 @@ class UnitOfWork:
 
         # Earlier effects first (a result whose reply failed before reads best before the answer to
         # the message that brought it), then this turn's, in the order the turn made them.
-        await self.outbox.deliver(state, turn_outbox.claimed, send_reply, _id(context), delivery)
-        for item in turn_outbox.items:
+        await self.outbox.deliver(state, sends.claimed, send_reply, _id(context), delivery)
+        for item in sends.items:
             if item.entry_id is not None:
                 await self.outbox.deliver(state, [item.entry_id], send_reply, _id(context), delivery)
             elif item.activity is not None:
@@ -258,9 +258,9 @@ class UnitOfWork:
             return False  # a channel's or the worker's activity: the caller's retry is the remedy
         text = " ".join((activity.text or "").split())
         quoted = text if len(text) <= 60 else text[:57] + "..."
-        turn_outbox = outbox_of(context)
-        if turn_outbox is not None:
-            turn_outbox.holding = False
+        sends = sends_of(context)
+        if sends is not None:
+            sends.holding = False
         try:
             await context.adapter.send_activities(context, [_reply(context, self.busy_text.format(text=quoted))])
         except Exception:

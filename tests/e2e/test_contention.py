@@ -16,13 +16,13 @@ import signal
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
 from localdev.emulators import Azurite, CosmosStandIn
+from localdev.processes import wait_until
 from localdev.stack import LocalStack
 from tests.support.activities import activity
 from tests.support.connector import RecordingConnector
@@ -48,14 +48,6 @@ async def post(session: aiohttp.ClientSession, bot: LocalStack, body: dict[str, 
     async with session.post(bot.messages_url, json=body) as response:
         await response.read()
         return response.status
-
-
-async def eventually(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def count_in_outputs(bot: LocalStack, pattern: str) -> list[int]:
@@ -144,7 +136,7 @@ async def test_the_sweeper_runs_on_one_instance_at_a_time_and_another_takes_over
         SweepSchedule="*/1 * * * * *",
     )
     try:
-        await eventually(lambda: sum(count_in_outputs(bot, SWEEPER_RUN)) >= 3, 15, "three sweeps")
+        await asyncio.to_thread(wait_until, lambda: sum(count_in_outputs(bot, SWEEPER_RUN)) >= 3, 15, "three sweeps")
         # Meanwhile the other instance tried to take the sweeper about ten times a second.
         runs = count_in_outputs(bot, SWEEPER_RUN)
         assert sorted(runs)[0] == 0, runs
@@ -152,7 +144,8 @@ async def test_the_sweeper_runs_on_one_instance_at_a_time_and_another_takes_over
 
         holder.signal(signal.SIGKILL)  # the instance dies; its lock goes with it
         await asyncio.to_thread(holder.wait)
-        await eventually(lambda: len(re.findall(SWEEPER_RUN, other.output)) >= 2, 15, "the other instance's sweeps")
+        took_over = lambda: len(re.findall(SWEEPER_RUN, other.output)) >= 2  # noqa: E731
+        await asyncio.to_thread(wait_until, took_over, 15, "the other instance's sweeps")
         assert "Singleton lock 'sweeper.Listener' acquired" in other.output
     finally:
         await asyncio.to_thread(bot.stop)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from localdev.processes import PROJECT_ROOT, free_port
+from localdev.processes import PROJECT_ROOT, free_port, wait_until
 from localdev.settings_file import create_local_settings, read_values
 
 pytestmark = pytest.mark.emulators
@@ -100,10 +100,7 @@ class RunScript:
         assert self.ready.wait(120), self.output
 
     def wait_until_all_stopped(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while any(listening(port) for port in self.ports.values()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not [name for name, port in self.ports.items() if listening(port)], "something it started still listens"
+        wait_until(lambda: not any(listening(port) for port in self.ports.values()), timeout, "every port closed")
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -160,10 +157,7 @@ def test_ctrl_c_stops_everything_quickly_even_with_a_long_operation_running(run_
     # The default prime report takes 10 s or more: it is still running when Ctrl-C comes.
     assert any(text.startswith("Starting the prime report.") for text in chat.send("1"))
     functions_log = run.log_dir / "functions.log"
-    deadline = time.monotonic() + 60
-    while "Executing 'Functions.operations_worker'" not in functions_log.read_text():
-        assert time.monotonic() < deadline, "the worker never took the operation"
-        time.sleep(0.05)
+    wait_until(lambda: "Executing 'Functions.operations_worker'" in functions_log.read_text(), 60, "the worker")
     assert run.process is not None
     started = time.monotonic()
     os.killpg(run.process.pid, signal.SIGINT)  # what Ctrl-C in its terminal does
@@ -186,10 +180,7 @@ def test_killed_or_hung_up_it_leaves_nothing_behind(run_script: RunScript, signu
     run.process.send_signal(signum)  # SIGHUP: its terminal was closed
     run.process.wait(60)
     run.wait_until_all_stopped(10)
-    deadline = time.monotonic() + 10
-    while any(alive(child) for child in children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not [child for child in children if alive(child)], "a child outlived the run script"
+    wait_until(lambda: not any(alive(child) for child in children), 10, "every child of the run script gone")
 
 
 def test_a_taken_port_is_named_before_anything_starts(run_script: RunScript) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from localdev.app_settings import app_settings
 from localdev.directline import start_directline_process
 from localdev.emulators import Azurite, CosmosStandIn
 from localdev.functions_host import HostProcess, spawn_host
-from localdev.processes import PROJECT_ROOT, free_ports
+from localdev.processes import PROJECT_ROOT, free_ports, wait_until
 from tests.faults.conftest import Survived
 from tests.faults.harness import brief
 from tests.support.local_bot import LOG_DIR
@@ -72,11 +71,8 @@ class DirectLineUser:
         return self.texts
 
     def wait_for(self, check: Callable[[list[str]], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not check(self.poll()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the user never saw it; they saw: {self.texts}")
-            time.sleep(0.2)  # the polling interval of a Direct Line client
+        # Polled as a Direct Line client polls, every 0.2 s.
+        wait_until(lambda: check(self.poll()), timeout, "what the user should see", interval=0.2)
 
     def seen(self, prefix: str) -> int:
         return sum(1 for text in self.texts if text.startswith(prefix))

@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from localdev.processes import PROJECT_ROOT
 
 APPS = Path(__file__).resolve().parent / "apps"
 LOG_DIR = PROJECT_ROOT / ".localdev" / "test-logs"
 
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds.
-
-    From async code: `await asyncio.to_thread(wait_until, ...)`, so the event loop keeps serving.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
-        time.sleep(0.05)
 
 
 def records(record_dir: Path, function: str) -> list[dict[str, Any]]:

@@ -11,8 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from localdev.functions_host.tests.helpers import wait_until
-from localdev.processes import PROJECT_ROOT
+from localdev.processes import PROJECT_ROOT, wait_until
 
 PARENT = textwrap.dedent(
     """

@@ -11,7 +11,8 @@ import aiohttp
 import pytest
 
 from localdev.functions_host import HostProcess, spawn_host, start_host
-from localdev.functions_host.tests.helpers import APPS, LOG_DIR, copy_app, wait_until
+from localdev.functions_host.tests.helpers import APPS, LOG_DIR, copy_app
+from localdev.processes import wait_until
 
 PREFIX = "custom/v1"  # http_app's host.json routePrefix
 

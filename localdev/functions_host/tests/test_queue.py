@@ -12,7 +12,8 @@ from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from localdev.emulators import Azurite
 from localdev.functions_host import HostProcess, spawn_host
-from localdev.functions_host.tests.helpers import APPS, LOG_DIR, copy_app, records, wait_until
+from localdev.functions_host.tests.helpers import APPS, LOG_DIR, copy_app, records
+from localdev.processes import wait_until
 
 pytestmark = pytest.mark.emulators
 

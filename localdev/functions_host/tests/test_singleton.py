@@ -7,7 +7,8 @@ import signal
 from pathlib import Path
 
 from localdev.functions_host import HostProcess, spawn_host
-from localdev.functions_host.tests.helpers import APPS, LOG_DIR, records, wait_until
+from localdev.functions_host.tests.helpers import APPS, LOG_DIR, records
+from localdev.processes import wait_until
 
 
 def start_instance(record_dir: Path, lock_dir: Path, number: int) -> HostProcess:

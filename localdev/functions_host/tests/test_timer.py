@@ -7,7 +7,8 @@ from datetime import datetime
 from pathlib import Path
 
 from localdev.functions_host import spawn_host
-from localdev.functions_host.tests.helpers import APPS, LOG_DIR, records, wait_until
+from localdev.functions_host.tests.helpers import APPS, LOG_DIR, records
+from localdev.processes import wait_until
 
 
 def test_timers_fire_on_schedule(tmp_path: Path) -> None:
