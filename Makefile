@@ -11,6 +11,7 @@ FUNCTIONS_PORT ?= 7071
 DIRECTLINE_PORT ?= 7072
 COSMOS_PORT ?= 8081
 AZURITE_QUEUE_PORT ?= 10001
+AZURITE_TABLE_PORT ?= 10002
 # Instances of the app for `make run`, behind a round-robin balancer on FUNCTIONS_PORT (as Azure scales out).
 INSTANCES ?= 1
 
@@ -42,7 +43,8 @@ local.settings.json: | $(VENV)/.installed
 
 run: install local.settings.json
 	$(PY) -m localdev.run --functions-port $(FUNCTIONS_PORT) --directline-port $(DIRECTLINE_PORT) \
-		--cosmos-port $(COSMOS_PORT) --azurite-queue-port $(AZURITE_QUEUE_PORT) --instances $(INSTANCES)
+		--cosmos-port $(COSMOS_PORT) --azurite-queue-port $(AZURITE_QUEUE_PORT) \
+		--azurite-table-port $(AZURITE_TABLE_PORT) --instances $(INSTANCES)
 
 lint: install
 	$(PY) -m ruff check .

@@ -8,11 +8,12 @@ instance never loads the Bot Framework SDK.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot_logic.clock import Clock, system_clock
 from services.settings import Settings, load_settings, longest_sweep_gap
@@ -20,13 +21,18 @@ from services.settings import Settings, load_settings, longest_sweep_gap
 if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
     from bot_logic.bot import LongOperationBot
     from handlers.messages import MessagesDependencies
+    from handlers.notifications import ExternalEventDependencies, NotifyDependencies
     from handlers.operations_worker import WorkerDependencies
     from handlers.sweeper import SweeperDependencies
+    from handlers.transcripts import TranscriptCleanupDependencies, TranscriptReadDependencies
     from services.bot_adapter import FunctionsBotAdapter
+    from services.conversation_references import ConversationReferences
     from services.cosmos import CosmosAccount
     from services.cosmos_storage import ConversationStorage, StorageCounters
     from services.operation_queue import OperationQueue
     from services.outbox import Outbox
+    from services.transcript_store import TableTranscriptStore
+    from services.transcripts import TranscriptRecorder
     from services.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
@@ -108,8 +114,54 @@ class Composition:
             send_reply=self.adapter.send_stored,
             clock=self.clock,
             policy=ExpiryPolicy(
-                settings.expire_after_seconds, settings.expiry_notice_enabled, settings.expiry_notice_text
+                settings.expire_after_seconds,
+                settings.expiry_notice_enabled,
+                settings.expiry_notice_text,
+                settings.handoff_timeout_seconds,
             ),
+        )
+
+    @cached_property
+    def transcript_reading(self) -> TranscriptReadDependencies:
+        from handlers.transcripts import TranscriptReadDependencies
+
+        settings = self.settings
+        return TranscriptReadDependencies(
+            self.transcript_store, settings.transcripts_enabled, settings.transcript_retention_days
+        )
+
+    @cached_property
+    def transcript_cleanup(self) -> TranscriptCleanupDependencies:
+        from handlers.transcripts import TranscriptCleanupDependencies
+
+        return TranscriptCleanupDependencies(self.transcript_store, self.settings.transcript_retention_days, self.clock)
+
+    @cached_property
+    def notify(self) -> NotifyDependencies:
+        from handlers.notifications import NotifyDependencies
+
+        return NotifyDependencies(references=self.references, events=self.event_queue)
+
+    @cached_property
+    def external_events(self) -> ExternalEventDependencies:
+        from handlers.notifications import ExternalEventDependencies
+        from services.operation_queue import OperationQueue
+        from services.rate_limiter import RateLimiter
+
+        settings = self.settings
+        poison = OperationQueue(settings.storage_connection_string, f"{settings.external_events_queue_name}-poison")
+        self._closers.append(poison.close)
+
+        async def send_to_poison(body: bytes) -> None:
+            await poison.send_raw(body.decode("utf-8", errors="replace"))
+
+        return ExternalEventDependencies(
+            references=self.references,
+            events=self.event_queue,
+            send=self.adapter.send_text,
+            send_to_poison=send_to_poison,
+            limiter=RateLimiter(settings.notifications_per_second),
+            clock=self.clock,
         )
 
     # --- the parts they share -----------------------------------------------------------
@@ -147,7 +199,49 @@ class Composition:
         from services.authentication import create_authentication
         from services.bot_adapter import FunctionsBotAdapter
 
-        return FunctionsBotAdapter(create_authentication(self.settings), self.settings.microsoft_app_id)
+        adapter = FunctionsBotAdapter(create_authentication(self.settings), self.settings.microsoft_app_id)
+        if self.transcripts is not None:
+            from services.transcript_middleware import CommittedTranscriptMiddleware
+
+            adapter.use(CommittedTranscriptMiddleware(self.transcripts))
+        return adapter
+
+    @cached_property
+    def transcript_store(self) -> TableTranscriptStore:
+        from services.transcript_store import TableTranscriptStore
+
+        store = TableTranscriptStore(self.settings.storage_connection_string, self.settings.transcript_table_name)
+        self._closers.append(store.close)
+        return store
+
+    @cached_property
+    def transcripts(self) -> TranscriptRecorder | None:
+        """Records every conversation (None when TranscriptsEnabled is false)."""
+        if not self.settings.transcripts_enabled:
+            return None
+        from services.transcripts import TranscriptRecorder
+
+        recorder = TranscriptRecorder(
+            self.transcript_store, redact_user_text=self.settings.transcript_redact_user_text, clock=self.clock
+        )
+        self._closers.append(recorder.close)  # closed before the store: it flushes into it
+        return recorder
+
+    @cached_property
+    def references(self) -> ConversationReferences:
+        from services.conversation_references import ConversationReferences
+
+        return ConversationReferences(
+            self.cosmos.reference_container, time_to_live=self.settings.cosmos_time_to_live, clock=self.clock
+        )
+
+    @cached_property
+    def event_queue(self) -> OperationQueue:
+        from services.operation_queue import OperationQueue
+
+        queue = OperationQueue(self.settings.storage_connection_string, self.settings.external_events_queue_name)
+        self._closers.append(queue.close)
+        return queue
 
     @cached_property
     def operation_queue(self) -> OperationQueue:
@@ -188,11 +282,36 @@ class Composition:
             clock=self.clock,
             operation_timeout_seconds=self.settings.operation_timeout_seconds,
             expire_after_seconds=self.settings.expire_after_seconds,
+            subscriptions=self.references,
+            transcripts=HandoffTranscripts(self.transcripts, self.transcript_store),
+            handoff_timeout_seconds=self.settings.handoff_timeout_seconds,
         )
 
     async def close(self) -> None:
         for close in reversed(self._closers):
             await close()
+
+
+class HandoffTranscripts:
+    """The transcript a handoff hands to the person (bot_logic/handoff.py's TranscriptSource): what
+    the recorder has written, after letting it write what it still holds (briefly: the turn waits)."""
+
+    WAIT_SECONDS = 3.0
+
+    def __init__(self, recorder: TranscriptRecorder | None, store: TableTranscriptStore) -> None:
+        self._recorder = recorder
+        self._store = store
+
+    async def transcript(self, channel_id: str, conversation_id: str) -> list[dict[str, Any]]:
+        if self._recorder is None:
+            return []
+        try:
+            await self._recorder.flush(self.WAIT_SECONDS)
+            activities = await asyncio.wait_for(self._store.conversation_activities(conversation_id), self.WAIT_SECONDS)
+        except Exception as error:  # the person gets a shorter transcript; the handoff goes on
+            logger.warning("transcript of %s unavailable for a handoff: %s", conversation_id, error)
+            return []
+        return [activity for activity in activities if activity.get("channelId") in (None, channel_id)]
 
 
 _composition: Composition | None = None

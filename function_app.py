@@ -49,3 +49,53 @@ async def sweeper(timer: func.TimerRequest) -> None:
     from handlers.sweeper import handle_sweep
 
     await handle_sweep(composition().sweeper)
+
+
+@app.function_name("transcripts")
+@app.route(route="transcripts/{conversationId}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def transcripts(req: func.HttpRequest) -> func.HttpResponse:
+    # A function key is required: transcripts hold what users wrote.
+    from handlers.transcripts import handle_get_transcript
+
+    response = await handle_get_transcript(req.route_params.get("conversationId", ""), composition().transcript_reading)
+    return func.HttpResponse(
+        body=response.body_bytes(), status_code=response.status, headers=response.headers, mimetype="application/json"
+    )
+
+
+@app.function_name("transcript_cleanup")
+@app.timer_trigger(arg_name="timer", schedule="0 17 * * * *", run_on_startup=False, use_monitor=True)
+async def transcript_cleanup(timer: func.TimerRequest) -> None:
+    # Hourly: deletes transcript entries older than TranscriptRetentionDays.
+    from handlers.transcripts import handle_transcript_cleanup
+
+    await handle_transcript_cleanup(composition().transcript_cleanup)
+
+
+@app.function_name("notify")
+@app.route(route="notify", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+async def notify(req: func.HttpRequest) -> func.HttpResponse:
+    # An outside system tells users something (the pizza is ready); the function key authenticates it.
+    from handlers.notifications import handle_notify_request
+
+    request = HttpRequestData(
+        method=req.method,
+        headers={name.lower(): value for name, value in req.headers.items()},
+        body=req.get_body(),
+    )
+    response = await handle_notify_request(request, composition().notify)
+    return func.HttpResponse(
+        body=response.body_bytes(), status_code=response.status, headers=response.headers, mimetype="application/json"
+    )
+
+
+@app.function_name("external_events")
+@app.queue_trigger(arg_name="message", queue_name="%ExternalEventsQueueName%", connection="AzureWebJobsStorage")
+async def external_events(message: func.QueueMessage) -> None:
+    # Notifications from outside events, put on the queue directly or by `notify`; raising leaves the
+    # message to the queue's retries and, at the end, its poison queue.
+    from handlers.notifications import handle_external_event
+    from handlers.operations_worker import QueueMessageData
+
+    data = QueueMessageData(id=message.id or "", body=message.get_body(), dequeue_count=message.dequeue_count or 1)
+    await handle_external_event(data, composition().external_events)

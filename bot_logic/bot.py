@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
 from botbuilder.dialogs import DialogExtensions
-from botbuilder.schema import ChannelAccount
+from botbuilder.schema import ActivityTypes, ChannelAccount
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import (
@@ -21,8 +22,32 @@ from bot_logic.conversation_record import (
 from bot_logic.dialogs.main_dialog import MainDialog
 from bot_logic.effects import DurableEffects
 from bot_logic.expiry import WELCOME_BACK_TEXT, is_expired
+from bot_logic.handoff import (
+    ACCEPTED,
+    ACCEPTED_TEXT,
+    COMPLETED,
+    COMPLETED_TEXT,
+    FAILED,
+    FAILED_TEXT,
+    REQUESTED_TEXT,
+    STATUS_EVENT,
+    STILL_WAITING_TEXT,
+    USER_ASKED,
+    WAITING,
+    TranscriptSource,
+    active_handoff,
+    asks_for_a_person,
+    end_handoff,
+    initiation_event,
+    start_handoff,
+    status_event,
+    timed_out,
+    timed_out_text,
+    with_current_activity,
+)
+from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT
-from bot_logic.pending_operation import timeout_notice_once
+from bot_logic.pending_operation import result_reply, timeout_notice_once
 from bot_logic.turn_routing import is_operation_event
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
 
@@ -30,6 +55,9 @@ logger = logging.getLogger(__name__)
 
 WELCOME = "Hello and welcome! I run long operations for you and tell you here when they are done."
 WELCOME_BACK = "Welcome back, {name}!"
+# "notify me about pizza", "stop notifications": subscriptions to events from outside (handlers/notifications.py).
+NOTIFY_ME = re.compile(r"^(?:please\s+)?notify me (?:about|of|on)\s+(?P<topic>\S.{0,79}?)[\s.!]*$", re.IGNORECASE)
+STOP_NOTIFICATIONS = re.compile(r"^(?:please\s+)?(?:stop|unsubscribe)(?: all)? notifications[\s.!]*$", re.IGNORECASE)
 # A message the bot could not take in (its conversation stayed busy); {text} is the message.
 BUSY_TEXT = "Sorry, I couldn't take in “{text}”: I was still busy with your earlier messages. Please send it again."
 
@@ -43,14 +71,23 @@ class LongOperationBot(ActivityHandler):
         clock: Clock,
         operation_timeout_seconds: int,
         expire_after_seconds: int,
+        subscriptions: NotificationSubscriptions,
+        transcripts: TranscriptSource,
+        handoff_timeout_seconds: int,
     ) -> None:
         self._conversation_state = conversation_state
         self._expire_after_seconds = expire_after_seconds
+        self._effects = effects
+        self._subscriptions = subscriptions
+        self._transcripts = transcripts
+        self._handoff_timeout = handoff_timeout_seconds
         self.records = conversation_state.create_property(RECORD_PROPERTY)
         self._dialog_state = conversation_state.create_property(DIALOG_STATE_PROPERTY)
         self.profiles = user_state.create_property(PROFILE_PROPERTY)
         self._clock = clock
-        self._dialog = MainDialog(self.profiles, self.records, effects, clock, operation_timeout_seconds)
+        self._dialog = MainDialog(
+            self.profiles, self.records, effects, clock, operation_timeout_seconds, hand_off=self._hand_off
+        )
 
     async def on_turn(self, turn_context: TurnContext) -> None:
         activity = turn_context.activity
@@ -76,6 +113,10 @@ class LongOperationBot(ActivityHandler):
                 await turn_context.send_activity(notice)
             await turn_context.send_activity(WELCOME_BACK_TEXT)
         remember_activity(record, activity, now)
+        if activity.type == ActivityTypes.message:
+            await self._subscriptions.remember(record["reference"])  # never raises
+        if timed_out(record, now):
+            await self._fail_back_timed_out(turn_context, record)
         await super().on_turn(turn_context)
 
     async def _on_operation_event(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
@@ -94,6 +135,12 @@ class LongOperationBot(ActivityHandler):
             await turn_context.send_activity(f"{pending['name']}: {value.get('percent', 0)}% done.")
             return
         record["lastAccessAt"] = self._clock()
+        if active_handoff(record):
+            # No dialogs run while a person has the conversation, but the result is still told; the
+            # dialog that waited for it restarts when the handoff ends.
+            record["pendingOperation"] = None
+            self._effects.reply_durably(turn_context, result_reply(pending["name"], value))
+            return
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
 
     async def on_members_added_activity(self, members_added: list[ChannelAccount], turn_context: TurnContext) -> None:
@@ -105,4 +152,110 @@ class LongOperationBot(ActivityHandler):
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
+        record = await self.records.get(turn_context, new_record)
+        handoff = active_handoff(record)
+        if handoff:
+            if handoff["state"] == WAITING:
+                await turn_context.send_activity(STILL_WAITING_TEXT)
+            return  # the person answers, through the channel's agent hub
+        text = turn_context.activity.text
+        if asks_for_a_person(text):
+            await self._hand_off(turn_context, USER_ASKED)
+            return
+        if await self._notification_command(turn_context, text or ""):
+            return
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
+
+    async def on_event_activity(self, turn_context: TurnContext) -> None:
+        if turn_context.activity.name == STATUS_EVENT:
+            await self._on_handoff_status(turn_context)
+
+    # --- human handoff (bot_logic/handoff.py) ---------------------------------------------
+
+    async def _hand_off(self, turn_context: TurnContext, reason: str) -> None:
+        """Ask the channel for a person, with the conversation's transcript, and tell the user."""
+        activity = turn_context.activity
+        record = await self.records.get(turn_context, new_record)
+        start_handoff(record, reason, self._clock(), self._handoff_timeout)
+        recorded = await self._transcripts.transcript(activity.channel_id, activity.conversation.id)
+        name = display_name(await get_profile(self.profiles, turn_context))
+        handoff_context = {"reason": reason, "userName": name, "conversationId": activity.conversation.id}
+        await turn_context.send_activity(REQUESTED_TEXT)
+        await turn_context.send_activity(
+            initiation_event(activity, handoff_context, with_current_activity(recorded, activity))
+        )
+
+    async def _on_handoff_status(self, turn_context: TurnContext) -> None:
+        activity = turn_context.activity
+        value = activity.value if isinstance(activity.value, dict) else {}
+        state, message = value.get("state"), value.get("message")
+        record = await self.records.get(turn_context, new_record)
+        handoff = active_handoff(record)
+        if handoff is None:
+            if state == ACCEPTED:  # too late (failed back meanwhile): tell the agent hub so
+                await turn_context.send_activity(
+                    status_event(activity.conversation, FAILED, "the bot is no longer waiting for a person here")
+                )
+            return
+        if state == ACCEPTED and handoff["state"] == WAITING:
+            agent = (activity.from_property.name if activity.from_property else None) or "A person"
+            handoff.update(state=ACCEPTED, agent=agent)
+            await turn_context.send_activity(ACCEPTED_TEXT.format(agent=agent))
+        elif state == FAILED:
+            end_handoff(record)
+            await turn_context.send_activity(FAILED_TEXT.format(reason=message or "the agents are unavailable"))
+            await self._resume_after_handoff(turn_context, record)
+        elif state == COMPLETED:
+            end_handoff(record)
+            await turn_context.send_activity(COMPLETED_TEXT)
+            await self._resume_after_handoff(turn_context, record)
+
+    async def _fail_back_timed_out(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+        """A waiting handoff past its deadline, found by a turn before the sweeper: withdraw it."""
+        end_handoff(record)
+        await turn_context.send_activity(timed_out_text(self._handoff_timeout))
+        await turn_context.send_activity(
+            status_event(turn_context.activity.conversation, FAILED, "nobody accepted the handoff in time")
+        )
+        await self._dialog_state.delete(turn_context)
+
+    async def _resume_after_handoff(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+        """Back to the bot: restart the dialog, unless it still waits for a running operation."""
+        pending = record.get("pendingOperation")
+        if pending:
+            await turn_context.send_activity(
+                f"I'm still running the {pending['name']}; I'll tell you here when it's done."
+            )
+            return
+        await self._dialog_state.delete(turn_context)
+        await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
+
+    # --- notifications from outside events --------------------------------------------------
+
+    async def _notification_command(self, turn_context: TurnContext, text: str) -> bool:
+        """ "notify me about <topic>" and "stop notifications"; False for anything else."""
+        subscribe = NOTIFY_ME.match(text.strip())
+        stop = STOP_NOTIFICATIONS.match(text.strip())
+        if not subscribe and not stop:
+            return False
+        reference = TurnContext.get_conversation_reference(turn_context.activity).serialize()
+        try:
+            if subscribe:
+                topic = " ".join(subscribe.group("topic").split()).lower()
+                topics = await self._subscriptions.subscribe(reference, topic)
+                reply = (
+                    f"OK: I'll tell you here about “{topic}”. Your topics: {', '.join(topics)}. "
+                    "Say 'stop notifications' to stop."
+                )
+            else:
+                removed = await self._subscriptions.unsubscribe_all(reference["user"]["id"])
+                reply = (
+                    f"Done: no more notifications about {', '.join(removed)}."
+                    if removed
+                    else "You had no notifications to stop."
+                )
+        except Exception:
+            logger.warning("notification subscriptions unavailable", exc_info=True)
+            reply = "Sorry, I couldn't change your notifications just now. Please try again in a minute."
+        await turn_context.send_activity(reply)
+        return True

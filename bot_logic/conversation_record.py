@@ -36,7 +36,10 @@ def remember_activity(record: dict[str, Any], activity: Activity, now: float) ->
     from botbuilder.core import TurnContext
 
     record["lastAccessAt"] = now
-    record["reference"] = TurnContext.get_conversation_reference(activity).serialize()
+    if activity.type == "message" or not record["reference"]:
+        # The user's messages address proactive replies; a channel's event (a handoff.status sent
+        # on an agent's behalf, say) must not redirect them to its sender.
+        record["reference"] = TurnContext.get_conversation_reference(activity).serialize()
     if activity.id:
         ids = [*record["recentActivityIds"], activity.id]
         record["recentActivityIds"] = ids[-RECENT_ACTIVITY_IDS:]

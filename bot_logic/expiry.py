@@ -14,7 +14,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from bot_logic.conversation_record import RECORD_PROPERTY, close
+from bot_logic.conversation_record import DIALOG_STATE_PROPERTY, RECORD_PROPERTY, close
+from bot_logic.handoff import end_handoff, timed_out, timed_out_text, waiting_deadline
 from bot_logic.pending_operation import describe_duration, timeout_notice_once
 
 WELCOME_BACK_TEXT = "Welcome back! Let's start over from the beginning."
@@ -50,9 +51,15 @@ def sweep_times(state: Mapping[str, Any], expire_after_seconds: int) -> SweepTim
     if record.get("expiredAt") is not None or record.get("lastAccessAt") is None:
         return SweepTimes(None, None)  # already closed, or never used: nothing to sweep
     pending = record.get("pendingOperation")
+    keep_until = pending["deadline"] if pending else None
     if pending and not pending.get("timeoutNotified"):
-        return SweepTimes(pending["deadline"], pending["deadline"])
-    return SweepTimes(expires_at(record, expire_after_seconds), pending["deadline"] if pending else None)
+        sweep_at = pending["deadline"]
+    else:
+        sweep_at = expires_at(record, expire_after_seconds)
+    handoff_deadline = waiting_deadline(record)  # a handoff nobody accepted is failed back
+    if handoff_deadline is not None and (sweep_at is None or handoff_deadline < sweep_at):
+        sweep_at = handoff_deadline
+    return SweepTimes(sweep_at, keep_until)
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class ExpiryPolicy:
     expire_after_seconds: int
     notice_enabled: bool
     notice_text: str  # placeholders {minutes} and {duration}
+    handoff_timeout_seconds: int = 300
 
     def notice(self) -> str | None:
         if not self.notice_enabled:
@@ -72,6 +80,7 @@ class ExpiryPolicy:
 class SweepDecision:
     expired: bool  # closed; else only its overdue operation was marked as told
     texts: list[str] = field(default_factory=list)  # to tell the user once the change is stored
+    withdraw_handoff: bool = False  # tell the channel the bot no longer waits for a person
 
 
 def sweep(state: MutableMapping[str, Any], now: float, policy: ExpiryPolicy) -> SweepDecision | None:
@@ -82,11 +91,21 @@ def sweep(state: MutableMapping[str, Any], now: float, policy: ExpiryPolicy) -> 
     if due is None or due > now:
         return None
     record = dict(state.get(RECORD_PROPERTY) or {})
+    handoff_texts = []
+    if timed_out(record, now):
+        end_handoff(record)
+        handoff_texts.append(timed_out_text(policy.handoff_timeout_seconds))
+        if not record.get("pendingOperation"):
+            state.pop(DIALOG_STATE_PROPERTY, None)  # the next message starts the dialog afresh
+    withdraw = bool(handoff_texts)
     pending = dict(record["pendingOperation"]) if record.get("pendingOperation") else None
-    timeout_notice = timeout_notice_once(pending) if pending else None
-    if pending and not is_expired(record, policy.expire_after_seconds, now):
+    overdue = pending is not None and not pending.get("timeoutNotified") and pending["deadline"] <= now
+    timeout_notice = timeout_notice_once(pending) if pending and overdue else None
+    if not is_expired(record, policy.expire_after_seconds, now):
         state[RECORD_PROPERTY] = {**record, "pendingOperation": pending}
-        return SweepDecision(expired=False, texts=[timeout_notice] if timeout_notice else [])
+        texts = [text for text in (*handoff_texts, timeout_notice) if text]
+        return SweepDecision(expired=False, texts=texts, withdraw_handoff=withdraw)
+    state[RECORD_PROPERTY] = record
     close(state, now)
-    texts = [text for text in (timeout_notice, policy.notice()) if text]
-    return SweepDecision(expired=True, texts=texts)
+    texts = [text for text in (*handoff_texts, timeout_notice, policy.notice()) if text]
+    return SweepDecision(expired=True, texts=texts, withdraw_handoff=withdraw)

@@ -35,3 +35,12 @@ def timeout_notice_once(pending: dict[str, Any]) -> str | None:
     pending["timeoutNotified"] = True
     allowed = describe_duration(pending["deadline"] - pending["startedAt"])
     return f"Sorry, the {pending['name']} timed out: no result came within {allowed}."
+
+
+def result_reply(name: str, result: dict[str, Any]) -> str:
+    """What the user is told of an operation's result or failure (`result`: the worker's event value)."""
+    from bot_logic.operation_protocol import SUCCEEDED
+
+    if result.get("outcome") == SUCCEEDED:
+        return f"Thanks for waiting. {result.get('text', '')}"
+    return f"Sorry, the {name} failed. {result.get('text', '')}".strip()

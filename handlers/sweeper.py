@@ -1,6 +1,7 @@
 """The timer-triggered sweeper: expire idle conversations and tell their users; tell users whose
-operation passed its deadline without a result (lost by a crash, say) as soon as it has; and
-deliver what a conversation's outbox still holds (a result whose reply failed, say).
+operation passed its deadline without a result (lost by a crash, say) as soon as it has; fail back
+a handoff to a person that nobody accepted in time; and deliver what a conversation's outbox still
+holds (a result whose reply failed, say).
 
 Each run asks storage for the conversations due (an indexed range query, so its cost follows the
 number due, not all of them). For each one that bot logic says is due, bot logic decides the
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
 from bot_logic.expiry import ExpiryPolicy, sweep
+from bot_logic.handoff import withdrawal_payload
 from services.outbox import (
     REPLY,
     REPLY_LIFETIME_SECONDS,
@@ -92,8 +94,10 @@ async def sweep_conversation(key: str, state: dict[str, Any], deps: SweeperDepen
     notices: list[str] = []
     reference = (state.get(RECORD_PROPERTY) or {}).get("reference")
     if decision is not None and reference:
-        for text in decision.texts:
-            payload = reply_activity(reference, text)
+        payloads = [reply_activity(reference, text) for text in decision.texts]
+        if decision.withdraw_handoff:
+            payloads.append(withdrawal_payload(reference))
+        for payload in payloads:
             notices.append(add_entry(state, REPLY, payload, now, now + REPLY_LIFETIME_SECONDS))
     claimed = claim_due(state, now)
     try:

@@ -118,6 +118,32 @@ param expiryNoticeEnabled bool = true
 @description('Text of the expiry notice; {minutes} is replaced (ExpiryNoticeText).')
 param expiryNoticeText string = 'This conversation was closed after {minutes} minutes without activity. Send anything to start again.'
 
+@description('Whether every message in and out of a conversation is recorded in Azure Table storage (TranscriptsEnabled).')
+param transcriptsEnabled bool = true
+
+@description('Azure Table (in the app\'s storage account) holding the transcripts (TranscriptTableName).')
+param transcriptTableName string = 'transcripts'
+
+@description('Days a transcript is kept; an hourly timer deletes older entries (TranscriptRetentionDays).')
+@minValue(1)
+param transcriptRetentionDays int = 30
+
+@description('Whether the user\'s own text is replaced by [redacted] in transcripts (TranscriptRedactUserText).')
+param transcriptRedactUserText bool = false
+
+@description('Seconds a handoff to a person may wait to be accepted before it is failed back to the user (HandoffTimeoutSeconds).')
+@minValue(1)
+param handoffTimeoutSeconds int = 300
+
+@description('Cosmos DB container for each user\'s latest conversation reference and notification topics (CosmosDbReferenceContainerId).')
+param referenceContainerName string = 'conversation-references'
+
+@description('Queue of notifications from outside events (ExternalEventsQueueName); its poison queue is <name>-poison.')
+param externalEventsQueueName string = 'external-events'
+
+@description('Proactive notifications sent per second by each instance (NotificationsPerSecond).')
+param notificationsPerSecond string = '10'
+
 @description('HMAC key the worker signs operation results with. Default: a new random GUID on every deployment. Pass your own (at least 32 characters) to keep it stable.')
 @secure()
 @minLength(32)
@@ -203,6 +229,22 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     // The host moves a message here after host.json's maxDequeueCount failed attempts.
     resource operationsPoisonQueue 'queues' = {
       name: '${operationsQueueName}-poison'
+    }
+
+    resource externalEventsQueue 'queues' = {
+      name: externalEventsQueueName
+    }
+
+    resource externalEventsPoisonQueue 'queues' = {
+      name: '${externalEventsQueueName}-poison'
+    }
+  }
+
+  resource tableServices 'tableServices' = {
+    name: 'default'
+
+    resource transcriptTable 'tables' = {
+      name: transcriptTableName
     }
   }
 }
@@ -365,6 +407,37 @@ resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
         }
       }
     }
+
+    resource referenceContainer 'containers' = {
+      name: referenceContainerName
+      properties: {
+        resource: {
+          id: referenceContainerName
+          partitionKey: {
+            paths: [
+              '/id'
+            ]
+            kind: 'Hash'
+          }
+          // -1: only documents carrying their own ttl expire (a conversation's reference does; a
+          // user's subscriptions do not). As REFERENCE_INDEXING_POLICY: only the topics are indexed.
+          defaultTtl: -1
+          indexingPolicy: {
+            indexingMode: 'consistent'
+            includedPaths: [
+              {
+                path: '/topics/[]/?'
+              }
+            ]
+            excludedPaths: [
+              {
+                path: '/*'
+              }
+            ]
+          }
+        }
+      }
+    }
   }
 }
 
@@ -444,6 +517,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     SweepSchedule: sweepSchedule
     ExpiryNoticeEnabled: expiryNoticeEnabled ? 'true' : 'false'
     ExpiryNoticeText: expiryNoticeText
+    TranscriptsEnabled: transcriptsEnabled ? 'true' : 'false'
+    TranscriptTableName: transcriptTableName
+    TranscriptRetentionDays: string(transcriptRetentionDays)
+    TranscriptRedactUserText: transcriptRedactUserText ? 'true' : 'false'
+    HandoffTimeoutSeconds: string(handoffTimeoutSeconds)
+    CosmosDbReferenceContainerId: referenceContainerName
+    ExternalEventsQueueName: externalEventsQueueName
+    NotificationsPerSecond: notificationsPerSecond
   }
   dependsOn: [
     deploymentStorageRole

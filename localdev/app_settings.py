@@ -27,6 +27,8 @@ def app_settings(azurite: Azurite, cosmos: CosmosStandIn, **overrides: str) -> d
         "DirectLineSecret": secrets.token_urlsafe(24),
         "OperationSigningKey": secrets.token_urlsafe(32),
         "SweepSchedule": "*/5 * * * * *",
+        "TranscriptTableName": f"transcripts{secrets.token_hex(4)}",
+        "ExternalEventsQueueName": f"events-{secrets.token_hex(4)}",
     }
     values.update(overrides)
     return values

@@ -28,6 +28,7 @@ MAKE_VARIABLES = {
     "directline": "DIRECTLINE_PORT",
     "cosmos": "COSMOS_PORT",
     "azurite_queue": "AZURITE_QUEUE_PORT",
+    "azurite_table": "AZURITE_TABLE_PORT",
 }
 
 
@@ -37,6 +38,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--directline-port", type=int, default=7072)
     parser.add_argument("--cosmos-port", type=int, default=8081)
     parser.add_argument("--azurite-queue-port", type=int, default=10001)
+    parser.add_argument("--azurite-table-port", type=int, default=10002)
     parser.add_argument(
         "--instances", type=int, default=1, help="instances of the app behind a round-robin balancer (local host)"
     )
@@ -78,7 +80,13 @@ def main() -> int:
             args.log_dir,
             settings_file=args.settings_file,
             use_func=use_func,
-            ports=Ports(args.functions_port, args.directline_port, args.cosmos_port, args.azurite_queue_port),
+            ports=Ports(
+                args.functions_port,
+                args.directline_port,
+                args.cosmos_port,
+                args.azurite_queue_port,
+                args.azurite_table_port,
+            ),
             instances=args.instances,
             shutdown_timeout=SHUTDOWN_TIMEOUT,
         )

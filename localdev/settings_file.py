@@ -1,6 +1,7 @@
 """Create local.settings.json from the sample, filling in fresh local secrets.
 
-Never overwrites an existing file: the developer's own settings win.
+Never overwrites a developer's value: an existing file only gains the settings the sample added
+since it was created (a new function's `%Setting%` binding would otherwise stop the host).
 """
 
 from __future__ import annotations
@@ -18,15 +19,24 @@ SAMPLE = PROJECT_ROOT / "local.settings.json.sample"
 
 
 def create_local_settings(target: Path = DEFAULT_SETTINGS_FILE, sample: Path = SAMPLE) -> Path:
+    sample_values = json.loads(sample.read_text())["Values"]
     if target.exists():
+        settings = json.loads(target.read_text())
+        missing = {name: value for name, value in sample_values.items() if name not in settings["Values"]}
+        if missing:
+            settings["Values"].update(_filled(missing))
+            target.write_text(json.dumps(settings, indent=2) + "\n")
+            print(f"Added to {target.name} the settings the sample gained: {', '.join(sorted(missing))}.")
         return target
     settings = json.loads(sample.read_text())
-    for name, value in settings["Values"].items():
-        if value == GENERATED:
-            settings["Values"][name] = secrets.token_urlsafe(32)
+    settings["Values"] = _filled(sample_values)
     target.write_text(json.dumps(settings, indent=2) + "\n")
     print(f"Created {target.name} from the sample, with fresh local secrets.")
     return target
+
+
+def _filled(values: dict[str, str]) -> dict[str, str]:
+    return {name: secrets.token_urlsafe(32) if value == GENERATED else value for name, value in values.items()}
 
 
 def read_values(path: Path = DEFAULT_SETTINGS_FILE) -> dict[str, str]:

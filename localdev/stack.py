@@ -72,6 +72,7 @@ class Ports:
     directline: int = 0
     cosmos: int = 0
     azurite_queue: int = 0
+    azurite_table: int = 0
 
 
 PORT_NAMES = {
@@ -79,6 +80,7 @@ PORT_NAMES = {
     "directline": "the local Direct Line",
     "cosmos": "the Cosmos DB stand-in",
     "azurite_queue": "Azurite's queue service",
+    "azurite_table": "Azurite's table service",
 }
 
 
@@ -95,7 +97,7 @@ def check_ports(ports: Ports, emulators_given: bool) -> None:
     """Raise PortInUseError for the first fixed port something already listens on."""
     for item in fields(ports):
         port = getattr(ports, item.name)
-        if emulators_given and item.name in ("cosmos", "azurite_queue"):
+        if emulators_given and item.name in ("cosmos", "azurite_queue", "azurite_table"):
             continue  # the given emulators' business
         if port and port_in_use(port):
             raise PortInUseError(item.name, port)
@@ -148,7 +150,7 @@ def _stop_in_steps(started: list[ManagedProcess], app: list[ManagedProcess], shu
     # One second over the host's own bound: it stops taking work, then waits that long for invocations.
     stop_all([process for process in app if process in started], shutdown_timeout + 1.0)
     rest = [process for process in started if process not in app]
-    emulators = [process for process in rest if process.name in ("azurite", "cosmos")]
+    emulators = [process for process in rest if process.name in ("azurite", "azurite-table", "cosmos")]
     stop_all([process for process in rest if process not in emulators], SERVICE_STOP_TIMEOUT)
     stop_all(emulators, SERVICE_STOP_TIMEOUT)
 
@@ -170,7 +172,7 @@ def start_stack(
 ) -> LocalStack:
     """Start the stack and return once everything listens (see the module's docstring).
 
-    Logs go to log_dir: azurite.log, cosmos.log, then <name>-directline.log and <name>-functions.log
+    Logs go to log_dir: azurite.log, azurite-table.log, cosmos.log, then <name>-directline.log and <name>-functions.log
     (without a name: directline.log, functions.log; with several instances functions-1.log, ...
     and balancer.log). `directline_args` go to `python -m localdev.directline` (e.g. its limits),
     `host_args` to each `python -m localdev.functions_host` (e.g. --singleton-recovery-interval 1).
@@ -191,8 +193,10 @@ def start_stack(
     lock_dir = None
     try:
         if emulators is None:
-            emulators = start_emulators(log_dir, ports.azurite_queue or None, ports.cosmos or None)
-            started += [emulators.azurite.process, emulators.cosmos.process]
+            emulators = start_emulators(
+                log_dir, ports.azurite_queue or None, ports.cosmos or None, ports.azurite_table or None
+            )
+            started += [*emulators.azurite.processes, emulators.cosmos.process]
         free = iter(free_ports(2))
         functions_port, directline_port = ports.functions or next(free), ports.directline or next(free)
         functions_url = f"http://127.0.0.1:{functions_port}"

@@ -2,7 +2,7 @@
 
 The SDK's JWT validation authenticates the request (services/authentication.py builds it).
 While a turn's state is not yet committed, its outgoing activities are held
-(HoldsRepliesUntilCommit).
+(HoldsRepliesUntilCommit); what is really sent goes into the turn's transcript (RecordsSentActivities).
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from botbuilder.core import CloudAdapterBase, TurnContext
-from botbuilder.schema import Activity
+from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.auth import BotFrameworkAuthentication
 
+from services.transcript_middleware import RecordsSentActivities
 from services.unit_of_work import HoldsRepliesUntilCommit
 
 
-class FunctionsBotAdapter(HoldsRepliesUntilCommit, CloudAdapterBase):
+class FunctionsBotAdapter(HoldsRepliesUntilCommit, RecordsSentActivities, CloudAdapterBase):
     def __init__(self, authentication: BotFrameworkAuthentication, bot_app_id: str) -> None:
         super().__init__(authentication)
         self.bot_app_id = bot_app_id
@@ -32,3 +33,12 @@ class FunctionsBotAdapter(HoldsRepliesUntilCommit, CloudAdapterBase):
             await context.send_activity(activity)
 
         await self.continue_conversation(reference, deliver, self.bot_app_id)
+
+    async def send_text(self, reference: dict[str, Any], text: str) -> None:
+        """A proactive message to a stored conversation reference (notifications from outside events).
+        The channel's errors (a 429 among them) reach the caller."""
+
+        async def deliver(context: TurnContext) -> None:
+            await context.send_activity(text)
+
+        await self.continue_conversation(ConversationReference().deserialize(reference), deliver, self.bot_app_id)

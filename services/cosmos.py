@@ -1,4 +1,8 @@
-"""The Cosmos DB account: one client per process, database and containers created lazily, once."""
+"""The Cosmos DB account: one client per process, database and containers created lazily, once.
+
+The state containers are created together on first use; the conversation-references container
+(proactive notifications) on its own first use, so a process that never notifies never creates it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import asyncio
 from typing import Any
 
 from azure.cosmos import PartitionKey
-from azure.cosmos.aio import ContainerProxy, CosmosClient
+from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
 from services.settings import Settings
 
@@ -23,15 +27,28 @@ USER_INDEXING_POLICY: dict[str, Any] = {
     "excludedPaths": [{"path": "/*"}],
 }
 
+# Subscribers are found by topic (ARRAY_CONTAINS over `topics`); everything else is a point read.
+REFERENCE_INDEXING_POLICY: dict[str, Any] = {
+    "indexingMode": "consistent",
+    "includedPaths": [{"path": "/topics/[]/?"}],
+    "excludedPaths": [{"path": "/*"}],
+}
+# -1: time to live on, but only for documents that carry their own `ttl` (a conversation's
+# reference does; a user's subscriptions do not expire).
+REFERENCE_DEFAULT_TTL = -1
+
 
 class CosmosAccount:
-    """Creates the client, database and both containers on first use (not at import)."""
+    """Creates the client, the database and the containers on first use (not at import)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._client: CosmosClient | None = None
         self._containers: dict[str, ContainerProxy] = {}
         self._lock = asyncio.Lock()
+        self._database: DatabaseProxy | None = None
+        self._references: ContainerProxy | None = None
+        self._references_lock = asyncio.Lock()
 
     def _credential(self) -> Any:
         if self._settings.cosmos_auth_key:
@@ -60,6 +77,7 @@ class CosmosAccount:
                 indexing_policy=USER_INDEXING_POLICY,
             )
             self._client = client
+            self._database = database
             self._containers = {"conversations": conversations, "users": users}
 
     async def conversation_container(self) -> ContainerProxy:
@@ -72,8 +90,26 @@ class CosmosAccount:
             await self._ensure()
         return self._containers["users"]
 
+    async def reference_container(self) -> ContainerProxy:
+        """Conversation references and notification subscriptions (services/conversation_references.py)."""
+        if self._references is None:
+            if not self._containers:
+                await self._ensure()
+            async with self._references_lock:
+                if self._references is None:
+                    assert self._database is not None
+                    self._references = await self._database.create_container_if_not_exists(
+                        id=self._settings.cosmos_reference_container_id,
+                        partition_key=PartitionKey(path="/id"),
+                        default_ttl=REFERENCE_DEFAULT_TTL,
+                        indexing_policy=REFERENCE_INDEXING_POLICY,
+                    )
+        return self._references
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
             self._client = None
             self._containers = {}
+            self._database = None
+            self._references = None

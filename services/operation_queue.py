@@ -1,14 +1,22 @@
-"""Sending operation requests to the worker's queue (Azure Storage queue, base64 as host.json says)."""
+"""Sending messages to an Azure Storage queue (base64, as host.json's messageEncoding says).
+
+One instance per queue: the worker's operations queue, its poison queue, the external-events
+queue (proactive notifications) and its poison queue.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
+
+# Azure Storage hides a new message for at most 7 days (and less than its time to live, 7 days by default).
+MAX_VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600 - 1
 
 
 class OperationQueue:
@@ -18,6 +26,10 @@ class OperationQueue:
         self._client: QueueClient | None = None
         self._lock = asyncio.Lock()
         self.sent = 0
+
+    @property
+    def queue_name(self) -> str:
+        return self._queue_name
 
     async def _queue(self) -> QueueClient:
         async with self._lock:
@@ -42,12 +54,17 @@ class OperationQueue:
                 self._client = client
             return self._client
 
-    async def send(self, message: dict[str, Any]) -> None:
-        await self.send_raw(json.dumps(message))
+    async def send(self, message: dict[str, Any], visibility_timeout: float | None = None) -> None:
+        await self.send_raw(json.dumps(message), visibility_timeout)
 
-    async def send_raw(self, text: str) -> None:
+    async def send_raw(self, text: str, visibility_timeout: float | None = None) -> None:
+        """Put `text` on the queue; with `visibility_timeout` (seconds, rounded up) it stays hidden that long."""
         queue = await self._queue()
-        await queue.send_message(text)
+        if visibility_timeout is None or visibility_timeout <= 0:
+            await queue.send_message(text)
+        else:
+            hidden = min(MAX_VISIBILITY_TIMEOUT_SECONDS, math.ceil(visibility_timeout))
+            await queue.send_message(text, visibility_timeout=hidden)
         self.sent += 1
 
     async def close(self) -> None:

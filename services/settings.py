@@ -7,6 +7,7 @@ settings table (tests/deploy/test_settings_consistency.py keeps them in step).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -43,6 +44,14 @@ class Settings:
     sweep_schedule: str
     expiry_notice_enabled: bool
     expiry_notice_text: str
+    transcripts_enabled: bool
+    transcript_table_name: str
+    transcript_retention_days: int
+    transcript_redact_user_text: bool
+    handoff_timeout_seconds: int
+    cosmos_reference_container_id: str
+    external_events_queue_name: str
+    notifications_per_second: float
 
     @property
     def local_mode(self) -> bool:
@@ -97,6 +106,20 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
         return raw
 
     return parse
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _table_name(raw: str) -> str:
+    # Azure Table names: 3-63 alphanumeric characters, not starting with a digit.
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", raw):
+        raise ValueError(raw)
+    return raw
 
 
 def _signing_key(raw: str) -> str:
@@ -167,6 +190,22 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "This conversation was closed after {minutes} minutes without activity. Send anything to start again.",
             _notice_template,
             "text whose only placeholders are {minutes} and {duration}",
+        ),
+        transcripts_enabled=_parsed(env, "TranscriptsEnabled", "true", _bool, "true or false"),
+        transcript_table_name=_parsed(
+            env, "TranscriptTableName", "transcripts", _table_name, "3-63 letters and digits, starting with a letter"
+        ),
+        transcript_retention_days=_parsed(
+            env, "TranscriptRetentionDays", "30", _positive_int, "a positive number of days"
+        ),
+        transcript_redact_user_text=_parsed(env, "TranscriptRedactUserText", "false", _bool, "true or false"),
+        handoff_timeout_seconds=_parsed(
+            env, "HandoffTimeoutSeconds", "300", _positive_int, "a positive number of seconds"
+        ),
+        cosmos_reference_container_id=_text(env, "CosmosDbReferenceContainerId", "conversation-references"),
+        external_events_queue_name=_text(env, "ExternalEventsQueueName", "external-events"),
+        notifications_per_second=_parsed(
+            env, "NotificationsPerSecond", "10", _positive_float, "a positive number (messages per second)"
         ),
     )
     if app_id and app_type != "UserAssignedMSI" and not settings.microsoft_app_password:

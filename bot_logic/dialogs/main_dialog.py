@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from botbuilder.core import MessageFactory, StatePropertyAccessor
+from botbuilder.core import MessageFactory, StatePropertyAccessor, TurnContext
 from botbuilder.dialogs import ComponentDialog, DialogTurnResult, WaterfallDialog, WaterfallStepContext
 from botbuilder.dialogs.choices import Choice, ListStyle
-from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, TextPrompt
+from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, PromptValidatorContext, TextPrompt
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import new_record
 from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog
 from bot_logic.effects import DurableEffects
-from bot_logic.operation_protocol import SUCCEEDED, operation_request
-from bot_logic.pending_operation import describe_duration, start_pending, timeout_notice_once
+from bot_logic.handoff import NOT_UNDERSTOOD, note_misunderstanding, note_understood
+from bot_logic.operation_protocol import operation_request
+from bot_logic.pending_operation import describe_duration, result_reply, start_pending, timeout_notice_once
 from bot_logic.user_profile import display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
 
@@ -39,15 +41,17 @@ class MainDialog(ComponentDialog):
         effects: DurableEffects,
         clock: Clock,
         operation_timeout_seconds: int,
+        hand_off: Callable[[TurnContext, str], Awaitable[None]],
     ) -> None:
         super().__init__(MainDialog.__name__)
+        self._hand_off = hand_off
         self._profiles = profiles
         self._records = records
         self._effects = effects
         self._clock = clock
         self._timeout = operation_timeout_seconds
         self.add_dialog(TextPrompt("name_prompt"))
-        self.add_dialog(ChoicePrompt("operation_prompt"))
+        self.add_dialog(ChoicePrompt("operation_prompt", self._understood))
         self.add_dialog(WaitForOperationDialog(records, clock))
         self.add_dialog(
             WaterfallDialog(
@@ -56,6 +60,17 @@ class MainDialog(ComponentDialog):
             )
         )
         self.initial_dialog_id = WATERFALL
+
+    async def _understood(self, prompt: PromptValidatorContext) -> bool:
+        """A choice not understood three times in a row hands the conversation to a person: the
+        handoff's replies stand in for the re-prompt (a prompt re-asks only if nothing was said)."""
+        record = await self._records.get(prompt.context, new_record)
+        if prompt.recognized.succeeded:
+            note_understood(record)
+            return True
+        if note_misunderstanding(record):
+            await self._hand_off(prompt.context, NOT_UNDERSTOOD)
+        return False
 
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
         if display_name(await get_profile(self._profiles, step.context)):
@@ -114,14 +129,12 @@ class MainDialog(ComponentDialog):
         name = result.get("name", "operation")
         outcome = result.get("outcome")
         # A result or failure must reach the user: durable replies, kept until delivered.
-        if outcome == SUCCEEDED:
-            self._effects.reply_durably(step.context, f"Thanks for waiting. {result.get('text', '')}")
-        elif outcome == TIMED_OUT:
+        if outcome == TIMED_OUT:
             notice = timeout_notice_once(result)
             if notice:
                 await step.context.send_activity(notice)
         elif outcome == CANCELLED:
             await step.context.send_activity(f"Cancelled the {name}. If its result still arrives, I'll ignore it.")
         else:
-            self._effects.reply_durably(step.context, f"Sorry, the {name} failed. {result.get('text', '')}".strip())
+            self._effects.reply_durably(step.context, result_reply(name, result))
         return await step.replace_dialog(WATERFALL)

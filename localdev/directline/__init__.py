@@ -3,7 +3,8 @@
     python -m localdev.directline --port 7072 --bot-endpoint http://127.0.0.1:7071/api/messages --secret S
 
 See app.create_app (the aiohttp app), server.DirectLineServer (in the running event loop) and
-server.start_directline_process (a child process), store.py for the memory limits, README.md.
+server.start_directline_process (a child process), store.py for the memory limits,
+agent_console.py for the human-handoff agent console (/agent), README.md.
 """
 
 from localdev.directline.app import create_app

@@ -47,6 +47,8 @@ async def serve(args: argparse.Namespace) -> None:
     await server.start()
     print(f"Direct Line listening on {server.domain}", flush=True)
     print(f"Web Chat: {server.url}", flush=True)
+    # A line of its own, after the two above (scripts read those by position).
+    print(f"Agent console: {server.agent_console_url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

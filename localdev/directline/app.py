@@ -1,4 +1,4 @@
-"""The aiohttp application: client API, Connector API and Web Chat page on one port."""
+"""The aiohttp application: client API, Connector API, Web Chat page and agent console on one port."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from localdev.directline import client_api, connector_api, webchat
+from localdev.directline import agent_console, client_api, connector_api, webchat
 from localdev.directline.channel import Channel, Settings
 from localdev.directline.client_api import CHANNEL
 from localdev.directline.errors import cors_and_errors
+from localdev.directline.handoff import HANDOFFS, HandoffDesk
 from localdev.directline.store import ConversationStore
 from localdev.directline.tokens import TokenService
 
@@ -65,10 +66,12 @@ def create_app(
     # Uploads are read part by part with their own cap; this only bounds plain JSON bodies.
     app = web.Application(middlewares=[cors_and_errors], client_max_size=settings.max_upload_bytes * 4)
     app[CHANNEL] = channel
+    handoffs = HandoffDesk(store, max_activities)
+    app[HANDOFFS] = handoffs
 
     async def lifetime(_: web.Application) -> AsyncIterator[None]:
         channel.session = aiohttp.ClientSession()
-        sweeper = asyncio.get_running_loop().create_task(_sweep_forever(store, sweep_interval))
+        sweeper = asyncio.get_running_loop().create_task(_sweep_forever(store, handoffs, sweep_interval))
         yield
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -83,10 +86,12 @@ def create_app(
     client_api.add_routes(app)
     connector_api.add_routes(app)
     webchat.add_routes(app)
+    agent_console.add_routes(app)
     return app
 
 
-async def _sweep_forever(store: ConversationStore, interval: float) -> None:
+async def _sweep_forever(store: ConversationStore, handoffs: HandoffDesk, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         store.sweep()
+        handoffs.prune()  # a dropped conversation takes its handoff along

@@ -15,6 +15,7 @@ from localdev.directline.activities import Activity, account
 from localdev.directline.channel import Channel
 from localdev.directline.client_api import CHANNEL
 from localdev.directline.errors import ApiError, bad_argument
+from localdev.directline.handoff import HANDOFFS
 from localdev.directline.store import Conversation
 
 BASE = "/v3/conversations"
@@ -49,7 +50,10 @@ def _store_from_bot(
     channel = _channel(request)
     # Web Chat places messages by from.role, so a bot's activity is always role "bot".
     activity["from"] = {**(account(activity.get("from")) or channel.settings.bot_account), "role": "bot"}
-    return conversation.append(activity, channel.settings.public_url, keep_id=keep, keep_timestamp=keep)
+    stored = conversation.append(activity, channel.settings.public_url, keep_id=keep, keep_timestamp=keep)
+    if not keep:  # a history upload replays the past: its handoff events are not requests now
+        request.app[HANDOFFS].observe_bot_activity(conversation, stored)
+    return stored
 
 
 async def send_to_conversation(request: web.Request) -> web.Response:

@@ -59,6 +59,11 @@ class DirectLineServer:
         return f"{self.url.rstrip('/')}/v3/directline"
 
     @property
+    def agent_console_url(self) -> str:
+        """The agent console page (human handoff): <url>agent."""
+        return f"{self.url.rstrip('/')}/agent"
+
+    @property
     def channel(self) -> Channel:
         assert self.app is not None, "not started"
         return self.app[CHANNEL]
@@ -100,6 +105,10 @@ class DirectLineProcess:
     @property
     def domain(self) -> str:
         return f"{self.url}v3/directline"
+
+    @property
+    def agent_console_url(self) -> str:
+        return f"{self.url}agent"
 
     def stop(self) -> None:
         self.process.stop()

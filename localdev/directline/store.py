@@ -28,6 +28,7 @@ class Entry:
     seq: int
     activity: Activity
     hidden: bool = False  # superseded by an update, or deleted
+    private: bool = False  # between the channel and the bot only (handoff status): never sent to clients
 
 
 @dataclass
@@ -73,9 +74,15 @@ class Conversation:
         return str(self.next_seq - 1) if self.next_seq else None
 
     def append(
-        self, activity: Activity, service_url: str, *, keep_id: bool = False, keep_timestamp: bool = False
+        self,
+        activity: Activity,
+        service_url: str,
+        *,
+        keep_id: bool = False,
+        keep_timestamp: bool = False,
+        private: bool = False,
     ) -> Activity:
-        """Store an activity, filling what the channel owns, and push it to the open streams."""
+        """Store an activity, filling what the channel owns, and push it to the open streams (unless private)."""
         seq = self.next_seq
         self.next_seq += 1
         if not (keep_id and activity.get("id")):
@@ -85,8 +92,9 @@ class Conversation:
         activity["channelId"] = "directline"
         activity["conversation"] = {**(activity.get("conversation") or {}), "id": self.id}
         activity["serviceUrl"] = service_url
-        self.entries.append(Entry(seq, activity))
-        self._publish(seq, activity)
+        self.entries.append(Entry(seq, activity, private=private))
+        if not private:
+            self._publish(seq, activity)
         return activity
 
     def find(self, activity_id_: str) -> Entry | None:
@@ -106,7 +114,7 @@ class Conversation:
         old.hidden = True
         merged = {**old.activity, **activity, "id": activity_id_}
         merged.pop("timestamp", None)
-        return self.append(merged, service_url, keep_id=True)
+        return self.append(merged, service_url, keep_id=True, private=old.private)
 
     def delete(self, activity_id_: str) -> bool:
         entry = self.find(activity_id_)
@@ -118,7 +126,7 @@ class Conversation:
         return [
             (e.seq, e.activity)
             for e in self.entries
-            if e.seq > watermark and not e.hidden and is_visible_to_client(e.activity, websocket)
+            if e.seq > watermark and not e.hidden and not e.private and is_visible_to_client(e.activity, websocket)
         ]
 
     def subscribe(self) -> Subscription:
@@ -176,6 +184,10 @@ class ConversationStore:
         if conversation is not None:
             conversation.last_used = self._clock()
         return conversation
+
+    def peek(self, conversation_id: str) -> Conversation | None:
+        """Like get, but reading does not count as use (an agent console polling keeps nothing alive)."""
+        return self._conversations.get(conversation_id)
 
     def all(self) -> list[Conversation]:
         return list(self._conversations.values())

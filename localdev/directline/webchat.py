@@ -19,13 +19,18 @@ _PAGE = """<!DOCTYPE html>
   <style>
     html, body { height: 100%; margin: 0; font-family: system-ui, sans-serif; }
     body { display: flex; flex-direction: column; }
-    header { padding: .5rem 1rem; background: #0063b1; color: #fff; font-size: .95rem; }
+    header { display: flex; justify-content: space-between; padding: .5rem 1rem; background: #0063b1; color: #fff;
+             font-size: .95rem; }
+    header a { color: #fff; }
     #webchat { flex: 1; min-height: 0; }
     #error { color: #a4262c; padding: 1rem; }
   </style>
 </head>
 <body>
-  <header>__TITLE__ · local Direct Line</header>
+  <header>
+    <span>__TITLE__ · local Direct Line</span>
+    <a href="/agent" target="_blank" rel="noopener">Agent console →</a>
+  </header>
   <div id="webchat" role="main"></div>
   <script src="/webchat.js"></script>
   <script>

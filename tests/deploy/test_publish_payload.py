@@ -179,21 +179,40 @@ def test_operations_worker_listens_on_the_configured_queue(probe: dict[str, Any]
 
 
 @pytest.mark.slow
-def test_timer_functions_use_the_sweep_schedule_setting(probe: dict[str, Any]) -> None:
-    timers = [f for f in probe["functions"] if any(b["type"] == "timerTrigger" for b in f["bindings"])]
-    if not timers:
-        pytest.skip("no timer-triggered function yet (the sweeper is coming)")
-    for function in timers:
-        trigger = _binding(function, "timerTrigger")
-        assert trigger["schedule"] == "%SweepSchedule%"
+def test_the_timers_schedules_and_no_run_on_startup(probe: dict[str, Any]) -> None:
+    schedules = {
+        function["name"]: _binding(function, "timerTrigger")
+        for function in probe["functions"]
+        if any(b["type"] == "timerTrigger" for b in function["bindings"])
+    }
+    assert {name: trigger["schedule"] for name, trigger in schedules.items()} == {
+        "sweeper": "%SweepSchedule%",
+        "transcript_cleanup": "0 17 * * * *",  # hourly
+    }
+    for trigger in schedules.values():
         assert not trigger.get("runOnStartup", False), "runOnStartup is discouraged in production"
+
+
+@pytest.mark.slow
+def test_notifications_and_transcripts_need_a_function_key(probe: dict[str, Any]) -> None:
+    notify = _binding(_function(probe, "notify"), "httpTrigger")
+    assert (notify["route"], [m.upper() for m in notify["methods"]]) == ("notify", ["POST"])
+    transcripts = _binding(_function(probe, "transcripts"), "httpTrigger")
+    assert (transcripts["route"], [m.upper() for m in transcripts["methods"]]) == (
+        "transcripts/{conversationId}",
+        ["GET"],
+    )
+    assert notify["authLevel"].upper() == transcripts["authLevel"].upper() == "FUNCTION"
+    events = _binding(_function(probe, "external_events"), "queueTrigger")
+    assert (events["queueName"], events["connection"]) == ("%ExternalEventsQueueName%", "AzureWebJobsStorage")
 
 
 @pytest.mark.slow
 def test_only_the_expected_functions_are_indexed(probe: dict[str, Any]) -> None:
     names = sorted(f["name"] for f in probe["functions"])
-    assert {"messages", "operations_worker"} <= set(names)
-    assert set(names) <= {"messages", "operations_worker", "sweeper"}, names
+    assert names == sorted(
+        ["messages", "operations_worker", "sweeper", "transcripts", "transcript_cleanup", "notify", "external_events"]
+    )
 
 
 @pytest.mark.slow

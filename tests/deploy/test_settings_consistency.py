@@ -9,7 +9,12 @@ import json
 import pytest
 
 from bootstrap import startup_warnings
-from services.cosmos import CONVERSATION_INDEXING_POLICY, USER_INDEXING_POLICY
+from services.cosmos import (
+    CONVERSATION_INDEXING_POLICY,
+    REFERENCE_DEFAULT_TTL,
+    REFERENCE_INDEXING_POLICY,
+    USER_INDEXING_POLICY,
+)
 from services.settings import SettingsError, load_settings
 from tests.deploy import bicep
 from tests.deploy.project import (
@@ -118,6 +123,9 @@ def test_host_only_settings_in_use_are_documented() -> None:
         "CosmosDbDatabaseId",
         "CosmosDbConversationStateContainerId",
         "CosmosDbUserStateContainerId",
+        "CosmosDbReferenceContainerId",
+        "ExternalEventsQueueName",
+        "TranscriptTableName",
     ],
 )
 def test_queue_and_container_names_agree_everywhere(name: str) -> None:
@@ -146,8 +154,8 @@ def _symbol_of(name: str) -> str:
     return ident.single_identifier
 
 
-def test_the_template_creates_the_operations_queue_and_its_poison_queue() -> None:
-    symbol = _symbol_of("OperationsQueueName")
+def test_the_template_creates_both_queues_their_poison_queues_and_the_transcript_table() -> None:
+    operations, events = _symbol_of("OperationsQueueName"), _symbol_of("ExternalEventsQueueName")
     names = []
     for queue in resources_of_type(TEMPLATE, "Microsoft.Storage/storageAccounts/queueServices/queues"):
         name_value = queue.body.entries["name"]
@@ -164,7 +172,9 @@ def test_the_template_creates_the_operations_queue_and_its_poison_queue() -> Non
                 )
         else:
             names.append(str(name_value))
-    assert sorted(names) == sorted([symbol, f"{{{symbol}}}-poison"])
+    assert sorted(names) == sorted([operations, f"{{{operations}}}-poison", events, f"{{{events}}}-poison"])
+    tables = resources_of_type(TEMPLATE, "Microsoft.Storage/storageAccounts/tableServices/tables")
+    assert [table.body.entries["name"].single_identifier for table in tables] == [_symbol_of("TranscriptTableName")]
 
 
 def _containers() -> dict[str, bicep.Declaration]:
@@ -176,7 +186,7 @@ def _containers() -> dict[str, bicep.Declaration]:
     return out
 
 
-def test_the_template_creates_the_database_and_both_containers_with_the_settings_names() -> None:
+def test_the_template_creates_the_database_and_its_containers_with_the_settings_names() -> None:
     databases = resources_of_type(TEMPLATE, "Microsoft.DocumentDB/databaseAccounts/sqlDatabases")
     assert len(databases) == 1
     db_name = databases[0].body.entries["name"]
@@ -185,6 +195,7 @@ def test_the_template_creates_the_database_and_both_containers_with_the_settings
     assert set(containers) == {
         _symbol_of("CosmosDbConversationStateContainerId"),
         _symbol_of("CosmosDbUserStateContainerId"),
+        _symbol_of("CosmosDbReferenceContainerId"),
     }
     for symbol, container in containers.items():
         resource = path(container.value, "properties", "resource")
@@ -213,6 +224,10 @@ def test_indexing_policies_match_services_cosmos() -> None:
     policy = to_python(TEMPLATE, path(conversation.value, "properties", "resource", "indexingPolicy"))
     assert policy == CONVERSATION_INDEXING_POLICY
     assert to_python(TEMPLATE, path(user.value, "properties", "resource", "indexingPolicy")) == USER_INDEXING_POLICY
+    references = path(containers[_symbol_of("CosmosDbReferenceContainerId")].value, "properties", "resource")
+    assert to_python(TEMPLATE, path(references, "indexingPolicy")) == REFERENCE_INDEXING_POLICY
+    ttl = path(references, "defaultTtl")  # a negative number stays a token pair in the parser
+    assert isinstance(ttl, bicep.Raw) and int("".join(t.value for t in ttl.tokens)) == REFERENCE_DEFAULT_TTL
 
 
 def _template_defaults_env() -> dict[str, str]:

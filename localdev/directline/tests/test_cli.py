@@ -42,9 +42,10 @@ def domain() -> Iterator[str]:
             "--bot-endpoint", f"http://127.0.0.1:{bot_port}/api/messages"]  # fmt: skip
     server = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE)
     try:
-        assert read_lines(server, 2, 20) == [
+        assert read_lines(server, 3, 20) == [
             f"Direct Line listening on http://127.0.0.1:{port}/v3/directline",
             f"Web Chat: http://127.0.0.1:{port}/",
+            f"Agent console: http://127.0.0.1:{port}/agent",
         ]
         yield f"http://127.0.0.1:{port}/v3/directline"
     finally:

@@ -1,0 +1,164 @@
+"""Human handoff, with the Bot Framework's handoff events.
+
+  * The bot asks the channel for a person with a `handoff.initiate` event: `value` carries the
+    context, an attachment of content type application/vnd.microsoft.activity.transcript the
+    conversation so far (the shape the C# and JavaScript SDKs' `EventFactory` give it; the Python
+    SDK has no factory, so `initiation_event` is the small equivalent).
+  * The channel (an agent hub; locally the agent console of localdev/directline) answers with
+    `handoff.status` events: `accepted`, `failed` or `completed`.
+  * While a handoff waits or runs, the bot runs no dialogs in that conversation; a running long
+    operation still reports its result.
+  * A handoff nobody accepts before its deadline is failed back to the user, by the next turn or
+    the sweeper (bot_logic/expiry.py), and the bot withdraws it with a `handoff.status` event of
+    state `failed` sent to the channel, so the agent hub stops offering it.
+
+The handoff lives in the conversation record: {"state": "waiting" | "accepted", "requestedAt",
+"deadline", "reason", "agent"?}.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, MutableMapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # botbuilder is slow to import; keep this module cheap
+    from botbuilder.schema import Activity
+
+INITIATE_EVENT = "handoff.initiate"
+STATUS_EVENT = "handoff.status"
+TRANSCRIPT_CONTENT_TYPE = "application/vnd.microsoft.activity.transcript"
+ACCEPTED, FAILED, COMPLETED = "accepted", "failed", "completed"
+WAITING = "waiting"
+HANDOFF_KEY = "handoff"  # in the conversation record
+MISUNDERSTOOD_KEY = "misunderstood"  # consecutive messages the bot did not understand
+MISUNDERSTOOD_LIMIT = 3
+USER_ASKED = "the user asked for a person"
+NOT_UNDERSTOOD = f"the bot did not understand the user {MISUNDERSTOOD_LIMIT} times in a row"
+TIMED_OUT_MESSAGE = "nobody accepted the handoff in time"
+
+REQUESTED_TEXT = "I'm asking a person to take over; they'll see our conversation so far. Please wait here."
+STILL_WAITING_TEXT = "Still waiting for a person to join; they will see your messages."
+ACCEPTED_TEXT = "{agent} has joined the conversation: you're now talking to a person."
+FAILED_TEXT = "Sorry, no person could take over ({reason}). You're back with the bot."
+TIMED_OUT_TEXT = (
+    "Sorry, no person was available within {minutes} minutes. You're back with the bot: send anything to go on."
+)
+COMPLETED_TEXT = "The person has left the conversation. You're back with the bot."
+
+_PEOPLE = r"(?:(?:a|an|some|the|real|live)\s+)*(?:human|person|agent|someone|somebody|operator|representative|people)"
+_REQUEST = re.compile(
+    rf"^(?:(?:please|i want to|i'd like to|i would like to|can i|could i|let me)\s+)?"
+    rf"(?:(?:talk|speak|chat)\s+(?:to|with)\s+{_PEOPLE}|{_PEOPLE})[\s.!?]*(?:please)?[\s.!?]*$",
+    re.IGNORECASE,
+)
+
+
+class TranscriptSource(Protocol):
+    async def transcript(self, channel_id: str, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's recorded activities, serialised, oldest first ([] if none or unavailable)."""
+        ...
+
+
+def asks_for_a_person(text: str | None) -> bool:
+    """ "agent", "human", "talk to someone", "I want to speak with a person", ..."""
+    return bool(text) and _REQUEST.match(" ".join((text or "").split())) is not None
+
+
+def active_handoff(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    handoff = record.get(HANDOFF_KEY)
+    return handoff if isinstance(handoff, dict) else None
+
+
+def start_handoff(record: MutableMapping[str, Any], reason: str, now: float, timeout_seconds: int) -> None:
+    record[HANDOFF_KEY] = {"state": WAITING, "requestedAt": now, "deadline": now + timeout_seconds, "reason": reason}
+    record[MISUNDERSTOOD_KEY] = 0
+
+
+def waiting_deadline(record: Mapping[str, Any]) -> float | None:
+    """When a waiting handoff is failed back (the sweeper indexes it); None if none waits."""
+    handoff = active_handoff(record)
+    return handoff["deadline"] if handoff and handoff["state"] == WAITING else None
+
+
+def timed_out(record: Mapping[str, Any], now: float) -> bool:
+    deadline = waiting_deadline(record)
+    return deadline is not None and now >= deadline
+
+
+def end_handoff(record: MutableMapping[str, Any]) -> None:
+    record[HANDOFF_KEY] = None
+    record[MISUNDERSTOOD_KEY] = 0
+
+
+def timed_out_text(timeout_seconds: float) -> str:
+    return TIMED_OUT_TEXT.format(minutes=max(1, round(timeout_seconds / 60)))
+
+
+def note_misunderstanding(record: MutableMapping[str, Any]) -> bool:
+    """Count a message the bot did not understand; True when it is time to hand off."""
+    record[MISUNDERSTOOD_KEY] = int(record.get(MISUNDERSTOOD_KEY) or 0) + 1
+    return record[MISUNDERSTOOD_KEY] >= MISUNDERSTOOD_LIMIT
+
+
+def note_understood(record: MutableMapping[str, Any]) -> None:
+    record[MISUNDERSTOOD_KEY] = 0
+
+
+def _handoff_event(name: str, value: Any, conversation: Any) -> Activity:
+    from botbuilder.schema import Activity, ActivityTypes
+
+    return Activity(
+        type=ActivityTypes.event,
+        name=name,
+        value=value,
+        id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC),
+        conversation=conversation,
+        attachments=[],
+        entities=[],
+    )
+
+
+def initiation_event(activity: Activity, handoff_context: dict[str, Any], transcript: list[dict[str, Any]]) -> Activity:
+    """`handoff.initiate`, as EventFactory.createHandoffInitiation builds it from the turn's activity."""
+    from botbuilder.core import TurnContext
+    from botbuilder.schema import Attachment
+
+    event = _handoff_event(INITIATE_EVENT, handoff_context, activity.conversation)
+    event.from_property = activity.from_property
+    event.relates_to = TurnContext.get_conversation_reference(activity)
+    event.reply_to_id = activity.id
+    event.service_url = activity.service_url
+    event.channel_id = activity.channel_id
+    event.attachments = [Attachment(content_type=TRANSCRIPT_CONTENT_TYPE, content={"activities": transcript})]
+    return event
+
+
+def status_event(conversation: Any, state: str, message: str | None = None) -> Activity:
+    """`handoff.status`, as EventFactory.createHandoffStatus builds it."""
+    value: dict[str, Any] = {"state": state}
+    if message is not None:
+        value["message"] = message
+    return _handoff_event(STATUS_EVENT, value, conversation)
+
+
+def withdrawal_payload(reference: dict[str, Any]) -> dict[str, Any]:
+    """The bot's `handoff.status` failed event for a stored conversation reference, as an outbox payload
+    (the sweeper withdraws a timed-out handoff outside any turn)."""
+    from botbuilder.core import TurnContext
+    from botbuilder.schema import ConversationReference
+
+    parsed = ConversationReference().deserialize(reference)
+    event = status_event(parsed.conversation, FAILED, TIMED_OUT_MESSAGE)
+    return dict(TurnContext.apply_conversation_reference(event, parsed).serialize())
+
+
+def with_current_activity(transcript: list[dict[str, Any]], activity: Activity) -> list[dict[str, Any]]:
+    """The recorded transcript plus the activity of this turn, which is recorded only after its commit."""
+    current = activity.serialize()
+    if current.get("id") and any(item.get("id") == current["id"] for item in transcript):
+        return transcript
+    return [*transcript, current]

@@ -1,0 +1,17 @@
+"""The port through which bot logic keeps users reachable for proactive notifications."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class NotificationSubscriptions(Protocol):
+    async def remember(self, reference: dict[str, Any]) -> None:
+        """Keep `reference` (a serialised ConversationReference) as its user's latest conversation,
+        and as its conversation's reference."""
+
+    async def subscribe(self, reference: dict[str, Any], topic: str) -> list[str]:
+        """Subscribe the reference's user to `topic` (normalised: stripped, lower-case); the user's topics now."""
+
+    async def unsubscribe_all(self, user_id: str) -> list[str]:
+        """Remove all of the user's subscriptions; the topics removed."""

@@ -1,0 +1,98 @@
+"""Intercepting every message, as the Bot Framework FAQ suggests: middleware that logs them to a table.
+
+The SDK's TranscriptLoggerMiddleware logs what a turn asks to send, also the replies of a turn
+attempt the unit of work later discards (services/unit_of_work.py re-runs a turn that lost a
+commit race). So this middleware records what was really sent, as the adapter sends it
+(RecordsSentActivities, below the unit of work's hold), and the inbound activity once a unit of
+work took it in; at the end of the turn everything goes to the recorder in one batch (one table
+transaction) that is written in the background, so the turn never waits for it or fails by it.
+
+Recorded: the user's activities, the bot's replies, proactive ones too (results, progress,
+expiry notices: they are sent in a turn or a continued conversation, both pass this middleware),
+and events the bot acted on. Not recorded: the worker's own Direct Line conversation (its
+events never enter a unit of work, and nothing is sent there), typing indicators and traces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from botbuilder.core import Middleware, TurnContext
+from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
+
+from services.unit_of_work import sends_of
+
+TRANSCRIPT_KEY = "transcript.turn"
+_NOT_RECORDED = {ActivityTypes.typing, ActivityTypes.trace}
+
+
+class Recorder(Protocol):
+    def record(self, conversation_id: str, activities: list[Activity]) -> None: ...
+
+
+@dataclass
+class TurnTranscript:
+    """What one turn received (once a unit of work took it in) and really sent."""
+
+    received: Activity | None = None
+    sent: list[Activity] = field(default_factory=list)
+
+    def add_sent(self, activities: list[Activity], responses: list[ResourceResponse]) -> None:
+        for activity, response in zip(activities, responses, strict=False):
+            if activity.type in _NOT_RECORDED:
+                continue
+            copy = Activity().deserialize(activity.serialize())
+            copy.id = copy.id or (response.id if response else None)
+            copy.timestamp = datetime.now(UTC)
+            self.sent.append(copy)
+
+    def in_order(self) -> list[Activity]:
+        """Received first, then the replies, each timestamp later than the one before (the store orders by it)."""
+        ordered = ([self.received] if self.received is not None else []) + self.sent
+        previous: datetime | None = None
+        for activity in ordered:
+            stamp = activity.timestamp or datetime.now(UTC)
+            if stamp.tzinfo is None:
+                stamp = stamp.replace(tzinfo=UTC)
+            if previous is not None and stamp <= previous:
+                stamp = previous + timedelta(milliseconds=1)
+            activity.timestamp = previous = stamp
+        return ordered
+
+
+def transcript_of(context: TurnContext) -> TurnTranscript | None:
+    return context.turn_state.get(TRANSCRIPT_KEY)
+
+
+class CommittedTranscriptMiddleware(Middleware):
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    async def on_turn(self, context: TurnContext, logic: Callable[[], Awaitable[Any]]) -> None:
+        turn = TurnTranscript()
+        context.turn_state[TRANSCRIPT_KEY] = turn
+        try:
+            await logic()
+        finally:
+            if sends_of(context) is not None and context.activity.type not in _NOT_RECORDED:
+                # A unit of work ran it as a turn of its user's conversation (not the worker's).
+                turn.received = Activity().deserialize(context.activity.serialize())
+            activities = turn.in_order()
+            conversation = context.activity.conversation
+            if activities and conversation is not None and conversation.id:
+                self._recorder.record(conversation.id, activities)
+
+
+class RecordsSentActivities:
+    """Adapter mixin, after HoldsRepliesUntilCommit and before the adapter class: what the channel
+    accepted goes into the turn's transcript."""
+
+    async def send_activities(self, context: TurnContext, activities: list[Activity]) -> list[ResourceResponse]:
+        responses = await super().send_activities(context, activities)  # type: ignore[misc]
+        turn = transcript_of(context)
+        if turn is not None:
+            turn.add_sent(activities, responses)
+        return responses
