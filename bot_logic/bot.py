@@ -83,6 +83,7 @@ class LongOperationBot(ActivityHandler):
         self._handoff_timeout = handoff_timeout_seconds
         self.records = conversation_state.create_property(RECORD_PROPERTY)
         self._dialog_state = conversation_state.create_property(DIALOG_STATE_PROPERTY)
+        self._user_state = user_state
         self.profiles = user_state.create_property(PROFILE_PROPERTY)
         self._clock = clock
         self._dialog = MainDialog(
@@ -189,7 +190,9 @@ class LongOperationBot(ActivityHandler):
         activity = turn_context.activity
         value = activity.value if isinstance(activity.value, dict) else {}
         state, message = value.get("state"), value.get("message")
+        agent = (activity.from_property.name if activity.from_property else None) or "A person"
         record = await self.records.get(turn_context, new_record)
+        await self._as_conversation_user(turn_context, record)
         handoff = active_handoff(record)
         if handoff is None:
             if state == ACCEPTED:  # too late (failed back meanwhile): tell the agent hub so
@@ -198,7 +201,6 @@ class LongOperationBot(ActivityHandler):
                 )
             return
         if state == ACCEPTED and handoff["state"] == WAITING:
-            agent = (activity.from_property.name if activity.from_property else None) or "A person"
             handoff.update(state=ACCEPTED, agent=agent)
             await turn_context.send_activity(ACCEPTED_TEXT.format(agent=agent))
         elif state == FAILED:
@@ -209,6 +211,16 @@ class LongOperationBot(ActivityHandler):
             end_handoff(record)
             await turn_context.send_activity(COMPLETED_TEXT)
             await self._resume_after_handoff(turn_context, record)
+
+    async def _as_conversation_user(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+        """A handoff.status event comes from the channel on an agent's behalf, but the dialog it resumes
+        is the user's: their profile (user state is keyed by the sender) and replies addressed to them."""
+        user = (record.get("reference") or {}).get("user")
+        sender = turn_context.activity.from_property
+        if not user or (sender is not None and sender.id == user.get("id")):
+            return
+        turn_context.activity.from_property = ChannelAccount().deserialize(user)
+        await self._user_state.load(turn_context, force=True)
 
     async def _fail_back_timed_out(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
         """A waiting handoff past its deadline, found by a turn before the sweeper: withdraw it."""

@@ -43,9 +43,7 @@ REQUESTED_TEXT = "I'm asking a person to take over; they'll see our conversation
 STILL_WAITING_TEXT = "Still waiting for a person to join; they will see your messages."
 ACCEPTED_TEXT = "{agent} has joined the conversation: you're now talking to a person."
 FAILED_TEXT = "Sorry, no person could take over ({reason}). You're back with the bot."
-TIMED_OUT_TEXT = (
-    "Sorry, no person was available within {minutes} minutes. You're back with the bot: send anything to go on."
-)
+TIMED_OUT_TEXT = "Sorry, no person was available within {duration}. You're back with the bot: send anything to go on."
 COMPLETED_TEXT = "The person has left the conversation. You're back with the bot."
 
 _PEOPLE = r"(?:(?:a|an|some|the|real|live)\s+)*(?:human|person|agent|someone|somebody|operator|representative|people)"
@@ -94,7 +92,9 @@ def end_handoff(record: MutableMapping[str, Any]) -> None:
 
 
 def timed_out_text(timeout_seconds: float) -> str:
-    return TIMED_OUT_TEXT.format(minutes=max(1, round(timeout_seconds / 60)))
+    from bot_logic.pending_operation import describe_duration
+
+    return TIMED_OUT_TEXT.format(duration=describe_duration(timeout_seconds))
 
 
 def note_misunderstanding(record: MutableMapping[str, Any]) -> bool:

@@ -87,7 +87,7 @@ def test_a_handoff_nobody_accepts_is_failed_back_by_the_sweeper_and_withdrawn_fr
     decision = sweep(state, NOW + 120, POLICY)
     assert decision is not None and not decision.expired and decision.withdraw_handoff
     assert decision.texts == [
-        "Sorry, no person was available within 2 minutes. You're back with the bot: send anything to go on."
+        "Sorry, no person was available within 2 min. You're back with the bot: send anything to go on."
     ]
     assert state[RECORD_PROPERTY]["handoff"] is None
     assert DIALOG_STATE_PROPERTY not in state  # the next message starts the dialog afresh

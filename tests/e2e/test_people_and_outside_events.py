@@ -1,0 +1,195 @@
+"""Issue 11 as people see it, through the local Functions host, the local Direct Line and Microsoft's
+own Direct Line client: a handoff to a person in the agent console and back; notifications sent by
+an outside system with `curl`'s request and with a queue message; the transcript of it all."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+from localdev.directline.tests.directline_js import DirectLineJsClient
+from localdev.emulators import Azurite, CosmosStandIn
+from localdev.processes import wait_until
+from localdev.stack import LocalStack
+from tests.e2e.test_long_operations_directline import bot_texts, conversation_id, introduce, is_bot_text
+from tests.support.local_bot import running_bot
+
+pytestmark = [pytest.mark.emulators, pytest.mark.node]
+
+
+@pytest.fixture(scope="module")
+def bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalStack]:
+    with running_bot(azurite, cosmos) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def impatient_bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalStack]:
+    with running_bot(azurite, cosmos, HandoffTimeoutSeconds="2", SweepSchedule="*/1 * * * * *") as running:
+        yield running
+
+
+def chat(stack: LocalStack, user_id: str) -> DirectLineJsClient:
+    return DirectLineJsClient().start(stack.directline.domain, secret=stack.secret, user_id=user_id)
+
+
+def agent_api(stack: LocalStack, method: str, path: str = "", body: dict[str, Any] | None = None) -> Any:
+    response = requests.request(method, f"{stack.directline.url}agent/api/handoffs{path}", json=body, timeout=30)
+    assert response.ok, (response.status_code, response.text)
+    return response.json()
+
+
+def handoff_of(stack: LocalStack, conversation: str) -> dict[str, Any] | None:
+    return next((h for h in agent_api(stack, "GET")["handoffs"] if h["conversationId"] == conversation), None)
+
+
+def function_url(stack: LocalStack, route: str) -> str:
+    return f"{stack.functions_url}/api/{route}"
+
+
+def key(stack: LocalStack) -> dict[str, str]:
+    return {"x-functions-key": stack.host.function_key}
+
+
+def test_a_person_takes_over_in_the_agent_console_and_hands_back(bot: LocalStack) -> None:
+    with chat(bot, "handoff-user") as user:
+        introduce(user, "Ada")
+        conversation = conversation_id(user)
+        mark = user.mark()
+        user.send("talk to someone")
+        user.wait_for_activity(is_bot_text("^I'm asking a person to take over"), since=mark)
+
+        handoff = wait_until(lambda: handoff_of(bot, conversation), timeout=15, message="handoff listed")
+        assert handoff["state"] == "waiting" and handoff["context"]["userName"] == "Ada"
+        transcript = [a.get("text") for a in handoff["transcript"] if a.get("type") == "message"]
+        assert "Ada" in transcript and "Nice to meet you, Ada! I'll remember your name." in transcript
+        assert transcript[-1] == "talk to someone"
+
+        mark = user.mark()
+        user.send("hello?")
+        user.wait_for_activity(is_bot_text("^Still waiting for a person to join"), since=mark)
+
+        mark = user.mark()
+        agent_api(bot, "POST", f"/{conversation}/accept", {"agent": "Sam"})
+        user.wait_for_activity(is_bot_text("^Sam has joined the conversation"), since=mark)
+        agent_api(bot, "POST", f"/{conversation}/messages", {"text": "Hi Ada, Sam here. How can I help?"})
+        from_sam = user.wait_for_activity(is_bot_text("^Hi Ada, Sam here"), since=mark)
+        assert from_sam["from"]["name"] == "Sam"
+
+        user.send("my report is late")  # for the person, not the bot
+        wait_until(
+            lambda: any(a.get("text") == "my report is late" for a in handoff_of(bot, conversation)["activities"]),
+            timeout=15,
+            message="the user's message in the console",
+        )
+        mark_complete = user.mark()
+        agent_api(bot, "POST", f"/{conversation}/complete")
+        user.wait_for_activity(is_bot_text("^The person has left the conversation"), since=mark_complete)
+        user.wait_for_activity(is_bot_text("^Which long operation shall I run, Ada\\?"), since=mark_complete)
+        # While the person had the conversation, the bot said nothing to the user's own messages.
+        between = bot_texts(user, mark)
+        assert between[: between.index("Hi Ada, Sam here. How can I help?") + 1] == [
+            "Sam has joined the conversation: you're now talking to a person.",
+            "Hi Ada, Sam here. How can I help?",
+        ]
+        assert handoff_of(bot, conversation)["state"] == "completed"
+
+        mark = user.mark()
+        user.send("1 end=1000")  # the bot is back: its menu works again
+        user.wait_for_activity(is_bot_text("^Starting the"), since=mark)
+
+
+def test_three_misunderstandings_hand_off_and_nobody_accepting_fails_back(impatient_bot: LocalStack) -> None:
+    with chat(impatient_bot, "confused-user") as user:
+        introduce(user, "Cy")
+        conversation = conversation_id(user)
+        mark = user.mark()
+        for word in ("banana", "purple", "seventeen"):
+            user.send(word)
+        user.wait_for_activity(is_bot_text("^I'm asking a person to take over"), since=mark)
+        assert bot_texts(user, mark).count(bot_texts(user, mark)[0]) == 2  # re-asked twice, then the handoff
+        user.wait_for_activity(is_bot_text("^Sorry, no person was available within 2 s"), since=mark, timeout=30)
+        wait_until(lambda: handoff_of(impatient_bot, conversation)["state"] == "withdrawn", timeout=15)
+        mark = user.mark()
+        user.send("hi again")
+        user.wait_for_activity(is_bot_text("^Which long operation shall I run, Cy\\?"), since=mark)
+
+
+def test_notifications_from_an_outside_system_over_http_and_the_queue(bot: LocalStack) -> None:
+    notify = function_url(bot, "notify")
+    with chat(bot, "pizza-fan") as user:
+        introduce(user, "Pia")
+        conversation = conversation_id(user)
+
+        assert requests.post(notify, json={"userId": "pizza-fan", "text": "x"}, timeout=30).status_code == 401
+        unknown = requests.post(notify, json={"userId": "stranger", "text": "x"}, headers=key(bot), timeout=30)
+        assert unknown.status_code == 404 and "stranger" in unknown.text
+        malformed = requests.post(notify, json={"userId": "pizza-fan"}, headers=key(bot), timeout=30)
+        assert malformed.status_code == 400 and "text" in malformed.text
+
+        mark = user.mark()
+        accepted = requests.post(
+            notify,
+            json={"userId": "pizza-fan", "text": "Your pizza is ready to pick up."},
+            headers=key(bot),
+            timeout=30,
+        )
+        assert accepted.status_code == 202 and accepted.json()["id"]
+        user.wait_for_activity(is_bot_text("^Your pizza is ready to pick up.$"), since=mark, timeout=30)
+
+        user.send("notify me about Pizza")
+        user.wait_for_activity(is_bot_text("^OK: I'll tell you here about “pizza”"), since=mark)
+        by_topic = requests.post(notify, json={"topic": "pizza", "text": "Two for one until 8 pm."}, headers=key(bot))
+        assert by_topic.status_code == 202 and by_topic.json()["subscribers"] == 1
+        user.wait_for_activity(is_bot_text("^Two for one until 8 pm.$"), since=mark, timeout=30)
+
+        queue = QueueClient.from_connection_string(
+            bot.settings["AzureWebJobsStorage"],
+            bot.settings["ExternalEventsQueueName"],
+            message_encode_policy=TextBase64EncodePolicy(),
+        )
+        with queue:
+            queue.send_message(json.dumps({"conversationId": conversation, "text": "The build is green."}))
+        user.wait_for_activity(is_bot_text("^The build is green.$"), since=mark, timeout=30)
+
+        user.send("stop notifications")
+        user.wait_for_activity(is_bot_text("^Done: no more notifications about pizza."), since=mark)
+        after = requests.post(notify, json={"topic": "pizza", "text": "Anyone?"}, headers=key(bot), timeout=30)
+        assert after.status_code == 202 and after.json()["subscribers"] == 0
+        texts = bot_texts(user, mark)
+        assert texts.count("Your pizza is ready to pick up.") == texts.count("Two for one until 8 pm.") == 1
+
+
+def test_the_transcript_holds_the_conversation_in_order_for_the_key_holder(bot: LocalStack) -> None:
+    with chat(bot, "transcript-user") as user:
+        introduce(user, "Tess")
+        user.send("1 end=1000")
+        result = user.wait_for_activity(is_bot_text("^Thanks for waiting. "), timeout=60)
+        user.wait_for_activity(
+            is_bot_text("^Which long operation shall I run, Tess\\?"), since=user.activities.index(result)
+        )
+        conversation = conversation_id(user)
+        seen = [(a["from"].get("role"), a.get("text")) for a in user.activities if a.get("type") == "message"]
+
+    url = function_url(bot, f"transcripts/{conversation}")
+    assert requests.get(url, timeout=30).status_code == 401
+    assert requests.get(function_url(bot, "transcripts/no-such-conversation"), headers=key(bot)).status_code == 404
+
+    def recorded() -> list[tuple[str | None, str | None]] | None:
+        response = requests.get(url, headers=key(bot), timeout=30)
+        if response.status_code != 200:
+            return None
+        messages = [(a["from"].get("role"), a.get("text")) for a in response.json() if a.get("type") == "message"]
+        return messages if len(messages) >= len(seen) else None
+
+    messages = wait_until(recorded, timeout=30, message="the whole conversation in the transcript")
+    assert [text for role, text in messages if role == "bot"] == [text for role, text in seen if role == "bot"]
+    assert [text for role, text in messages if role != "bot"] == ["Tess", "1 end=1000"]
+    response = requests.get(url, headers=key(bot), timeout=30)
+    assert response.headers["Content-Disposition"].startswith("attachment;")
+    assert response.headers["Content-Disposition"].endswith('.transcript"')
