@@ -128,6 +128,16 @@ def scale_out(stack: LocalStack) -> str:
     return f" (round robin over {len(stack.hosts)} instances on ports {ports})"
 
 
+def keyed_routes(stack: LocalStack) -> str:
+    """How to call the functions that need a key (notifications from outside, transcripts)."""
+    header = f' -H "x-functions-key: {stack.function_key}"' if stack.function_key else ""
+    return (
+        f"  Notify a user (outside event):     curl -X POST{header} -H 'Content-Type: application/json' "
+        f"""-d '{{"userId": "<user id>", "text": "Your pizza is ready."}}' {stack.functions_url}/api/notify\n"""
+        f"  A conversation's transcript:       curl{header} {stack.functions_url}/api/transcripts/<conversation id>\n"
+    )
+
+
 def print_banner(stack: LocalStack, log_dir: Path) -> None:
     say(
         "\n"
@@ -137,6 +147,8 @@ def print_banner(stack: LocalStack, log_dir: Path) -> None:
         f"--directline {stack.directline.domain} --secret={stack.secret}\n"
         f"  Bot messaging endpoint:            {stack.messages_url}{scale_out(stack)}\n"
         f"  Direct Line (client API):          {stack.directline.domain}\n"
+        f"  Agent console (human handoff):     {stack.directline.agent_console_url}\n"
+        f"{keyed_routes(stack)}"
         f"  Logs:                              {log_dir}/\n"
         "Press Ctrl-C to stop everything.\n"
     )

@@ -33,6 +33,7 @@ queue and secrets). `settings` is applied last, over both.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -116,6 +117,7 @@ class LocalStack(Stoppable):
     balancer: ManagedProcess | None = None  # in front of the instances when there are several
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     lock_dir: Path | None = None  # the instances' shared singleton lock folder (removed at stop)
+    function_key: str | None = None  # for authLevel FUNCTION routes; None under `func start` (no keys locally)
 
     @property
     def messages_url(self) -> str:
@@ -215,6 +217,8 @@ def start_stack(
         started.append(directline.process)
 
         host_argv = ["--shutdown-timeout", str(shutdown_timeout), *host_args]
+        # One key for every instance, so a keyed request works whichever instance the balancer picks.
+        function_key = None if use_func else secrets.token_urlsafe(24)
         if use_func:
             func = shutil.which("func")
             if func is None:
@@ -233,6 +237,7 @@ def start_stack(
                     extra_args=host_argv,
                     ready_timeout=READY_TIMEOUT,
                     log_path=log_dir / f"{prefix}functions.log",
+                    function_key=function_key,
                 )
             )
             started.append(hosts[0].process)
@@ -240,8 +245,9 @@ def start_stack(
         else:
             lock_dir = Path(tempfile.mkdtemp(prefix="localdev-singleton-locks-"))
             host_argv += ["--singleton-lock-dir", str(lock_dir)]
+            log_name = f"{prefix}functions"
             hosts = _spawn_instances(
-                instances, app_dir, passed, settings_file, host_argv, log_dir, f"{prefix}functions", started
+                instances, app_dir, passed, settings_file, host_argv, log_dir, log_name, started, function_key
             )
             functions = hosts[0].process
             balancer = spawn_balancer(functions_port, [h.base_url for h in hosts], log_dir, f"{prefix}balancer")
@@ -264,6 +270,7 @@ def start_stack(
         balancer=balancer,
         shutdown_timeout=shutdown_timeout,
         lock_dir=lock_dir,
+        function_key=function_key,
     )
 
 
@@ -276,6 +283,7 @@ def _spawn_instances(
     log_dir: Path,
     log_name: str,
     started: list[ManagedProcess],
+    function_key: str | None,
 ) -> list[HostProcess]:
     """`count` local hosts on free ports (each reports the port it bound), started side by side:
     a start is mostly importing the app, and one instance need not wait for another."""
@@ -289,6 +297,7 @@ def _spawn_instances(
             ready_timeout=READY_TIMEOUT,
             log_path=log_dir / f"{log_name}-{number}.log",
             name=f"functions-host-{number}",
+            function_key=function_key,
         )
 
     with ThreadPoolExecutor(count) as pool:

@@ -175,8 +175,8 @@ def test_killed_or_hung_up_it_leaves_nothing_behind(run_script: RunScript, signu
     run.wait_ready()
     assert run.process is not None
     children = children_of(run.process.pid)
-    # Azurite, the Cosmos DB stand-in, the Direct Line, two hosts and the balancer.
-    assert len(children) == 6, children
+    # Azurite's queue and table services, the Cosmos DB stand-in, the Direct Line, two hosts and the balancer.
+    assert len(children) == 7, children
     run.process.send_signal(signum)  # SIGHUP: its terminal was closed
     run.process.wait(60)
     run.wait_until_all_stopped(10)
