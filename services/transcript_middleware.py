@@ -46,6 +46,10 @@ class TurnTranscript:
                 continue
             copy = Activity().deserialize(activity.serialize())
             copy.id = copy.id or (response.id if response else None)
+            if copy.from_property is not None and not copy.from_property.role:
+                # Channels need not mark the bot's account; the transcript (its redaction, the
+                # Emulator's sides) tells the bot from the user by the role.
+                copy.from_property.role = "bot"
             copy.timestamp = datetime.now(UTC)
             self.sent.append(copy)
 

@@ -346,7 +346,8 @@ class TableTranscriptStore(TranscriptStore):
         if not _is_transient(error):
             return error
         if _is_table_missing(error):
-            await self._forget_client()  # the next call creates the table again
+            await self._forget_client()  # the next call creates the table again,
+            self._indexed.clear()  # and its index rows
         return TranscriptStoreUnavailableError(_describe(error))
 
     async def _forget_client(self) -> None:

@@ -25,7 +25,7 @@ from localdev.settings_file import create_local_settings, read_values
 pytestmark = pytest.mark.emulators
 
 READY = "Press Ctrl-C to stop everything."
-PARTS = ("functions", "directline", "cosmos", "azurite-queue")  # as in --<part>-port
+PARTS = ("functions", "directline", "cosmos", "azurite-queue", "azurite-table")  # as in --<part>-port
 
 
 def listening(port: int) -> bool:
