@@ -85,20 +85,13 @@ class Composition:
         from handlers.operations_worker import WorkerDependencies
         from services.directline_client import DirectLineClient
         from services.host_config import max_dequeue_count
-        from services.operation_queue import OperationQueue
 
         settings = self.settings
-        poison = OperationQueue(settings.storage_connection_string, f"{settings.operations_queue_name}-poison")
-        self._closers.append(poison.close)
-
-        async def send_to_poison(body: bytes) -> None:
-            await poison.send_raw(body.decode("utf-8", errors="replace"))
-
         return WorkerDependencies(
             directline=DirectLineClient(settings.direct_line_endpoint, settings.direct_line_secret),
             signing_key=settings.operation_signing_key,
             max_dequeue_count=max_dequeue_count(),
-            send_to_poison=send_to_poison,
+            send_to_poison=self._poison_sender(settings.operations_queue_name),
             clock=self.clock,
         )
 
@@ -145,26 +138,31 @@ class Composition:
     @cached_property
     def external_events(self) -> ExternalEventDependencies:
         from handlers.notifications import ExternalEventDependencies
-        from services.operation_queue import OperationQueue
         from services.rate_limiter import RateLimiter
 
         settings = self.settings
-        poison = OperationQueue(settings.storage_connection_string, f"{settings.external_events_queue_name}-poison")
-        self._closers.append(poison.close)
-
-        async def send_to_poison(body: bytes) -> None:
-            await poison.send_raw(body.decode("utf-8", errors="replace"))
-
         return ExternalEventDependencies(
             references=self.references,
             events=self.event_queue,
             send=self.adapter.send_text,
-            send_to_poison=send_to_poison,
+            send_to_poison=self._poison_sender(settings.external_events_queue_name),
             limiter=RateLimiter(settings.notifications_per_second),
             clock=self.clock,
         )
 
     # --- the parts they share -----------------------------------------------------------
+
+    def _poison_sender(self, queue_name: str) -> Callable[[bytes], Awaitable[None]]:
+        """Moves a malformed message to `<queue_name>-poison` at once, instead of burning its retries."""
+        from services.operation_queue import OperationQueue
+
+        poison = OperationQueue(self.settings.storage_connection_string, f"{queue_name}-poison")
+        self._closers.append(poison.close)
+
+        async def send_to_poison(body: bytes) -> None:
+            await poison.send_raw(body.decode("utf-8", errors="replace"))
+
+        return send_to_poison
 
     @cached_property
     def cosmos(self) -> CosmosAccount:

@@ -5,12 +5,29 @@ are imported on first use, not here, to keep cold starts short."""
 import azure.functions as func
 
 from bootstrap import composition
-from handlers.http_types import HttpRequestData
+from handlers.http_types import HttpRequestData, HttpResponseData
 
 # Read the settings now: a missing or malformed one stops the app at start-up, naming it.
 composition()
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+
+
+def _request_data(req: func.HttpRequest) -> HttpRequestData:
+    return HttpRequestData(
+        method=req.method,
+        headers={name.lower(): value for name, value in req.headers.items()},
+        body=req.get_body(),
+    )
+
+
+def _http_response(response: HttpResponseData) -> func.HttpResponse:
+    return func.HttpResponse(
+        body=response.body_bytes(),
+        status_code=response.status,
+        headers=response.headers,
+        mimetype="application/json",
+    )
 
 
 @app.function_name("messages")
@@ -19,18 +36,7 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
     # Anonymous at the Functions level: the Bot Framework JWT is the authentication.
     from handlers.messages import handle_messages
 
-    request = HttpRequestData(
-        method=req.method,
-        headers={name.lower(): value for name, value in req.headers.items()},
-        body=req.get_body(),
-    )
-    response = await handle_messages(request, composition().messages)
-    return func.HttpResponse(
-        body=response.body_bytes(),
-        status_code=response.status,
-        headers=response.headers,
-        mimetype="application/json",
-    )
+    return _http_response(await handle_messages(_request_data(req), composition().messages))
 
 
 @app.function_name("operations_worker")
@@ -57,10 +63,8 @@ async def transcripts(req: func.HttpRequest) -> func.HttpResponse:
     # A function key is required: transcripts hold what users wrote.
     from handlers.transcripts import handle_get_transcript
 
-    response = await handle_get_transcript(req.route_params.get("conversationId", ""), composition().transcript_reading)
-    return func.HttpResponse(
-        body=response.body_bytes(), status_code=response.status, headers=response.headers, mimetype="application/json"
-    )
+    conversation_id = req.route_params.get("conversationId", "")
+    return _http_response(await handle_get_transcript(conversation_id, composition().transcript_reading))
 
 
 @app.function_name("transcript_cleanup")
@@ -78,15 +82,7 @@ async def notify(req: func.HttpRequest) -> func.HttpResponse:
     # An outside system tells users something (the pizza is ready); the function key authenticates it.
     from handlers.notifications import handle_notify_request
 
-    request = HttpRequestData(
-        method=req.method,
-        headers={name.lower(): value for name, value in req.headers.items()},
-        body=req.get_body(),
-    )
-    response = await handle_notify_request(request, composition().notify)
-    return func.HttpResponse(
-        body=response.body_bytes(), status_code=response.status, headers=response.headers, mimetype="application/json"
-    )
+    return _http_response(await handle_notify_request(_request_data(req), composition().notify))
 
 
 @app.function_name("external_events")
