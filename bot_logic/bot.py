@@ -257,7 +257,8 @@ class LongOperationBot(ActivityHandler):
                 topics = await self._subscriptions.subscribe(reference, topic)
                 reply = (
                     f"OK: I'll tell you here about “{topic}”. Your topics: {', '.join(topics)}. "
-                    "Say 'stop notifications' to stop."
+                    "Say 'stop notifications' to stop. (An outside system can also notify you alone: "
+                    f"your user id is “{reference['user']['id']}”.)"
                 )
             else:
                 removed = await self._subscriptions.unsubscribe_all(reference["user"]["id"])
