@@ -283,6 +283,7 @@ class Composition:
             subscriptions=self.references,
             transcripts=HandoffTranscripts(self.transcripts, self.transcript_store),
             handoff_timeout_seconds=self.settings.handoff_timeout_seconds,
+            handoff_after_misunderstandings=self.settings.handoff_after_misunderstandings,
         )
 
     async def close(self) -> None:

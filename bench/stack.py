@@ -20,7 +20,14 @@ RESULTS_DIR = BENCH_DIR / "results"
 WORK_DIR = PROJECT_ROOT / ".localdev" / "bench"  # git-ignored: logs and the instrumented app
 LOG_DIR = WORK_DIR / "logs"
 # Production-like expiry; the sweeper never fires during a run: it is measured on its own, in process.
-BENCH_SETTINGS = {"ExpireAfterSeconds": "1800", "CosmosDbTimeToLive": "86400", "SweepSchedule": "0 0 0 1 1 *"}
+# A plain turn is a message the menu does not understand (a retry prompt): with the default
+# HandoffAfterMisunderstandings the third one would hand the user to a person instead.
+BENCH_SETTINGS = {
+    "ExpireAfterSeconds": "1800",
+    "CosmosDbTimeToLive": "86400",
+    "SweepSchedule": "0 0 0 1 1 *",
+    "HandoffAfterMisunderstandings": "0",
+}
 
 
 def emulators() -> Emulators:

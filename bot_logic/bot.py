@@ -74,6 +74,7 @@ class LongOperationBot(ActivityHandler):
         subscriptions: NotificationSubscriptions,
         transcripts: TranscriptSource,
         handoff_timeout_seconds: int,
+        handoff_after_misunderstandings: int,
     ) -> None:
         self._conversation_state = conversation_state
         self._expire_after_seconds = expire_after_seconds
@@ -87,7 +88,13 @@ class LongOperationBot(ActivityHandler):
         self.profiles = user_state.create_property(PROFILE_PROPERTY)
         self._clock = clock
         self._dialog = MainDialog(
-            self.profiles, self.records, effects, clock, operation_timeout_seconds, hand_off=self._hand_off
+            self.profiles,
+            self.records,
+            effects,
+            clock,
+            operation_timeout_seconds,
+            hand_off=self._hand_off,
+            handoff_after_misunderstandings=handoff_after_misunderstandings,
         )
 
     async def on_turn(self, turn_context: TurnContext) -> None:

@@ -34,9 +34,8 @@ ACCEPTED, FAILED, COMPLETED = "accepted", "failed", "completed"
 WAITING = "waiting"
 HANDOFF_KEY = "handoff"  # in the conversation record
 MISUNDERSTOOD_KEY = "misunderstood"  # consecutive messages the bot did not understand
-MISUNDERSTOOD_LIMIT = 3
 USER_ASKED = "the user asked for a person"
-NOT_UNDERSTOOD = f"the bot did not understand the user {MISUNDERSTOOD_LIMIT} times in a row"
+NOT_UNDERSTOOD = "the bot did not understand the user {count} times in a row"
 TIMED_OUT_MESSAGE = "nobody accepted the handoff in time"
 
 REQUESTED_TEXT = "I'm asking a person to take over; they'll see our conversation so far. Please wait here."
@@ -97,10 +96,10 @@ def timed_out_text(timeout_seconds: float) -> str:
     return TIMED_OUT_TEXT.format(duration=describe_duration(timeout_seconds))
 
 
-def note_misunderstanding(record: MutableMapping[str, Any]) -> bool:
-    """Count a message the bot did not understand; True when it is time to hand off."""
+def note_misunderstanding(record: MutableMapping[str, Any], limit: int) -> bool:
+    """Count a message the bot did not understand; True when it is time to hand off (never if `limit` is 0)."""
     record[MISUNDERSTOOD_KEY] = int(record.get(MISUNDERSTOOD_KEY) or 0) + 1
-    return record[MISUNDERSTOOD_KEY] >= MISUNDERSTOOD_LIMIT
+    return 0 < limit <= record[MISUNDERSTOOD_KEY]
 
 
 def note_understood(record: MutableMapping[str, Any]) -> None:

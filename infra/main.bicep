@@ -135,6 +135,10 @@ param transcriptRedactUserText bool = false
 @minValue(1)
 param handoffTimeoutSeconds int = 300
 
+@description('Messages in a row the bot does not understand before it hands the user to a person; 0: never (HandoffAfterMisunderstandings).')
+@minValue(0)
+param handoffAfterMisunderstandings int = 3
+
 @description('Cosmos DB container for each user\'s latest conversation reference and notification topics (CosmosDbReferenceContainerId).')
 param referenceContainerName string = 'conversation-references'
 
@@ -522,6 +526,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     TranscriptRetentionDays: string(transcriptRetentionDays)
     TranscriptRedactUserText: transcriptRedactUserText ? 'true' : 'false'
     HandoffTimeoutSeconds: string(handoffTimeoutSeconds)
+    HandoffAfterMisunderstandings: string(handoffAfterMisunderstandings)
     CosmosDbReferenceContainerId: referenceContainerName
     ExternalEventsQueueName: externalEventsQueueName
     NotificationsPerSecond: notificationsPerSecond

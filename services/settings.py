@@ -49,6 +49,7 @@ class Settings:
     transcript_retention_days: int
     transcript_redact_user_text: bool
     handoff_timeout_seconds: int
+    handoff_after_misunderstandings: int
     cosmos_reference_container_id: str
     external_events_queue_name: str
     notifications_per_second: float
@@ -79,6 +80,13 @@ def _parsed(environ: Mapping[str, str], name: str, default: str | None, parse: C
 def _positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
         raise ValueError(raw)
     return value
 
@@ -201,6 +209,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         transcript_redact_user_text=_parsed(env, "TranscriptRedactUserText", "false", _bool, "true or false"),
         handoff_timeout_seconds=_parsed(
             env, "HandoffTimeoutSeconds", "300", _positive_int, "a positive number of seconds"
+        ),
+        handoff_after_misunderstandings=_parsed(
+            env, "HandoffAfterMisunderstandings", "3", _non_negative_int, "a number of messages, 0 for never"
         ),
         cosmos_reference_container_id=_text(env, "CosmosDbReferenceContainerId", "conversation-references"),
         external_events_queue_name=_text(env, "ExternalEventsQueueName", "external-events"),

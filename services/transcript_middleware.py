@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from botbuilder.core import Middleware, TurnContext
@@ -30,41 +29,34 @@ _NOT_RECORDED = {ActivityTypes.typing, ActivityTypes.trace}
 
 
 class Recorder(Protocol):
-    def record(self, conversation_id: str, activities: list[Activity]) -> None: ...
+    def record(self, conversation_id: str, activities: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass
 class TurnTranscript:
-    """What one turn received (once a unit of work took it in) and really sent."""
+    """What one turn received (once a unit of work took it in) and really sent, serialised once each
+    (the recorder stamps the replies, in order, after the activity they answer)."""
 
-    received: Activity | None = None
-    sent: list[Activity] = field(default_factory=list)
+    received: dict[str, Any] | None = None
+    sent: list[dict[str, Any]] = field(default_factory=list)
 
     def add_sent(self, activities: list[Activity], responses: list[ResourceResponse]) -> None:
         for activity, response in zip(activities, responses, strict=False):
             if activity.type in _NOT_RECORDED:
                 continue
-            copy = Activity().deserialize(activity.serialize())
-            copy.id = copy.id or (response.id if response else None)
-            if copy.from_property is not None and not copy.from_property.role:
+            data = activity.serialize()
+            if not data.get("id") and response is not None and response.id:
+                data["id"] = response.id
+            sender = data.get("from")
+            if isinstance(sender, dict) and not sender.get("role"):
                 # Channels need not mark the bot's account; the transcript (its redaction, the
                 # Emulator's sides) tells the bot from the user by the role.
-                copy.from_property.role = "bot"
-            copy.timestamp = datetime.now(UTC)
-            self.sent.append(copy)
+                data["from"] = {**sender, "role": "bot"}
+            data.pop("timestamp", None)  # stamped by the recorder, after what came before in the turn
+            self.sent.append(data)
 
-    def in_order(self) -> list[Activity]:
-        """Received first, then the replies, each timestamp later than the one before (the store orders by it)."""
-        ordered = ([self.received] if self.received is not None else []) + self.sent
-        previous: datetime | None = None
-        for activity in ordered:
-            stamp = activity.timestamp or datetime.now(UTC)
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=UTC)
-            if previous is not None and stamp <= previous:
-                stamp = previous + timedelta(milliseconds=1)
-            activity.timestamp = previous = stamp
-        return ordered
+    def in_order(self) -> list[dict[str, Any]]:
+        return ([self.received] if self.received is not None else []) + self.sent
 
 
 def transcript_of(context: TurnContext) -> TurnTranscript | None:
@@ -83,7 +75,7 @@ class CommittedTranscriptMiddleware(Middleware):
         finally:
             if sends_of(context) is not None and context.activity.type not in _NOT_RECORDED:
                 # A unit of work ran it as a turn of its user's conversation (not the worker's).
-                turn.received = Activity().deserialize(context.activity.serialize())
+                turn.received = context.activity.serialize()
             activities = turn.in_order()
             conversation = context.activity.conversation
             if activities and conversation is not None and conversation.id:

@@ -39,6 +39,9 @@ DEFAULT_MAX_QUEUED_ACTIVITIES = 10_000
 # Three attempts: at once, after 2 s, after 8 s more. With the store's own request timeouts a batch is
 # written or given up within about 30 s, so an outage holds at most that much in memory per batch.
 DEFAULT_RETRY_DELAYS = (2.0, 8.0)
+# The writer waits this long after a turn before writing, gathering what later turns of the same
+# conversation add: one table transaction for several turns (less CPU, fewer storage transactions).
+DEFAULT_LINGER_SECONDS = 0.5
 QUEUE_FULL_LOG_INTERVAL = 10.0  # seconds between warnings while the queue stays full (an outage floods it)
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -121,15 +124,30 @@ def redact(activity: dict[str, Any]) -> dict[str, Any]:
     return redacted
 
 
-def transcript_entry(activity: Activity, stamp_ms: Callable[[], int]) -> TranscriptEntry:
+def transcript_entry(activity: Activity | Mapping[str, Any], stamp_ms: Callable[[], int]) -> TranscriptEntry:
     """A snapshot of `activity` (its serialised form: later changes to the object do not reach it);
-    one without a timestamp gets `stamp_ms()` in the snapshot, never on the caller's object."""
-    data: dict[str, Any] = activity.serialize()
-    if activity.timestamp is not None:
-        return TranscriptEntry(data, timestamp_ms(activity.timestamp))
+    one without a timestamp gets `stamp_ms()` in the snapshot, never on the caller's object. An
+    already serialised activity (a dict) is taken as it is: serialising is the costly part."""
+    if isinstance(activity, Mapping):
+        data: dict[str, Any] = dict(activity)
+        stamp = _parsed_timestamp(data.get("timestamp"))
+    else:
+        data = activity.serialize()
+        stamp = activity.timestamp
+    if stamp is not None:
+        return TranscriptEntry(data, timestamp_ms(stamp))
     milliseconds = stamp_ms()
     data["timestamp"] = iso_timestamp(milliseconds)
     return TranscriptEntry(data, milliseconds)
+
+
+def _parsed_timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def transcript_file(activities: Iterable[Activity | Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -165,6 +183,7 @@ class TranscriptRecorder:
         redact_user_text: bool = False,
         max_queued_activities: int = DEFAULT_MAX_QUEUED_ACTIVITIES,
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+        linger_seconds: float = DEFAULT_LINGER_SECONDS,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.time,
     ) -> None:
@@ -172,6 +191,8 @@ class TranscriptRecorder:
         self.redact_user_text = redact_user_text
         self.max_queued_activities = max_queued_activities
         self.retry_delays = tuple(retry_delays)  # one attempt more than delays
+        self.linger_seconds = linger_seconds
+        self.writes = 0  # store writes (table transactions, unless one holds over 100 activities)
         self._sleep = sleep
         self._clock = clock
         self.dropped = 0  # activities given up since start (queue full, store failing, closed)
@@ -179,8 +200,9 @@ class TranscriptRecorder:
         self._pending: deque[_Batch] = deque()
         self._queued_activities = 0
         self._batches_queued = 0
-        self._batches_finished = 0
+        self._unfinished: set[int] = set()  # numbers of the batches queued and not yet written or dropped
         self._waiters: list[_Waiter] = []
+        self._hurry: asyncio.Event | None = None  # set by flush() and close(): stop lingering
         self._worker: asyncio.Task[None] | None = None
         self._last_stamp_ms = 0
         self._last_queue_full_warning = float("-inf")
@@ -191,7 +213,7 @@ class TranscriptRecorder:
         """Activities waiting to be written (or being written now)."""
         return self._queued_activities
 
-    def record(self, conversation_id: str, activities: Sequence[Activity]) -> None:
+    def record(self, conversation_id: str, activities: Sequence[Activity | Mapping[str, Any]]) -> None:
         """Queue a turn's activities for the conversation's transcript. Synchronous, no I/O, never raises."""
         try:
             self._record(conversation_id, activities)
@@ -203,7 +225,7 @@ class TranscriptRecorder:
                 self.dropped,
             )
 
-    def _record(self, conversation_id: str, activities: Sequence[Activity]) -> None:
+    def _record(self, conversation_id: str, activities: Sequence[Activity | Mapping[str, Any]]) -> None:
         present = [activity for activity in activities if activity is not None]
         if not present:
             return
@@ -228,6 +250,7 @@ class TranscriptRecorder:
                 TranscriptEntry(redact(entry.activity), entry.timestamp_ms) if self.redact_user_text else entry
             )
         self._batches_queued += 1
+        self._unfinished.add(self._batches_queued)
         self._pending.append(_Batch(self._batches_queued, conversation_id, entries))
         self._queued_activities += len(entries)
         if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
@@ -240,20 +263,46 @@ class TranscriptRecorder:
         return stamp
 
     async def _drain(self) -> None:
-        """The writer: one batch at a time, oldest first, until the queue is empty (then it ends; the next
-        record() starts another)."""
+        """The writer: after lingering a little, the oldest conversation's batches in one write, until the
+        queue is empty (then it ends; the next record() starts another)."""
+        self._hurry = asyncio.Event()  # this task's loop's
         while self._pending:
-            batch = self._pending.popleft()
+            await self._linger()
+            batches = self._take_oldest_conversation()
+            batch = _Batch(batches[-1].number, batches[0].conversation_id, [e for b in batches for e in b.entries])
             try:
-                await self._write_with_retries(batch)
+                if not await self._write_with_retries(batch, drop_if_refused=len(batches) == 1):
+                    # Refused (an entity too large, say): one turn's batch must not take the others with it.
+                    for single in batches:
+                        await self._write_with_retries(single)
             except asyncio.CancelledError:  # close() gave up waiting
                 self._drop(batch.conversation_id, len(batch.entries), "the recorder closed before they were written")
                 raise
             finally:
                 self._queued_activities -= len(batch.entries)
-                self._finish(batch.number)
+                self._finish([b.number for b in batches])
 
-    async def _write_with_retries(self, batch: _Batch) -> None:
+    async def _linger(self) -> None:
+        if self.linger_seconds <= 0 or self._hurry is None or self._waiters or self._closed:
+            return
+        self._hurry.clear()
+        try:
+            await asyncio.wait_for(self._hurry.wait(), self.linger_seconds)
+        except TimeoutError:
+            pass
+
+    def _take_oldest_conversation(self) -> list[_Batch]:
+        """The oldest pending batch and every later one of the same conversation, in order."""
+        first = self._pending.popleft()
+        same = [first]
+        others: deque[_Batch] = deque()
+        for batch in self._pending:
+            (same if batch.conversation_id == first.conversation_id else others).append(batch)
+        self._pending = others
+        return same
+
+    async def _write_with_retries(self, batch: _Batch, drop_if_refused: bool = True) -> bool:
+        """Write, retrying a transient failure; False if refused and not dropped (`drop_if_refused`)."""
         attempts = len(self.retry_delays) + 1
         for attempt in range(1, attempts + 1):
             try:
@@ -263,15 +312,19 @@ class TranscriptRecorder:
                     self._drop(
                         batch.conversation_id, len(batch.entries), f"the table service failed {attempts} times: {error}"
                     )
-                    return
+                    return True
                 await self._sleep(self.retry_delays[attempt - 1])
             except Exception as error:  # not transient (a refused entity, say): retrying would not help
                 logger.debug("transcript: write refused", exc_info=True)
+                if not drop_if_refused:
+                    return False
                 self._drop(batch.conversation_id, len(batch.entries), f"the table service refused them: {error!r}")
-                return
+                return True
             else:
                 self.written += len(batch.entries)
-                return
+                self.writes += 1
+                return True
+        return True
 
     def _drop(self, conversation_id: str, count: int, reason: str) -> None:
         self.dropped += count
@@ -291,11 +344,14 @@ class TranscriptRecorder:
         else:  # counted, but not logged again within the interval
             self.dropped += count
 
-    def _finish(self, batch_number: int) -> None:
-        self._batches_finished = batch_number
+    def _all_finished_up_to(self, batch_number: int) -> bool:
+        return not self._unfinished or min(self._unfinished) > batch_number
+
+    def _finish(self, batch_numbers: list[int]) -> None:
+        self._unfinished.difference_update(batch_numbers)
         still_waiting = []
         for waiter in self._waiters:
-            if waiter.batch_number <= batch_number:
+            if self._all_finished_up_to(waiter.batch_number):
                 if not waiter.future.done():
                     waiter.future.set_result(None)
             else:
@@ -305,10 +361,12 @@ class TranscriptRecorder:
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is written or dropped; False if `timeout` seconds pass first."""
         target = self._batches_queued
-        if self._batches_finished >= target:
+        if self._all_finished_up_to(target):
             return True
         waiter = _Waiter(target, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
+        if self._hurry is not None:
+            self._hurry.set()  # no lingering while someone waits
         try:
             await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
             return True
@@ -336,5 +394,5 @@ class TranscriptRecorder:
                 batch = self._pending.popleft()
                 self._queued_activities -= len(batch.entries)
                 self._drop(batch.conversation_id, len(batch.entries), "the recorder closed before they were written")
-                self._finish(batch.number)
+                self._finish([batch.number])
         await self.store.close()

@@ -42,9 +42,11 @@ class MainDialog(ComponentDialog):
         clock: Clock,
         operation_timeout_seconds: int,
         hand_off: Callable[[TurnContext, str], Awaitable[None]],
+        handoff_after_misunderstandings: int,
     ) -> None:
         super().__init__(MainDialog.__name__)
         self._hand_off = hand_off
+        self._misunderstandings_limit = handoff_after_misunderstandings
         self._profiles = profiles
         self._records = records
         self._effects = effects
@@ -62,14 +64,15 @@ class MainDialog(ComponentDialog):
         self.initial_dialog_id = WATERFALL
 
     async def _understood(self, prompt: PromptValidatorContext) -> bool:
-        """A choice not understood three times in a row hands the conversation to a person: the
-        handoff's replies stand in for the re-prompt (a prompt re-asks only if nothing was said)."""
+        """A choice not understood N times in a row (HandoffAfterMisunderstandings) hands the conversation to
+        a person: the handoff's replies stand in for the re-prompt (a prompt re-asks only if nothing was said)."""
         record = await self._records.get(prompt.context, new_record)
         if prompt.recognized.succeeded:
             note_understood(record)
             return True
-        if note_misunderstanding(record):
-            await self._hand_off(prompt.context, NOT_UNDERSTOOD)
+        limit = self._misunderstandings_limit
+        if note_misunderstanding(record, limit):
+            await self._hand_off(prompt.context, NOT_UNDERSTOOD.format(count=limit))
         return False
 
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:

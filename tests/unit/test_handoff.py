@@ -43,10 +43,11 @@ def test_other_messages_are_not_a_request(text: str | None) -> None:
 
 def test_three_misunderstandings_in_a_row_hand_off_and_an_understood_one_resets_the_count() -> None:
     record: dict[str, object] = {}
-    assert not note_misunderstanding(record) and not note_misunderstanding(record)
+    assert not note_misunderstanding(record, 3) and not note_misunderstanding(record, 3)
     note_understood(record)
-    assert not note_misunderstanding(record) and not note_misunderstanding(record)
-    assert note_misunderstanding(record)
+    assert not note_misunderstanding(record, 3) and not note_misunderstanding(record, 3)
+    assert note_misunderstanding(record, 3)
+    assert not any(note_misunderstanding(record, 0) for _ in range(5))  # 0: never
 
 
 def user_message() -> Activity:

@@ -4,6 +4,8 @@ worker's own conversation and typing indicators are not recorded at all."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from botbuilder.core import ConversationState, TurnContext, UserState
 from botbuilder.schema import Activity
@@ -34,13 +36,13 @@ class RecordingAdapter(HoldsRepliesUntilCommit, RecordsSentActivities, FlakyTest
 
 class ListRecorder:
     def __init__(self) -> None:
-        self.batches: list[tuple[str, list[Activity]]] = []
+        self.batches: list[tuple[str, list[dict[str, Any]]]] = []
 
-    def record(self, conversation_id: str, activities: list[Activity]) -> None:
+    def record(self, conversation_id: str, activities: list[dict[str, Any]]) -> None:
         self.batches.append((conversation_id, activities))
 
     def texts(self) -> list[tuple[str | None, str | None]]:
-        return [(a.from_property.id if a.from_property else None, a.text) for _, batch in self.batches for a in batch]
+        return [(a["from"]["id"], a.get("text")) for _, batch in self.batches for a in batch]
 
 
 async def run_turn(adapter: RecordingAdapter, context: TurnContext, logic: object) -> None:
@@ -68,8 +70,7 @@ async def test_a_turn_run_again_after_a_lost_commit_race_is_recorded_once(
     assert recorder.texts() == [("u-1", "start it"), ("bot", "attempt 2")]  # not "attempt 1"
     [(conversation, activities)] = recorder.batches  # one batch: one table transaction
     assert conversation == "c-1"
-    stamps = [activity.timestamp for activity in activities]
-    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # the store orders by them
+    assert activities[1]["from"]["role"] == "bot"  # marked, though the channel did not
 
 
 async def test_a_reply_the_channel_refused_is_not_in_the_transcript(unit_of_work: UnitOfWork) -> None:

@@ -264,7 +264,15 @@ async def test_a_failing_table_service_never_reaches_the_turn_and_drops_are_coun
 
 async def test_an_error_not_worth_retrying_drops_the_batch_at_once(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="services.transcripts")
-    store = MemoryStore(failures=1, error=ValueError("the entity is larger than 1 MB"))
+
+    class RefusesOne(MemoryStore):  # as the table service refuses an entity over 1 MB, every time
+        async def write(self, conversation_id: str, entries: Sequence[TranscriptEntry]) -> None:
+            self.attempts += 1
+            if any(entry.activity["text"] == "one" for entry in entries):
+                raise ValueError("the entity is larger than 1 MB")
+            self.written.setdefault(conversation_id, []).extend(entries)
+
+    store = RefusesOne()
     sleeps = RecordedSleeps()
     recorder = TranscriptRecorder(store, sleep=sleeps)
 
@@ -272,7 +280,8 @@ async def test_an_error_not_worth_retrying_drops_the_batch_at_once(caplog: pytes
     recorder.record("conversation-1", [message("two", activity_id="2")])
     assert await recorder.flush(5)
 
-    assert sleeps.delays == [] and store.attempts == 2
+    # Both turns went out together and were refused; written one by one, only the refused one is lost.
+    assert sleeps.delays == [] and store.attempts == 3
     assert [entry.activity["text"] for entry in store.written["conversation-1"]] == ["two"]
     assert recorder.dropped == 1
     assert "the table service refused them" in caplog.text
@@ -334,3 +343,16 @@ async def test_close_gives_up_on_a_hanging_store_within_its_timeout() -> None:
     await recorder.close(timeout=0.1)
     assert recorder.dropped == 2 and recorder.queued_activities == 0
     assert store.closed
+
+
+async def test_turns_recorded_while_the_writer_lingers_go_out_in_one_write_per_conversation() -> None:
+    store = MemoryStore()
+    recorder = TranscriptRecorder(store, linger_seconds=60.0)  # flush() ends the lingering
+    for turn in range(3):
+        recorder.record("conversation-1", [message(f"turn {turn}", activity_id=f"in-{turn}")])
+        recorder.record("conversation-2", [message(f"other {turn}", activity_id=f"other-{turn}")])
+    assert await recorder.flush(5)  # well before the 60 s linger: a waiting flush writes at once
+
+    assert store.attempts == recorder.writes == 2  # one per conversation, not one per turn
+    assert [entry.activity["text"] for entry in store.written["conversation-1"]] == ["turn 0", "turn 1", "turn 2"]
+    assert [entry.activity["text"] for entry in store.written["conversation-2"]] == ["other 0", "other 1", "other 2"]
