@@ -257,15 +257,16 @@ class Composition:
 
     @cached_property
     def unit_of_work(self) -> UnitOfWork:
-        from botbuilder.core import ConversationState, UserState
-
         from bot_logic.bot import BUSY_TEXT
+        from services.bot_states import DurableConversationState, DurableUserState
         from services.cosmos_storage import CosmosStorage
         from services.unit_of_work import StateScopes, UnitOfWork
 
         user_storage = CosmosStorage(self.cosmos.user_container, counters=self.counters)
         conversations = self.conversations
-        scopes = StateScopes(ConversationState(conversations), UserState(user_storage), conversations, user_storage)
+        scopes = StateScopes(
+            DurableConversationState(conversations), DurableUserState(user_storage), conversations, user_storage
+        )
         return UnitOfWork(scopes, self.outbox, self.clock, busy_text=BUSY_TEXT)
 
     @cached_property

@@ -55,11 +55,30 @@ def escape_key(key: str) -> str:
     return f"{escaped[: _MAX_ID_LENGTH - len(digest) - 1]}-{digest}"
 
 
-def _state_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass
+class StoredState:
+    """A state as read, with the flattened document it was restored from (services/bot_states.py
+    compares against it instead of flattening the state again to see whether a turn changed it)."""
+
+    state: dict[str, Any]
+    document: dict[str, Any]
+
+
+def _stored_state_of(doc: Mapping[str, Any]) -> StoredState:
     # jsonpickle, as the SDK's own storages: dialog state holds SDK objects, not plain JSON.
-    state = dict(Unpickler().restore(doc.get("document") or {}))
+    document = doc.get("document") or {}
+    state = dict(Unpickler().restore(document))
     state[ETAG_KEY] = doc["_etag"]
-    return state
+    return StoredState(state, document)
+
+
+def _state_of(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return _stored_state_of(doc).state
+
+
+def flatten(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored form of a state (without its etag)."""
+    return dict(Pickler().flatten({key: value for key, value in state.items() if key != ETAG_KEY}))
 
 
 class CosmosStorage(Storage):
@@ -76,8 +95,11 @@ class CosmosStorage(Storage):
         return {}
 
     async def read(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        return {key: stored.state for key, stored in (await self.read_stored(keys)).items()}
+
+    async def read_stored(self, keys: list[str]) -> dict[str, StoredState]:
         container = await self._container()
-        items: dict[str, dict[str, Any]] = {}
+        items: dict[str, StoredState] = {}
         for key in keys:
             doc_id = escape_key(key)
             self.counters.reads += 1
@@ -91,7 +113,7 @@ class CosmosStorage(Storage):
                 raise
             except (ServiceRequestError, ServiceResponseError) as error:
                 raise StateUnavailableError(f"state {key!r}: {error}") from error
-            items[key] = _state_of(doc)
+            items[key] = _stored_state_of(doc)
         return items
 
     async def _query(self, query: str, parameters: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
@@ -102,35 +124,40 @@ class CosmosStorage(Storage):
         return [(doc["realId"], _state_of(doc)) async for doc in container.query_items(query, parameters=parameters)]
 
     async def write(self, changes: dict[str, Any]) -> None:
-        container = await self._container()
         for key, value in changes.items():
-            state = dict(value) if isinstance(value, Mapping) else dict(vars(value))
-            etag = state.pop(ETAG_KEY, None)
-            doc_id = escape_key(key)
-            document = Pickler().flatten(state)
-            body = {**self._index_fields(state), "id": doc_id, "realId": key, "document": document}
-            self.counters.writes += 1
-            try:
-                if etag is None:
-                    saved = await container.create_item(body=body)
-                elif etag == "*":
-                    saved = await container.upsert_item(body=body)
-                else:
-                    saved = await container.replace_item(
-                        item=doc_id, body=body, etag=etag, match_condition=MatchConditions.IfNotModified
-                    )
-            except CosmosHttpResponseError as error:
-                # 404 on a conditional replace: deleted (e.g. by TTL) since it was read.
-                if error.status_code in (409, 412) or (error.status_code == 404 and etag not in (None, "*")):
-                    raise StateConflictError(f"state {key!r} changed since it was read") from error
-                if error.status_code in _UNAVAILABLE:  # left over after the SDK's own retries
-                    raise StateUnavailableError(f"state {key!r}: HTTP {error.status_code}") from error
-                raise
-            except (ServiceRequestError, ServiceResponseError) as error:
-                raise StateUnavailableError(f"state {key!r}: {error}") from error
-            # Keep the new etag so a second save in the same turn is still conditional.
-            if isinstance(value, dict):
-                value[ETAG_KEY] = saved["_etag"]
+            state = value if isinstance(value, Mapping) else dict(vars(value))
+            await self.write_flattened(key, state, flatten(state))
+
+    async def write_flattened(self, key: str, value: Mapping[str, Any], document: dict[str, Any]) -> None:
+        """Write `value` (a state with its etag, if it was read) whose flattened form the caller already
+        has; conditional on the etag. A dict `value` gets the new etag."""
+        container = await self._container()
+        state = dict(value)
+        etag = state.pop(ETAG_KEY, None)
+        doc_id = escape_key(key)
+        body = {**self._index_fields(state), "id": doc_id, "realId": key, "document": document}
+        self.counters.writes += 1
+        try:
+            if etag is None:
+                saved = await container.create_item(body=body)
+            elif etag == "*":
+                saved = await container.upsert_item(body=body)
+            else:
+                saved = await container.replace_item(
+                    item=doc_id, body=body, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except CosmosHttpResponseError as error:
+            # 404 on a conditional replace: deleted (e.g. by TTL) since it was read.
+            if error.status_code in (409, 412) or (error.status_code == 404 and etag not in (None, "*")):
+                raise StateConflictError(f"state {key!r} changed since it was read") from error
+            if error.status_code in _UNAVAILABLE:  # left over after the SDK's own retries
+                raise StateUnavailableError(f"state {key!r}: HTTP {error.status_code}") from error
+            raise
+        except (ServiceRequestError, ServiceResponseError) as error:
+            raise StateUnavailableError(f"state {key!r}: {error}") from error
+        # Keep the new etag so a second save in the same turn is still conditional.
+        if isinstance(value, dict):
+            value[ETAG_KEY] = saved["_etag"]
 
     async def delete(self, keys: Iterable[str]) -> None:
         container = await self._container()
