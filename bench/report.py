@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 Table = tuple[str, list[str], list[list[Any]]]
+CPU_OTHERS = {
+    "directline": "Direct Line",
+    "cosmos": "Cosmos stand-in",
+    "azurite": "Azurite",
+    "load_driver": "load driver",
+}
 
 
 def _f(value: Any) -> str:
@@ -40,6 +46,8 @@ def tables(results: dict[str, Any]) -> list[Table]:
             rows.append([kind, s["reads"], s["writes"], s["total"], per_container])
         out.append(("1. Storage round trips per turn (counted at the stand-in)",
                     ["turn", "reads", "writes", "total", "by container"], rows))  # fmt: skip
+        if "baseline" in turns:
+            out += _baseline_tables(turns)
         memory = turns["memory"]
         out.append(("5. Memory of the host process (MiB)", ["RSS after setup", "peak RSS (VmHWM) after all levels",
                     "RSS at end"], [[memory["host_pid_rss_mib_after_setup"],
@@ -85,6 +93,37 @@ def tables(results: dict[str, Any]) -> list[Table]:
         rows.append(["conversation state JSON bytes", profile["conversation_state_json_bytes"]])
         out.append(("Suspects: a plain turn in process (cProfile CPU ms per turn)", ["what", "value"], rows))
     return out
+
+
+def _pair(app: Any, baseline: Any) -> str:
+    return f"{_f(app)} / {_f(baseline)}"
+
+
+def _baseline_tables(turns: dict[str, Any]) -> list[Table]:
+    """The app side by side with the plain-SDK baseline (bench/baseline), and CPU per turn by process."""
+    baseline, comparison = turns["baseline"], turns["comparison"]
+    rows, cpu_rows = [], []
+    for kind in ("plain", "start"):
+        for level, a in turns[kind]["levels"].items():
+            b, ratio = baseline[kind]["levels"][level], comparison[kind][level]
+            rows.append([kind, level, _pair(a["count"], b["count"]), _pair(a["errors"], b["errors"]),
+                         a["turns_per_s"], b["turns_per_s"], ratio["throughput_ratio"],
+                         a["p50_ms"], b["p50_ms"], ratio["p50_ratio"], a["p99_ms"], b["p99_ms"], ratio["p99_ratio"],
+                         a["cpu_ms_per_turn"], b["cpu_ms_per_turn"], ratio["cpu_ratio"]])  # fmt: skip
+            others_a, others_b = a["cpu_ms_per_turn_others"], b["cpu_ms_per_turn_others"]
+            cpu_rows.append([kind, level, a["cpu_ms_per_turn"], a.get("cpu_ms_per_turn_until_results"),
+                             b["cpu_ms_per_turn"]]
+                            + [_pair(others_a[name], others_b[name]) for name in CPU_OTHERS])  # fmt: skip
+    header = ["turn", "conversations", "turns app / base", "errors app / base", "app turns/s", "base turns/s",
+              "x turns/s", "app p50", "base p50", "x p50", "app p99", "base p99", "x p99", "app CPU ms/turn",
+              "base CPU ms/turn", "x CPU"]  # fmt: skip
+    cpu_header = ["turn", "conversations", "app host", "app host until results", "baseline",
+                  *[f"{label} app / base" for label in CPU_OTHERS.values()]]  # fmt: skip
+    return [
+        ("1. App vs plain-SDK baseline (ms; x = app / baseline)", header, rows),
+        ("1. CPU ms per turn by process (app host and baseline above; the rest excluded there)", cpu_header,
+         cpu_rows),
+    ]  # fmt: skip
 
 
 def render_text(all_tables: list[Table]) -> str:

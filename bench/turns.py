@@ -5,11 +5,17 @@ replies go to the local Direct Line's Connector API. Two kinds of turn:
   * plain: a message while the menu is shown -> the choice prompt's retry (state read, dialog, commit, reply);
   * start: the choice -> pending record committed -> queue message -> acknowledgement.
 Each conversation sends one turn at a time (as a person does); `concurrency` conversations at once.
+
+Then the same load against the plain-SDK baseline (bench/baseline: the same dialog in the SDK's
+aiohttp hosting with MemoryStorage), replying to the same local Direct Line, for a side-by-side
+comparison; and the CPU time of each serving process per turn (bench/cpu.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,8 +23,11 @@ from typing import Any
 
 import aiohttp
 
-from bench.client import TINY_OPERATION, ChannelClient, Conversation
-from bench.stack import CosmosStats, Emulators, bot_stack, peak_rss_mib, reads_and_writes
+from bench.baseline import TURN_ERROR_LOG
+from bench.baseline.process import BaselineProcess, start_baseline
+from bench.client import TINY_OPERATION, ChannelClient, Conversation, succeeded
+from bench.cpu import CpuMeter, ms_per_turn, this_process, trees
+from bench.stack import LOG_DIR, CosmosStats, Emulators, bot_stack, peak_rss_mib, reads_and_writes
 from bench.stats import summary_ms
 from localdev.stack import LocalStack
 
@@ -59,7 +68,7 @@ async def _level(
     results = await asyncio.gather(*(worker(deadline) for worker in workers))
     wall = time.perf_counter() - started
     samples = [r for result in results for r in result]
-    ok = [elapsed for status, elapsed in samples if status == 200]
+    ok = [elapsed for status, elapsed in samples if succeeded(status)]
     return {
         **summary_ms(ok),
         "errors": len(samples) - len(ok),
@@ -135,16 +144,73 @@ async def _wait_for_results(bot: LocalStack, expected: int, timeout: float) -> b
     return True
 
 
-async def measure(bot: LocalStack, stats: CosmosStats, sizes: TurnSizes) -> dict[str, Any]:
+def cpu_readers(stack: Emulators, bot: LocalStack, serving_pid: int) -> dict[str, Callable[[], float]]:
+    """What a level's CPU time is read from: "serving" is the bot's process tree (the local Functions
+    host, which runs the app in process, or the baseline); the others are for context only."""
+    return {
+        "serving": trees(serving_pid),
+        "directline": trees(bot.directline.process.popen.pid),
+        "cosmos": trees(stack.cosmos.process.popen.pid),
+        "azurite": trees(*(process.popen.pid for process in stack.azurite.processes)),
+        "load_driver": this_process,
+    }
+
+
+def _add_cpu(figures: dict[str, Any], cpu_s: dict[str, float]) -> None:
+    turns = figures["count"]
+    figures["cpu_ms_per_turn"] = ms_per_turn(cpu_s["serving"], turns)
+    figures["cpu_ms_per_turn_others"] = {
+        name: ms_per_turn(seconds, turns) for name, seconds in cpu_s.items() if name != "serving"
+    }
+
+
+# After a start level: the level's count of start turns -> whether their background work has finished.
+Drain = Callable[[int], Awaitable[bool]]
+
+
+async def timed_plain_levels(conversations: list[Conversation], sizes: TurnSizes, meter: CpuMeter) -> dict[str, Any]:
+    levels: dict[str, Any] = {}
+    for level in sizes.levels:
+        meter.start()
+        figures = await plain_level(conversations[:level], sizes.plain_turns[level], sizes.time_bound)
+        _add_cpu(figures, meter.stop())
+        levels[str(level)] = figures
+    return levels
+
+
+async def timed_start_levels(
+    starts: dict[int, list[Conversation]], sizes: TurnSizes, meter: CpuMeter, drain: Drain | None = None
+) -> dict[str, Any]:
+    levels: dict[str, Any] = {}
+    for level in sizes.levels:
+        meter.start()
+        figures = await start_level(starts[level], level, sizes.time_bound)
+        _add_cpu(figures, meter.stop())
+        if drain is not None:
+            figures["results_drained"] = await drain(figures["count"])
+            # The meter still runs: the level's turns plus the worker's runs and result turns they caused.
+            figures["cpu_ms_per_turn_until_results"] = ms_per_turn(meter.stop()["serving"], figures["count"])
+        levels[str(level)] = figures
+    return levels
+
+
+async def _introduced(
+    client: ChannelClient, sizes: TurnSizes
+) -> tuple[list[Conversation], dict[int, list[Conversation]]]:
+    """Setup (not timed): conversations for the plain levels and, per level, for the start levels."""
+    plain = await _gather_bounded([lambda: Conversation.start(client)] * max(sizes.levels), 8)
+    starts = {
+        level: await _gather_bounded([lambda: Conversation.start(client)] * sizes.start_conversations[level], 8)
+        for level in sizes.levels
+    }
+    return plain, starts
+
+
+async def measure(bot: LocalStack, stats: CosmosStats, sizes: TurnSizes, meter: CpuMeter) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as session:
         client = ChannelClient(session, bot.messages_url, bot.directline.url)
         # Setup (not timed): introduced conversations; also warms the app up (runtime, containers).
-        biggest = max(sizes.levels)
-        plain = await _gather_bounded([lambda: Conversation.start(client)] * biggest, 8)
-        starts = {
-            level: await _gather_bounded([lambda: Conversation.start(client)] * sizes.start_conversations[level], 8)
-            for level in sizes.levels
-        }
+        plain, starts = await _introduced(client, sizes)
         counting = await _gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
         memory_before = peak_rss_mib(bot.host.pid)
 
@@ -166,16 +232,15 @@ async def measure(bot: LocalStack, stats: CosmosStats, sizes: TurnSizes) -> dict
             await _wait_for_results(bot, results, sizes.drain_timeout)
         start_counts = _per_turn(snapshots)
 
-        plain_levels: dict[str, Any] = {}
-        for level in sizes.levels:
-            plain_levels[str(level)] = await plain_level(plain[:level], sizes.plain_turns[level], sizes.time_bound)
+        plain_levels = await timed_plain_levels(plain, sizes, meter)
         memory_after_plain = peak_rss_mib(bot.host.pid)
-        start_levels: dict[str, Any] = {}
-        for level in sizes.levels:
-            start_levels[str(level)] = await start_level(starts[level], level, sizes.time_bound)
-            results += start_levels[str(level)]["count"]
-            drained = await _wait_for_results(bot, results, sizes.drain_timeout)
-            start_levels[str(level)]["results_drained"] = drained
+
+        async def drain(count: int) -> bool:
+            nonlocal results
+            results += count
+            return await _wait_for_results(bot, results, sizes.drain_timeout)
+
+        start_levels = await timed_start_levels(starts, sizes, meter, drain)
         memory_after = peak_rss_mib(bot.host.pid)
     return {
         "plain": {"levels": plain_levels, "storage_per_turn": plain_counts},
@@ -189,18 +254,94 @@ async def measure(bot: LocalStack, stats: CosmosStats, sizes: TurnSizes) -> dict
     }
 
 
+async def measure_baseline(
+    baseline: BaselineProcess, directline_url: str, sizes: TurnSizes, meter: CpuMeter
+) -> dict[str, Any]:
+    """The app's levels, against the baseline: the same conversations, turns and time bounds."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as session:
+        client = ChannelClient(session, baseline.messages_url, directline_url)
+        plain, starts = await _introduced(client, sizes)
+        # Warm-up (not timed): the turns the app gets while its storage round trips are counted.
+        warm_up = await _gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
+        for _ in range(sizes.count_samples_plain):
+            await plain[0].expect(text=PLAIN_TEXT)
+        for conversation in warm_up:
+            await conversation.expect(text=TINY_OPERATION)
+        memory_before = peak_rss_mib(baseline.pid)
+        plain_levels = await timed_plain_levels(plain, sizes, meter)
+        start_levels = await timed_start_levels(starts, sizes, meter)  # nothing runs the operations
+        memory_after = peak_rss_mib(baseline.pid)
+    return {
+        "plain": {"levels": plain_levels},
+        "start": {"levels": start_levels},
+        "memory": {
+            "rss_mib_after_setup": memory_before.get("VmRSS"),
+            "peak_rss_mib_after_all_levels": memory_after.get("VmHWM"),
+            "rss_mib_at_end": memory_after.get("VmRSS"),
+        },
+    }
+
+
+def _ratio(app: float | None, baseline: float | None) -> float | None:
+    """app / baseline; None when either is missing or the baseline is 0 (the JSON stays finite)."""
+    if app is None or baseline is None or not math.isfinite(app) or not math.isfinite(baseline) or baseline == 0:
+        return None
+    return round(app / baseline, 2)
+
+
+def compare(app: dict[str, Any], baseline: dict[str, Any]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per kind and level: app / baseline of throughput, p50, p99 and CPU ms per turn."""
+    comparison: dict[str, dict[str, dict[str, float | None]]] = {}
+    for kind in ("plain", "start"):
+        for level, ours in app[kind]["levels"].items():
+            theirs = baseline[kind]["levels"][level]
+            comparison.setdefault(kind, {})[level] = {
+                "throughput_ratio": _ratio(ours["turns_per_s"], theirs["turns_per_s"]),
+                "p50_ratio": _ratio(ours["p50_ms"], theirs["p50_ms"]),
+                "p99_ratio": _ratio(ours["p99_ms"], theirs["p99_ms"]),
+                "cpu_ratio": _ratio(ours["cpu_ms_per_turn"], theirs["cpu_ms_per_turn"]),
+            }
+    return comparison
+
+
 async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
     sizes = QUICK if quick else FULL
     with bot_stack(stack, "turns") as bot:
         async with aiohttp.ClientSession() as session:
             stats = CosmosStats(stack.cosmos.endpoint, session)
-            result = await measure(bot, stats, sizes)
+            result = await measure(bot, stats, sizes, CpuMeter(cpu_readers(stack, bot, bot.host.pid)))
         result["unclosed_client_sessions_logged"] = bot.host.output.count("Unclosed client session")
+        # Started once the app's levels are done, so the two never compete; the app's host stays up, idle.
+        # Its own queue: the app's worker must not pick up the baseline's requests.
+        settings = {**bot.settings, "OperationsQueueName": f"baseline-ops-{secrets.token_hex(4)}"}
+        with start_baseline(settings, LOG_DIR, "turns-baseline") as baseline:
+            meter = CpuMeter(cpu_readers(stack, bot, baseline.pid))
+            result["baseline"] = await measure_baseline(baseline, bot.directline.url, sizes, meter)
+        result["baseline"]["turn_errors_logged"] = baseline.log_text().count(TURN_ERROR_LOG)
+    result["comparison"] = compare(result, result["baseline"])
     result["notes"] = (
         "plain = a message while the menu is shown (retry prompt); start = the choice of a tiny operation "
         f"({TINY_OPERATION!r}): pending record committed, then the queue message. Latency = the HTTP POST to "
         "/api/messages (the turn, its commit and its replies to the Direct Line all happen before it answers). "
         "Start levels include the worker's background work for the operations they start (as in production). "
-        "Storage per turn counted at the stand-in, one turn at a time on a quiet host."
+        "Storage per turn counted at the stand-in, one turn at a time on a quiet host. "
+        "Baseline = bench/baseline: the same dialog and greeting (LongOperationBot, MainDialog) hosted as the "
+        "SDK's Python samples host a bot (botbuilder-integration-aiohttp CloudAdapter, POST /api/messages -> "
+        "adapter.process, MemoryStorage, state saved at the end of on_turn, no app id), in its own process, driven "
+        "after the app's levels by the same client with the same conversations, turns and time bounds, replying "
+        "to the same local Direct Line; it answers 201, which counts as success like the app's 200. Its start "
+        "turn sends the operation request straight to an Azurite queue once the state is saved (no outbox; "
+        "nothing consumes that queue), where the app commits the request in its outbox with the state, sends "
+        "it, then removes it (2 writes). The app keeps state durable in the Cosmos DB stand-in (2 point reads "
+        "+ 1-2 writes per turn), records transcripts in Azurite's table service and runs one turn at a time per "
+        "conversation; the baseline keeps state in memory and records nothing. Ratios are app / baseline "
+        "(throughput below 1 and latency or CPU above 1 mean the app costs more). CPU ms per turn = the "
+        "serving process tree's utime + stime (/proc/<pid>/stat, live children found by a tree walk, waited "
+        "ones in cutime + cstime) over the level's wall time, divided by its successful turns: for the app the "
+        "local Functions host process, which runs the app in process (its queue and timer listeners' polling "
+        "included); for the baseline its one process. Emulators (Azurite, the Cosmos DB stand-in), the local "
+        "Direct Line and the load driver are excluded there and shown apart, per turn, for context. App start "
+        "levels: 'until results' keeps counting until the worker's runs and result turns (in the same host) "
+        "are done; the baseline has no worker."
     )
     return result

@@ -31,6 +31,7 @@ from botbuilder.integration.aiohttp import (
     aiohttp_error_middleware,
 )
 
+from bench.baseline import TURN_ERROR_LOG
 from bot_logic.bot import LongOperationBot
 from bot_logic.clock import Clock, system_clock
 from services.operation_queue import OperationQueue
@@ -39,7 +40,6 @@ from services.settings import Settings, load_settings
 logger = logging.getLogger("bench.baseline")
 
 ERROR_TEXT = "The bot encountered an error or bug."  # the samples' on_turn_error reply
-TURN_ERROR_LOG = "baseline turn error"  # counted in the process's log by the benchmark
 _EFFECTS_KEY = "bench.baseline.effects"  # where a turn's requested effects wait, in turn_state
 
 

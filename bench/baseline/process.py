@@ -38,6 +38,7 @@ def start_baseline(settings: Mapping[str, str], log_dir: Path, name: str = "base
     """`python -m bench.baseline` with the app's `settings` as its environment; returns once it listens.
     Its output goes to log_dir/<name>.log."""
     port = free_port()
+    (log_dir / f"{name}.log").unlink(missing_ok=True)  # spawn appends; errors are counted in this run's log
     env = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
     process = spawn(name, argv, log_dir, env=env)
