@@ -63,7 +63,13 @@ class CosmosAccount:
             if self._containers:
                 return
             settings = self._settings
-            client = CosmosClient(settings.cosmos_endpoint, credential=self._credential())
+            # use_env_settings=False: with it, aiohttp looks up ~/.netrc and the proxy variables in a
+            # worker thread on every request (two thread hand-offs per Cosmos call on the turn's hot
+            # path). The Function App reaches Cosmos DB directly; HTTP(S)_PROXY is not honoured here.
+            from azure.core.pipeline.transport import AioHttpTransport
+
+            transport = AioHttpTransport(use_env_settings=False)
+            client = CosmosClient(settings.cosmos_endpoint, credential=self._credential(), transport=transport)
             database = await client.create_database_if_not_exists(id=settings.cosmos_database_id)
             conversations = await database.create_container_if_not_exists(
                 id=settings.cosmos_conversation_container_id,
