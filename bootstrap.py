@@ -8,12 +8,11 @@ instance never loads the Bot Framework SDK.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bot_logic.clock import Clock, system_clock
 from services.settings import Settings, load_settings, longest_sweep_gap
@@ -272,6 +271,7 @@ class Composition:
     @cached_property
     def bot(self) -> LongOperationBot:
         from bot_logic.bot import LongOperationBot
+        from services.transcripts import HandoffTranscripts
 
         scopes = self.unit_of_work.scopes
         return LongOperationBot(
@@ -290,28 +290,6 @@ class Composition:
     async def close(self) -> None:
         for close in reversed(self._closers):
             await close()
-
-
-class HandoffTranscripts:
-    """The transcript a handoff hands to the person (bot_logic/handoff.py's TranscriptSource): what
-    the recorder has written, after letting it write what it still holds (briefly: the turn waits)."""
-
-    WAIT_SECONDS = 3.0
-
-    def __init__(self, recorder: TranscriptRecorder | None, store: TableTranscriptStore) -> None:
-        self._recorder = recorder
-        self._store = store
-
-    async def transcript(self, channel_id: str, conversation_id: str) -> list[dict[str, Any]]:
-        if self._recorder is None:
-            return []
-        try:
-            await self._recorder.flush(self.WAIT_SECONDS)
-            activities = await asyncio.wait_for(self._store.conversation_activities(conversation_id), self.WAIT_SECONDS)
-        except Exception as error:  # the person gets a shorter transcript; the handoff goes on
-            logger.warning("transcript of %s unavailable for a handoff: %s", conversation_id, error)
-            return []
-        return [activity for activity in activities if activity.get("channelId") in (None, channel_id)]
 
 
 _composition: Composition | None = None

@@ -119,10 +119,16 @@ def _baseline_tables(turns: dict[str, Any]) -> list[Table]:
               "base CPU ms/turn", "x CPU"]  # fmt: skip
     cpu_header = ["turn", "conversations", "app host", "app host until results", "baseline",
                   *[f"{label} app / base" for label in CPU_OTHERS.values()]]  # fmt: skip
+    memory = baseline["memory"]
+    extras = [[memory["rss_mib_after_setup"], memory["peak_rss_mib_after_all_levels"],
+               baseline["turn_errors_logged"], baseline["sdk_clients_cpu_ms_per_turn"]]]  # fmt: skip
+    extras_header = ["RSS after setup (MiB)", "peak RSS (MiB)", "turn errors logged",
+                     "SDK clients built per turn (CPU ms, in process)"]  # fmt: skip
     return [
         ("1. App vs plain-SDK baseline (ms; x = app / baseline)", header, rows),
         ("1. CPU ms per turn by process (app host and baseline above; the rest excluded there)", cpu_header,
          cpu_rows),
+        ("1. Plain-SDK baseline process", extras_header, extras),
     ]  # fmt: skip
 
 

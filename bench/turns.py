@@ -318,6 +318,10 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
             meter = CpuMeter(cpu_readers(stack, bot, baseline.pid))
             result["baseline"] = await measure_baseline(baseline, bot.directline.url, sizes, meter)
         result["baseline"]["turn_errors_logged"] = baseline.log_text().count(TURN_ERROR_LOG)
+        from bench.baseline.app import per_turn_clients_cpu_ms  # here: botbuilder is slow to import
+
+        repeats = 5 if quick else 50
+        result["baseline"]["sdk_clients_cpu_ms_per_turn"] = await per_turn_clients_cpu_ms(bot.directline.url, repeats)
     result["comparison"] = compare(result, result["baseline"])
     result["notes"] = (
         "plain = a message while the menu is shown (retry prompt); start = the choice of a tiny operation "
@@ -342,6 +346,9 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
         "included); for the baseline its one process. Emulators (Azurite, the Cosmos DB stand-in), the local "
         "Direct Line and the load driver are excluded there and shown apart, per turn, for context. App start "
         "levels: 'until results' keeps counting until the worker's runs and result turns (in the same host) "
-        "are done; the baseline has no worker."
+        "are done; the baseline has no worker. 'SDK clients per turn': CPU ms, measured in the load driver's "
+        "process, that the SDK's CloudAdapter spends on every turn building a new ConnectorClient and "
+        "UserTokenClient (msrest retry-policy setup; the new client also opens a new TCP connection for the "
+        "turn's replies); the app builds each once (services/authentication.py)."
     )
     return result

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import Any
@@ -32,18 +33,18 @@ from bot_logic.handoff import (
     REQUESTED_TEXT,
     STATUS_EVENT,
     STILL_WAITING_TEXT,
+    TIMED_OUT_MESSAGE,
     USER_ASKED,
     WAITING,
     TranscriptSource,
     active_handoff,
     asks_for_a_person,
     end_handoff,
+    fail_back_timed_out,
     initiation_event,
     start_handoff,
     status_event,
     timed_out,
-    timed_out_text,
-    with_current_activity,
 )
 from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT
@@ -58,6 +59,7 @@ WELCOME_BACK = "Welcome back, {name}!"
 # "notify me about pizza", "stop notifications": subscriptions to events from outside (handlers/notifications.py).
 NOTIFY_ME = re.compile(r"^(?:please\s+)?notify me (?:about|of|on)\s+(?P<topic>\S.{0,79}?)[\s.!]*$", re.IGNORECASE)
 STOP_NOTIFICATIONS = re.compile(r"^(?:please\s+)?(?:stop|unsubscribe)(?: all)? notifications[\s.!]*$", re.IGNORECASE)
+SUBSCRIPTION_TIMEOUT_SECONDS = 5.0
 # A message the bot could not take in (its conversation stayed busy); {text} is the message.
 BUSY_TEXT = "Sorry, I couldn't take in “{text}”: I was still busy with your earlier messages. Please send it again."
 
@@ -185,12 +187,12 @@ class LongOperationBot(ActivityHandler):
         activity = turn_context.activity
         record = await self.records.get(turn_context, new_record)
         start_handoff(record, reason, self._clock(), self._handoff_timeout)
-        recorded = await self._transcripts.transcript(activity.channel_id, activity.conversation.id)
+        transcript = await self._transcripts.transcript(activity)
         name = display_name(await get_profile(self.profiles, turn_context))
         handoff_context = {"reason": reason, "userName": name, "conversationId": activity.conversation.id}
         await turn_context.send_activity(REQUESTED_TEXT)
         await turn_context.send_activity(
-            initiation_event(activity, handoff_context, with_current_activity(recorded, activity))
+            initiation_event(activity, handoff_context, transcript)
         )
 
     async def _on_handoff_status(self, turn_context: TurnContext) -> None:
@@ -231,12 +233,11 @@ class LongOperationBot(ActivityHandler):
 
     async def _fail_back_timed_out(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
         """A waiting handoff past its deadline, found by a turn before the sweeper: withdraw it."""
-        end_handoff(record)
-        await turn_context.send_activity(timed_out_text(self._handoff_timeout))
-        await turn_context.send_activity(
-            status_event(turn_context.activity.conversation, FAILED, "nobody accepted the handoff in time")
-        )
-        await self._dialog_state.delete(turn_context)
+        text, restart_dialog = fail_back_timed_out(record, self._handoff_timeout)
+        await turn_context.send_activity(text)
+        await turn_context.send_activity(status_event(turn_context.activity.conversation, FAILED, TIMED_OUT_MESSAGE))
+        if restart_dialog:
+            await self._dialog_state.delete(turn_context)
 
     async def _resume_after_handoff(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
         """Back to the bot: restart the dialog, unless it still waits for a running operation."""
@@ -259,23 +260,27 @@ class LongOperationBot(ActivityHandler):
             return False
         reference = TurnContext.get_conversation_reference(turn_context.activity).serialize()
         try:
-            if subscribe:
-                topic = " ".join(subscribe.group("topic").split()).lower()
-                topics = await self._subscriptions.subscribe(reference, topic)
-                reply = (
-                    f"OK: I'll tell you here about “{topic}”. Your topics: {', '.join(topics)}. "
-                    "Say 'stop notifications' to stop. (An outside system can also notify you alone: "
-                    f"your user id is “{reference['user']['id']}”.)"
-                )
-            else:
-                removed = await self._subscriptions.unsubscribe_all(reference["user"]["id"])
-                reply = (
-                    f"Done: no more notifications about {', '.join(removed)}."
-                    if removed
-                    else "You had no notifications to stop."
-                )
+            # Bounded: the store's own retries must not outlast the channel's 15 s for the turn.
+            async with asyncio.timeout(SUBSCRIPTION_TIMEOUT_SECONDS):
+                reply = await self._change_subscriptions(reference, subscribe)
+        except ValueError as error:  # the port's refusal (a topic too long, too many topics): say why
+            reply = f"Sorry, I can't do that: {error}."
         except Exception:
             logger.warning("notification subscriptions unavailable", exc_info=True)
             reply = "Sorry, I couldn't change your notifications just now. Please try again in a minute."
         await turn_context.send_activity(reply)
         return True
+
+    async def _change_subscriptions(self, reference: dict[str, Any], subscribe: re.Match[str] | None) -> str:
+        if subscribe is None:
+            removed = await self._subscriptions.unsubscribe_all(reference["user"]["id"])
+            if not removed:
+                return "You had no notifications to stop."
+            return f"Done: no more notifications about {', '.join(removed)}."
+        topic = " ".join(subscribe.group("topic").split()).lower()
+        topics = await self._subscriptions.subscribe(reference, topic)
+        return (
+            f"OK: I'll tell you here about “{topic}”. Your topics: {', '.join(topics)}. "
+            "Say 'stop notifications' to stop. (An outside system can also notify you alone: "
+            f"your user id is “{reference['user']['id']}”.)"
+        )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from bot_logic.conversation_record import DIALOG_STATE_PROPERTY, RECORD_PROPERTY, close
-from bot_logic.handoff import end_handoff, timed_out, timed_out_text, waiting_deadline
+from bot_logic.handoff import active_handoff, fail_back_timed_out, timed_out, waiting_deadline
 from bot_logic.pending_operation import describe_duration, timeout_notice_once
 
 WELCOME_BACK_TEXT = "Welcome back! Let's start over from the beginning."
@@ -24,7 +24,9 @@ WELCOME_BACK_TEXT = "Welcome back! Let's start over from the beginning."
 def expires_at(record: Mapping[str, Any], expire_after_seconds: int) -> float | None:
     """When the conversation may be expired: idle time elapsed and any operation's deadline passed."""
     last_access = record.get("lastAccessAt")
-    if last_access is None:
+    if last_access is None or active_handoff(record):
+        # A person's messages never pass through the bot: a quiet user talking to one is not idle.
+        # (A waiting handoff is failed back at its own deadline; then the idle time counts again.)
         return None
     moment = last_access + expire_after_seconds
     pending = record.get("pendingOperation")
@@ -93,9 +95,9 @@ def sweep(state: MutableMapping[str, Any], now: float, policy: ExpiryPolicy) -> 
     record = dict(state.get(RECORD_PROPERTY) or {})
     handoff_texts = []
     if timed_out(record, now):
-        end_handoff(record)
-        handoff_texts.append(timed_out_text(policy.handoff_timeout_seconds))
-        if not record.get("pendingOperation"):
+        text, restart_dialog = fail_back_timed_out(record, policy.handoff_timeout_seconds)
+        handoff_texts.append(text)
+        if restart_dialog:
             state.pop(DIALOG_STATE_PROPERTY, None)  # the next message starts the dialog afresh
     withdraw = bool(handoff_texts)
     pending = dict(record["pendingOperation"]) if record.get("pendingOperation") else None

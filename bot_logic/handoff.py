@@ -54,8 +54,9 @@ _REQUEST = re.compile(
 
 
 class TranscriptSource(Protocol):
-    async def transcript(self, channel_id: str, conversation_id: str) -> list[dict[str, Any]]:
-        """The conversation's recorded activities, serialised, oldest first ([] if none or unavailable)."""
+    async def transcript(self, activity: Activity) -> list[dict[str, Any]]:
+        """The conversation so far, ending with `activity` (this turn's, not recorded yet), serialised,
+        oldest first, as a person may see it (redacted as the transcripts are; bounded in size)."""
         ...
 
 
@@ -88,6 +89,14 @@ def timed_out(record: Mapping[str, Any], now: float) -> bool:
 def end_handoff(record: MutableMapping[str, Any]) -> None:
     record[HANDOFF_KEY] = None
     record[MISUNDERSTOOD_KEY] = 0
+
+
+def fail_back_timed_out(record: MutableMapping[str, Any], timeout_seconds: float) -> tuple[str, bool]:
+    """End a waiting handoff whose deadline passed (the next turn or the sweeper, whoever comes first):
+    what to tell the user, and whether the dialog restarts (not while it waits for a running operation,
+    whose result it must still tell)."""
+    end_handoff(record)
+    return timed_out_text(timeout_seconds), not record.get("pendingOperation")
 
 
 def timed_out_text(timeout_seconds: float) -> str:
@@ -153,11 +162,3 @@ def withdrawal_payload(reference: dict[str, Any]) -> dict[str, Any]:
     parsed = ConversationReference().deserialize(reference)
     event = status_event(parsed.conversation, FAILED, TIMED_OUT_MESSAGE)
     return dict(TurnContext.apply_conversation_reference(event, parsed).serialize())
-
-
-def with_current_activity(transcript: list[dict[str, Any]], activity: Activity) -> list[dict[str, Any]]:
-    """The recorded transcript plus the activity of this turn, which is recorded only after its commit."""
-    current = activity.serialize()
-    if current.get("id") and any(item.get("id") == current["id"] for item in transcript):
-        return transcript
-    return [*transcript, current]

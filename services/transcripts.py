@@ -396,3 +396,53 @@ class TranscriptRecorder:
                 self._drop(batch.conversation_id, len(batch.entries), "the recorder closed before they were written")
                 self._finish([batch.number])
         await self.store.close()
+
+
+class TranscriptReader(Protocol):
+    async def conversation_activities(self, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]: ...
+
+
+class HandoffTranscripts:
+    """The transcript a handoff hands to a person (bot logic's TranscriptSource): what the recorder has
+    written (after letting it write what it still holds), plus the turn's own activity, redacted as the
+    transcripts are, without earlier handoff events (each carries a transcript of its own), and bounded:
+    a channel refuses an activity much over 256 KB. The turn waits for it, briefly."""
+
+    WAIT_SECONDS = 1.5
+    MAX_ACTIVITIES = 50  # the latest ones
+    MAX_BYTES = 100_000
+
+    def __init__(self, recorder: TranscriptRecorder | None, store: TranscriptReader) -> None:
+        self._recorder = recorder
+        self._store = store
+
+    async def transcript(self, activity: Activity) -> list[dict[str, Any]]:
+        current = activity.serialize()
+        recorded: list[dict[str, Any]] = []
+        if self._recorder is not None:
+            conversation_id = current.get("conversation", {}).get("id", "")
+            try:
+                await self._recorder.flush(self.WAIT_SECONDS)
+                recorded = await asyncio.wait_for(
+                    self._store.conversation_activities(conversation_id), self.WAIT_SECONDS
+                )
+            except Exception as error:  # the person gets a shorter transcript; the handoff goes on
+                logger.warning("transcript of %s unavailable for a handoff: %s", conversation_id, error)
+            if self._recorder.redact_user_text:
+                current = redact(current)
+        same_channel = [a for a in recorded if a.get("channelId") in (None, current.get("channelId"))]
+        activities = [a for a in same_channel if not str(a.get("name") or "").startswith("handoff.")]
+        if not current.get("id") or all(a.get("id") != current["id"] for a in activities):
+            activities.append(current)
+        return _latest_within(activities[-self.MAX_ACTIVITIES :], self.MAX_BYTES)
+
+
+def _latest_within(activities: list[dict[str, Any]], max_bytes: int) -> list[dict[str, Any]]:
+    kept: list[dict[str, Any]] = []
+    size = 0
+    for activity in reversed(activities):
+        size += len(json.dumps(activity, default=str))
+        if size > max_bytes and kept:
+            break
+        kept.append(activity)
+    return kept[::-1]

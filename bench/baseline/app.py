@@ -19,6 +19,7 @@ never retried.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from botbuilder.integration.aiohttp import (
     ConfigurationBotFrameworkAuthentication,
     aiohttp_error_middleware,
 )
+from botbuilder.schema import Activity, ActivityTypes
 
 from bench.baseline import TURN_ERROR_LOG
 from bot_logic.bot import LongOperationBot
@@ -188,3 +190,18 @@ def create_app(environ: Mapping[str, str] | None = None) -> web.Application:
     app.router.add_post("/api/messages", messages)
     app.on_cleanup.append(close_queue)
     return app
+
+
+async def per_turn_clients_cpu_ms(service_url: str, repeats: int = 20) -> float:
+    """CPU ms that CloudAdapterBase.process_activity spends on every turn building a new ConnectorClient
+    and a new UserTokenClient (the app keeps both: services/authentication.py), measured in this process
+    the way it builds them, without sending anything. Each holds an msrest configuration whose retry
+    policy builds its status list by scanning a 500-element list 999 times."""
+    authentication = ConfigurationBotFrameworkAuthentication(SdkConfig("", "", "MultiTenant", ""))
+    activity = Activity(type=ActivityTypes.message, channel_id="directline", service_url=service_url)
+    request = await authentication.authenticate_request(activity, "")  # no app id: anonymous, as the baseline
+    started = time.process_time()
+    for _ in range(repeats):
+        await request.connector_factory.create(service_url, request.audience)
+        await authentication.create_user_token_client(request.claims_identity)
+    return round((time.process_time() - started) * 1000 / repeats, 2)

@@ -7,7 +7,7 @@ import pytest
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
 from bot_logic.conversation_record import DIALOG_STATE_PROPERTY, RECORD_PROPERTY
-from bot_logic.expiry import ExpiryPolicy, sweep, sweep_times
+from bot_logic.expiry import ExpiryPolicy, is_expired, sweep, sweep_times
 from bot_logic.handoff import (
     FAILED,
     INITIATE_EVENT,
@@ -99,7 +99,7 @@ def test_an_accepted_handoff_is_not_failed_back() -> None:
     record = {"lastAccessAt": NOW, "pendingOperation": None, "expiredAt": None}
     start_handoff(record, "asked", NOW, 120)
     record["handoff"]["state"] = "accepted"
-    assert sweep_times({RECORD_PROPERTY: record}, 1800).sweep_at == NOW + 1800
+    assert sweep_times({RECORD_PROPERTY: record}, 1800).sweep_at is None  # until the person hands back
 
 
 def test_the_withdrawal_is_addressed_to_the_stored_conversation() -> None:
@@ -110,3 +110,22 @@ def test_the_withdrawal_is_addressed_to_the_stored_conversation() -> None:
     assert payload["name"] == STATUS_EVENT and payload["value"]["state"] == FAILED
     assert payload["conversation"]["id"] == "conv-1" and payload["recipient"]["id"] == "user-1"
     assert payload["from"]["id"] == "bot" and payload["serviceUrl"] == "http://127.0.0.1:7072/"
+
+
+def test_failing_back_keeps_the_dialog_that_waits_for_a_running_operation() -> None:
+    operation = {"id": "op-1", "name": "prime report", "startedAt": NOW, "deadline": NOW + 600}
+    record = {"lastAccessAt": NOW, "pendingOperation": operation, "expiredAt": None, "reference": {}}
+    start_handoff(record, "asked", NOW, POLICY.handoff_timeout_seconds)
+    state = {RECORD_PROPERTY: record, DIALOG_STATE_PROPERTY: {"stack": ["wait for the operation"]}}
+    decision = sweep(state, NOW + 120, POLICY)
+    assert decision is not None and decision.withdraw_handoff
+    assert state[DIALOG_STATE_PROPERTY] == {"stack": ["wait for the operation"]}  # its result is still told
+    assert state[RECORD_PROPERTY]["pendingOperation"] == operation
+
+
+def test_a_quiet_user_talking_to_a_person_is_not_expired() -> None:
+    record = {"lastAccessAt": NOW, "pendingOperation": None, "expiredAt": None}
+    start_handoff(record, "asked", NOW, 120)
+    record["handoff"]["state"] = "accepted"
+    assert not is_expired(record, 1800, NOW + 10 * 1800)
+    assert sweep({RECORD_PROPERTY: record}, NOW + 10 * 1800, POLICY) is None

@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from botbuilder.schema import Activity, Attachment, ChannelAccount, ConversationAccount
@@ -29,6 +30,7 @@ from services.transcript_store import (
 from services.transcripts import (
     REDACTED_TEXT,
     CleanupReport,
+    HandoffTranscripts,
     TranscriptEntry,
     TranscriptRecorder,
     TranscriptStoreUnavailableError,
@@ -356,3 +358,31 @@ async def test_turns_recorded_while_the_writer_lingers_go_out_in_one_write_per_c
     assert store.attempts == recorder.writes == 2  # one per conversation, not one per turn
     assert [entry.activity["text"] for entry in store.written["conversation-1"]] == ["turn 0", "turn 1", "turn 2"]
     assert [entry.activity["text"] for entry in store.written["conversation-2"]] == ["other 0", "other 1", "other 2"]
+
+
+class StoredTranscript:
+    def __init__(self, activities: list[dict[str, Any]]) -> None:
+        self.activities = activities
+
+    async def conversation_activities(self, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]:
+        return list(self.activities)
+
+
+async def test_a_handoff_gets_a_bounded_redacted_transcript_without_earlier_handoffs() -> None:
+    earlier = [
+        {"type": "message", "id": f"m-{n}", "text": f"message {n}", "from": {"id": "u", "role": "user"}}
+        for n in range(80)
+    ]
+    earlier.append({"type": "event", "name": "handoff.initiate", "id": "h-1", "attachments": ["a transcript"]})
+    recorder = TranscriptRecorder(MemoryStore(), redact_user_text=True)
+    source = HandoffTranscripts(recorder, StoredTranscript(earlier))
+    current = message("my card is 4111", activity_id="now")
+    current.conversation = ConversationAccount(id="conversation-1")
+
+    transcript = await source.transcript(current)
+
+    assert len(transcript) == HandoffTranscripts.MAX_ACTIVITIES
+    assert transcript[-1]["id"] == "now" and transcript[-1]["text"] == "[redacted]"
+    assert transcript[-2]["id"] == "m-79"  # the latest, in order; no earlier handoff event
+    assert all(not str(a.get("name") or "").startswith("handoff.") for a in transcript)
+    assert current.text == "my card is 4111"  # the turn's activity itself is untouched
