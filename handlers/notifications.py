@@ -33,11 +33,11 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from handlers.http_types import HttpRequestData, HttpResponseData, error
-from services.channel_errors import retry_after_of
+from services.channel_errors import is_permanent, retry_after_of
 from services.conversation_references import (
     DEFAULT_CLAIM_SECONDS,
     DeliveryClaim,
@@ -53,6 +53,11 @@ MAX_TEXT_LENGTH = 4000  # characters: a chat message, not a document; a queue me
 MAX_ID_LENGTH = 128  # a caller's idempotency key
 MAX_TARGET_LENGTH = 1024  # a user or conversation id (channels' ids are far shorter)
 _DERIVED_ID_DIGEST = 24  # hex characters of the user id's digest in a delivery message's id
+# A send that fails for a passing reason is queued again, backing off 5 s, 10 s, ... up to 15 min:
+# 16 tries cover about three hours of a channel outage; then the queue's retries and its poison queue.
+MAX_TRANSIENT_FAILURES = 16
+FIRST_FAILURE_BACKOFF_SECONDS = 5.0
+MAX_FAILURE_BACKOFF_SECONDS = 900.0
 MAX_QUEUED_ID_LENGTH = MAX_ID_LENGTH + len("/u-") + _DERIVED_ID_DIGEST
 TARGETS: Final = ("userId", "conversationId", "topic")
 STORE_RETRY_AFTER_SECONDS = 5
@@ -77,12 +82,15 @@ class Notification:
     value: str  # the user id, conversation id, or normalised topic
     id: str | None = None
     via_topic: str | None = None  # with a userId: deliver only while the user still follows this topic
+    failures: int = 0  # sends that failed for a passing reason (5xx, timeouts) so far
 
     def message(self, notification_id: str) -> dict[str, Any]:
         """The queue message for it, with its id spelled out (a re-queued copy gets a new queue message id)."""
         message = {"id": notification_id, self.target: self.value, "text": self.text}
         if self.via_topic is not None:
             message["viaTopic"] = self.via_topic
+        if self.failures:
+            message["failures"] = self.failures
         return message
 
 
@@ -199,7 +207,12 @@ def parse_notification(body: bytes, max_id_length: int = MAX_ID_LENGTH) -> Notif
             via_topic = normalise_topic(_text_field(data, "viaTopic", MAX_TARGET_LENGTH))
         except InvalidTopic as problem:
             raise InvalidNotification(f"'viaTopic': {problem}") from None
-    return Notification(text=text, target=target, value=value, id=notification_id, via_topic=via_topic)
+    failures = data.get("failures", 0)
+    if not isinstance(failures, int) or isinstance(failures, bool) or not 0 <= failures <= MAX_TRANSIENT_FAILURES:
+        raise InvalidNotification(f"'failures' must be a whole number from 0 to {MAX_TRANSIENT_FAILURES}")
+    return Notification(
+        text=text, target=target, value=value, id=notification_id, via_topic=via_topic, failures=failures
+    )
 
 
 def _text_field(data: dict[str, Any], name: str, max_length: int) -> str:
@@ -387,9 +400,15 @@ async def _deliver(notification: Notification, notification_id: str, deps: Exter
             retry_after = retry_after_of(failure, deps.clock)
             if retry_after is None:
                 await _release(claim, deps)
-                raise DeliveryFailed(
-                    f"notification {notification_id} to conversation {conversation_id}: {failure}"
-                ) from failure
+                if is_permanent(failure) or notification.failures >= MAX_TRANSIENT_FAILURES:
+                    # The queue's own retries, then its poison queue, where an operator can look.
+                    raise DeliveryFailed(
+                        f"notification {notification_id} to conversation {conversation_id}: {failure}"
+                    ) from failure
+                # A channel outage: wait on the queue, backing off, rather than burn the queue's few retries.
+                later = replace(notification, failures=notification.failures + 1)
+                backoff = min(MAX_FAILURE_BACKOFF_SECONDS, FIRST_FAILURE_BACKOFF_SECONDS * 2**notification.failures)
+                return await _defer(later, notification_id, deps, backoff, f"the send failed ({failure})")
             deps.limiter.pause(retry_after)  # every send of this process waits, not only this one
             if retry_after > deps.max_in_process_wait or attempt == deps.max_send_attempts:
                 await _release(claim, deps)

@@ -43,6 +43,23 @@ def retry_after_of(error: BaseException, now: Callable[[], float] = time.time) -
     return None
 
 
+def is_permanent(error: BaseException) -> bool:
+    """True when the channel refused the send for good: a 4xx answer other than 408 and 429 (the
+    conversation is gone, the bot may not post there). Anything else (5xx, a timeout, a reset
+    connection) may pass."""
+    from msrest.exceptions import HttpOperationError
+
+    current: BaseException | None = error
+    for _ in range(_MAX_CAUSE_DEPTH):
+        if current is None:
+            return False
+        if isinstance(current, HttpOperationError):
+            status = _status_of(getattr(current, "response", None))
+            return status is not None and 400 <= status < 500 and status not in (408, TOO_MANY_REQUESTS)
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def _status_of(response: Any) -> int | None:
     # requests' Response has status_code; aiohttp's ClientResponse (msrest's aiohttp pipeline) has status.
     status = getattr(response, "status_code", None) or getattr(response, "status", None)

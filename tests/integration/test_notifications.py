@@ -23,6 +23,7 @@ from handlers.notifications import (
     DROPPED,
     DUPLICATE,
     FANNED_OUT,
+    MAX_TRANSIENT_FAILURES,
     POISONED,
     NotifyDependencies,
     delivery_id,
@@ -459,20 +460,28 @@ async def test_an_unknown_user_is_dropped_not_retried(host: NotificationHost, qu
     assert await queue.count() == 0 and host.poisoned == []
 
 
-async def test_a_failed_send_is_retried_by_the_queue_and_poisoned_at_the_end(
+async def test_a_channel_outage_backs_off_on_the_queue_and_a_refusal_is_poisoned(
     host: NotificationHost, channel: RefusingConnector, queue: EventsQueue
 ) -> None:
-    users = await known_users(host, channel, 2)
-    flaky, broken = users
+    users = await known_users(host, channel, 3)
+    flaky, refused, hopeless = users
     channel.refuse_next(1, 500)
     await queue.put(json.dumps({"id": "n-flaky", "userId": flaky, "text": "Eventually"}))
-    assert await queue.run(host) == ["raised", DELIVERED]
-    assert received(channel, users)[flaky] == ["Eventually"]
+    assert await queue.run(host) == [DEFERRED]  # queued again, hidden 5 s: the queue's retries are not spent
+    assert await queue.count() == 1 and await queue.visible() == [] and host.poisoned == []
+    await queue.clear()
 
-    channel.refuse_next(3, 503)
-    await queue.put(json.dumps({"id": "n-broken", "userId": broken, "text": "Never"}))
+    channel.refuse_next(3, 403)  # the channel will never take it: the queue's retries, then poison
+    await queue.put(json.dumps({"id": "n-refused", "userId": refused, "text": "Never"}))
     assert await queue.run(host) == ["raised"] * 3
-    assert len(queue.poisoned_by_host) == 1 and received(channel, users)[broken] == []
+    assert len(queue.poisoned_by_host) == 1
+
+    channel.refuse_next(3, 503)  # an outage outlasting every back-off: poisoned in the end too
+    body = {"id": "n-hopeless", "userId": hopeless, "text": "Never", "failures": MAX_TRANSIENT_FAILURES}
+    await queue.put(json.dumps(body))
+    assert await queue.run(host) == ["raised"] * 3
+    assert len(queue.poisoned_by_host) == 2
+    assert received(channel, users)[refused] == received(channel, users)[hopeless] == []
 
 
 def test_delivery_ids_are_stable_and_distinct() -> None:
