@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from botbuilder.core import ConversationState, TurnContext, UserState
+from botbuilder.core import BotState, ConversationState, TurnContext, UserState
 from botbuilder.core.bot_state import CachedBotState
+from jsonpickle import Unpickler
 
 from services.cosmos_storage import CosmosStorage, flatten
 
@@ -29,6 +30,16 @@ class _Snapshot(CachedBotState):
     @property
     def is_changed(self) -> bool:
         return flatten(self.state) != self.document
+
+    def loaded(self) -> dict[str, Any]:
+        """The state as it was loaded or last saved (restored afresh from its document)."""
+        return dict(Unpickler().restore(self.document))
+
+
+def loaded_state(scope: BotState, turn_context: TurnContext) -> dict[str, Any]:
+    """What a FlattenOnce scope held when this turn loaded it ({} if it was not loaded)."""
+    cached = scope.get_cached_state(turn_context)
+    return cached.loaded() if isinstance(cached, _Snapshot) else {}
 
 
 class FlattenOnce:

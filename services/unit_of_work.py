@@ -28,6 +28,7 @@ from uuid import uuid4
 from botbuilder.core import BotState, Storage, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
+from services.bot_states import FlattenOnce, loaded_state
 from services.outbox import (
     OPERATION,
     REPLY,
@@ -199,8 +200,7 @@ class UnitOfWork:
             # re-asks only while `responded` is false (the SDK's public setter refuses False).
             context._responded = False
             await scopes.conversation.load(context, force=True)
-            await scopes.user.load(context, force=True)
-            user_before = copy.deepcopy(scopes.user.get(context))
+            user_before = await self._prepare_user_state(context)
             await logic(context)
             if _worth_saving(scopes.conversation, context):
                 sends.claimed = claim_due(scopes.conversation.get(context), self.clock())
@@ -268,7 +268,18 @@ class UnitOfWork:
             return False
         return True
 
-    async def _save_user_state(self, context: TurnContext, before: dict[str, Any]) -> None:
+    async def _prepare_user_state(self, context: TurnContext) -> dict[str, Any] | None:
+        """Fresh user state for this attempt. A scope that keeps what it loaded (services/bot_states.py)
+        is loaded on first use only, so a turn that never reads the user's profile costs no read; the
+        SDK's own scopes are loaded now, and a copy kept to merge from after a conflict."""
+        user = self.scopes.user
+        if isinstance(user, FlattenOnce):
+            await user.clear_state(context)  # forget an earlier attempt's; the accessors load it fresh
+            return None
+        await user.load(context, force=True)
+        return copy.deepcopy(user.get(context))
+
+    async def _save_user_state(self, context: TurnContext, before: dict[str, Any] | None) -> None:
         """User state is shared by all of a user's conversations; a conflict here is merged, not re-run.
 
         The conversation is already committed, so the turn cannot run again: re-read the
@@ -282,6 +293,8 @@ class UnitOfWork:
             return
         except (StateConflictError, StateUnavailableError):
             pass  # merged below: re-read, re-apply, waiting briefly while the store is unavailable
+        if before is None:
+            before = loaded_state(user, context)
         changes = _changes(before, user.get(context))
         key = user.get_storage_key(context)
         if not await update_state(self.scopes.user_storage, key, lambda s: _apply(s, changes), create=True):

@@ -57,3 +57,28 @@ async def test_unchanged_state_is_not_written_and_a_change_is_written_once(app: 
     await state.save_changes(other)
     with pytest.raises(StateConflictError):  # still conditional on the etag it was read with
         await state.save_changes(stale)
+
+
+async def test_user_state_is_read_only_by_a_turn_that_uses_it_and_a_lost_race_is_merged(app: Composition) -> None:
+    unit_of_work = app.unit_of_work
+    user, storage = unit_of_work.scopes.user, unit_of_work.scopes.user_storage
+    profiles = user.create_property("UserProfile")
+    key = "test/users/u-1"
+    await storage.write({key: {"UserProfile": {"name": "Ada"}}})
+
+    async def ignores_the_user(context: TurnContext) -> None:
+        unit_of_work.scopes.conversation.get(context)["Log"] = ["plain turn"]
+
+    reads = app.counters.reads
+    await unit_of_work.run(turn("c-lazy"), ignores_the_user)
+    assert app.counters.reads == reads + 1  # the conversation only
+
+    async def picks_a_colour_while_another_conversation_counts_a_visit(context: TurnContext) -> None:
+        profile = await profiles.get(context, dict)  # loaded here, on first use
+        profile["colour"] = "blue"
+        fresh = (await storage.read([key]))[key]
+        fresh["UserProfile"]["visits"] = 2
+        await storage.write({key: fresh})  # the other conversation's turn commits first
+
+    await unit_of_work.run(turn("c-lazy"), picks_a_colour_while_another_conversation_counts_a_visit)
+    assert (await storage.read([key]))[key]["UserProfile"] == {"name": "Ada", "visits": 2, "colour": "blue"}
