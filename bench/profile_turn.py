@@ -34,7 +34,7 @@ CATEGORIES = {
     "Cosmos DB SDK calls (read_item, replace_item)": ("_container.py:read_item", "_container.py:replace_item"),
     "Activity deserialize (msrest)": ("msrest/serialization.py:deserialize",),
     "dialog (run_dialog)": ("dialog_extensions.py:run_dialog",),
-    "user state deepcopy (unit of work)": ("copy.py:deepcopy",),
+    "deepcopy (the SDK copies each reply activity)": ("copy.py:deepcopy",),
     "whole handler (handle_messages)": ("handlers/messages.py:handle_messages",),
 }
 
