@@ -115,8 +115,8 @@ param sweepSchedule string = '0 */1 * * * *'
 @description('Whether the sweeper tells a user that their conversation expired (ExpiryNoticeEnabled).')
 param expiryNoticeEnabled bool = true
 
-@description('Text of the expiry notice; {minutes} is replaced (ExpiryNoticeText).')
-param expiryNoticeText string = 'This conversation was closed after {minutes} minutes without activity. Send anything to start again.'
+@description('Text of the expiry notice; {duration} (e.g. 5 min, 90 s) or {minutes} is filled in (ExpiryNoticeText).')
+param expiryNoticeText string = 'This conversation was closed after {duration} without activity. Send anything to start again.'
 
 @description('Whether every message in and out of a conversation is recorded in Azure Table storage (TranscriptsEnabled).')
 param transcriptsEnabled bool = true

@@ -195,7 +195,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         expiry_notice_text=_parsed(
             env,
             "ExpiryNoticeText",
-            "This conversation was closed after {minutes} minutes without activity. Send anything to start again.",
+            "This conversation was closed after {duration} without activity. Send anything to start again.",
             _notice_template,
             "text whose only placeholders are {minutes} and {duration}",
         ),

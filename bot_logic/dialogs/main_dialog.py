@@ -22,10 +22,27 @@ from bot_logic.user_profile import display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
 
 NAME_PROMPT = "What's your name?"
+NAME_RETRY_PROMPT = "Hello to you too! What name shall I call you?"
+# A first message is often a greeting, not the answer to "What's your name?".
+GREETINGS = {
+    "hi", "hello", "hey", "hallo", "hiya", "howdy", "yo", "greetings", "sup", "whats up", "good morning",
+    "good afternoon", "good evening", "good day", "hi there", "hello there", "hey there", "hi bot", "hello bot",
+}  # fmt: skip
 MAX_NAME_LENGTH = 60
 WATERFALL = "main"
 PARAMETERS_HINT = "\n\nAnswer with a number or a name; add parameters to change the size, e.g. `1 end=1000000`."
 _PARAMETER = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*([\d][\d,_]*)")
+
+
+def is_greeting(text: str) -> bool:
+    words = re.sub(r"[^\w\s]", "", text.lower()).split()
+    return " ".join(words) in GREETINGS
+
+
+async def _is_a_name(prompt: PromptValidatorContext) -> bool:
+    return bool(prompt.recognized.succeeded and str(prompt.recognized.value).strip()) and not is_greeting(
+        str(prompt.recognized.value)
+    )
 
 
 def parameters_in(text: str) -> dict[str, str]:
@@ -52,7 +69,7 @@ class MainDialog(ComponentDialog):
         self._effects = effects
         self._clock = clock
         self._timeout = operation_timeout_seconds
-        self.add_dialog(TextPrompt("name_prompt"))
+        self.add_dialog(TextPrompt("name_prompt", _is_a_name))
         self.add_dialog(ChoicePrompt("operation_prompt", self._understood))
         self.add_dialog(WaitForOperationDialog(records, clock))
         self.add_dialog(
@@ -78,7 +95,10 @@ class MainDialog(ComponentDialog):
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
         if display_name(await get_profile(self._profiles, step.context)):
             return await step.next(None)
-        return await step.prompt("name_prompt", PromptOptions(prompt=MessageFactory.text(NAME_PROMPT)))
+        return await step.prompt(
+            "name_prompt",
+            PromptOptions(prompt=MessageFactory.text(NAME_PROMPT), retry_prompt=MessageFactory.text(NAME_RETRY_PROMPT)),
+        )
 
     async def _remember_name(self, step: WaterfallStepContext) -> DialogTurnResult:
         if step.result is not None:

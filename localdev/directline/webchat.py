@@ -15,6 +15,7 @@ _PAGE = """<!DOCTYPE html>
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
+  <link rel="icon" href="data:,">
   <title>__TITLE__ – local Web Chat</title>
   <style>
     html, body { height: 100%; margin: 0; font-family: system-ui, sans-serif; }

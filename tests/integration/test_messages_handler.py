@@ -41,6 +41,16 @@ async def test_greets_asks_name_and_remembers_it(app: Composition, connector: Re
     assert len(connector.messages(second)) == 2
 
 
+async def test_a_greeting_is_not_taken_for_a_name(app: Composition, connector: RecordingConnector) -> None:
+    conversation = f"c-{uuid.uuid4()}"
+    url = connector.service_url
+    await send(app, joined(conversation, url))
+    await send(app, activity(conversation, url, text="Hi!"))
+    assert connector.messages(conversation)[-1] == "Hello to you too! What name shall I call you?"
+    await send(app, activity(conversation, url, text="Ada"))
+    assert connector.messages(conversation)[-2] == "Nice to meet you, Ada! I'll remember your name."
+
+
 async def test_replies_go_to_the_incoming_conversation_and_user(
     app: Composition, connector: RecordingConnector
 ) -> None:

@@ -374,6 +374,7 @@ def test_webchat_page_script_and_local_token(stack: Stack) -> None:
     page = requests.get(stack.url, timeout=10)
     assert page.status_code == 200 and '<script src="/webchat.js">' in page.text
     assert stack.domain in page.text and SECRET not in page.text
+    assert '<link rel="icon" href="data:,">' in page.text  # the browser does not ask for /favicon.ico (a 404)
     script = requests.get(f"{stack.url}webchat.js", timeout=10)
     assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
     assert len(script.content) > 1_000_000
