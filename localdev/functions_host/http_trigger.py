@@ -94,8 +94,9 @@ class HttpTriggerServer:
                 return web.Response(status=401)
             return await self._invoke(route, request, values)
         if path_matched:
-            # The real host answers 404 here (azure-functions-host#10098); 405 says what is wrong.
-            return web.Response(status=405)
+            # As the real host (azure-functions-host#10098): a route matched with another method is a
+            # 404, so a client tested here behaves the same in Azure.
+            return web.Response(status=404)
         if request.path == "/" and request.method in ("GET", "HEAD"):
             return web.Response(text="Your Functions app is up and running (local host).")
         return web.Response(status=404)
@@ -105,7 +106,8 @@ class HttpTriggerServer:
         http_request = WorkerHttpRequest(
             method=request.method,
             url=str(request.url),
-            headers=_joined(request.headers.items(), ", "),
+            # The host hands the worker ASP.NET's StringValues.ToString(): repeated values joined by ",".
+            headers=_joined(request.headers.items(), ","),
             params=_joined(request.query.items(), ","),
             route_params=values,
             body_type="bytes",

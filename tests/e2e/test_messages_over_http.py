@@ -71,6 +71,6 @@ async def test_bad_requests_over_http(azurite: Any, cosmos: Any) -> None:
                 assert response.status == 400
                 assert "not valid JSON" in (await response.json())["error"]["message"]
             async with session.get(base) as response:
-                assert response.status == 405
+                assert response.status == 404  # the route is POST only; the Functions host answers 404
     finally:
         await asyncio.to_thread(host.stop)
