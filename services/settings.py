@@ -144,15 +144,38 @@ def _notice_template(raw: str) -> str:
     return raw
 
 
-def _ncrontab(raw: str) -> str:
-    if len(raw.split()) != 6:
+# The timer trigger's TimeSpan form, [d.]hh:mm:ss (App Service plans; the host accepts it anywhere).
+_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d{1,7})?$")
+
+
+def _timespan_seconds(raw: str) -> int | None:
+    match = _TIMESPAN.match(raw.strip())
+    if match is None:
+        return None
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def _schedule(raw: str) -> str:
+    """What the Functions host takes for a timer: six-field NCRONTAB (seconds first), five-field
+    (minutes first, run at second 0), or a TimeSpan."""
+    if ":" in raw:
+        if not _timespan_seconds(raw):
+            raise ValueError(raw)
+        return raw
+    if len(raw.split()) not in (5, 6):
         raise ValueError(raw)
     return raw
 
 
 def longest_sweep_gap(schedule: str) -> int:
-    """Roughly the longest gap between two runs of a six-field NCRONTAB schedule, in seconds."""
+    """Roughly the longest gap between two runs of a timer schedule (see _schedule), in seconds."""
+    interval = _timespan_seconds(schedule) if ":" in schedule else None
+    if interval:
+        return interval
     fields = schedule.split()
+    if len(fields) == 5:
+        fields = ["0", *fields]
     for field, unit in zip(fields[:3], (1, 60, 3600), strict=False):
         if field == "*":
             return unit
@@ -190,7 +213,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         operation_signing_key=_parsed(
             env, "OperationSigningKey", None, _signing_key, "a random string of at least 32 characters"
         ),
-        sweep_schedule=_parsed(env, "SweepSchedule", "0 */1 * * * *", _ncrontab, "a six-field NCRONTAB expression"),
+        sweep_schedule=_parsed(
+            env,
+            "SweepSchedule",
+            "0 */1 * * * *",
+            _schedule,
+            "an NCRONTAB expression (six fields, seconds first, or five) or a TimeSpan such as 00:01:00",
+        ),
         expiry_notice_enabled=_parsed(env, "ExpiryNoticeEnabled", "true", _bool, "true or false"),
         expiry_notice_text=_parsed(
             env,

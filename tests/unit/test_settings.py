@@ -10,7 +10,7 @@ import pytest
 
 from bootstrap import startup_warnings
 from localdev.processes import PROJECT_ROOT
-from services.settings import SettingsError, load_settings
+from services.settings import SettingsError, load_settings, longest_sweep_gap
 
 VALID = {
     "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -40,7 +40,9 @@ def test_defaults_and_types() -> None:
         ({"ExpireAfterSeconds": "ten"}, "ExpireAfterSeconds"),
         ({"ExpireAfterSeconds": "-5"}, "ExpireAfterSeconds"),
         ({"CosmosDbTimeToLive": "1.5"}, "CosmosDbTimeToLive"),
-        ({"SweepSchedule": "*/5 * * * *"}, "SweepSchedule"),
+        ({"SweepSchedule": "*/5 * * *"}, "SweepSchedule"),
+        ({"SweepSchedule": "00:00:00"}, "SweepSchedule"),
+        ({"SweepSchedule": "every minute"}, "SweepSchedule"),
         ({"ExpiryNoticeEnabled": "maybe"}, "ExpiryNoticeEnabled"),
         ({"ExpiryNoticeText": "closed after {hours} hours"}, "ExpiryNoticeText"),
         ({"MicrosoftAppType": "Anonymous"}, "MicrosoftAppType"),
@@ -54,6 +56,16 @@ def test_defaults_and_types() -> None:
 def test_bad_setting_is_named(changes: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=named):
         load_settings({**VALID, **changes})
+
+
+@pytest.mark.parametrize(
+    ("schedule", "gap"),
+    [("0 */1 * * * *", 60), ("*/15 * * * * *", 15), ("*/5 * * * *", 300), ("0 * * * *", 3600), ("00:00:30", 30),
+     ("1.00:00:00", 86400)],
+)  # fmt: skip
+def test_every_schedule_form_the_functions_host_takes_is_accepted(schedule: str, gap: int) -> None:
+    settings = load_settings({**VALID, "SweepSchedule": schedule})
+    assert settings.sweep_schedule == schedule and longest_sweep_gap(schedule) == gap
 
 
 def test_the_app_refuses_to_start_naming_the_missing_setting() -> None:
