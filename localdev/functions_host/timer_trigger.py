@@ -24,6 +24,12 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+def monitor_in_effect(use_monitor: bool, schedule: CronSchedule | IntervalSchedule, now: datetime) -> bool:
+    """The host ignores useMonitor for a schedule that runs more often than once a minute."""
+    first = schedule.next_occurrence(now)
+    return use_monitor and (schedule.next_occurrence(first) - first).total_seconds() >= 60
+
+
 class TimerListener:
     def __init__(
         self,
@@ -39,7 +45,7 @@ class TimerListener:
         self._run_on_startup = run_on_startup
         # The real host keeps schedule status in storage to catch up missed runs after a restart;
         # here it lives in memory for the host's lifetime and is only reported to the function.
-        self._use_monitor = use_monitor
+        self._use_monitor = monitor_in_effect(use_monitor, schedule, _utcnow())
         self._last: datetime | None = None
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -58,7 +64,7 @@ class TimerListener:
 
     async def _run(self) -> None:
         if self._run_on_startup:
-            await self._fire(_utcnow(), past_due=False)
+            await self._fire(_utcnow())
         scheduled = self.schedule.next_occurrence(_utcnow())
         while not self._stopping.is_set():
             self.next_run = scheduled
@@ -69,13 +75,11 @@ class TimerListener:
                     return
                 except TimeoutError:
                     pass
-            # Woke after the following occurrence too (loop blocked, machine asleep): past due.
-            following = self.schedule.next_occurrence(scheduled)
-            await self._fire(scheduled, past_due=_utcnow() >= following)
+            await self._fire(scheduled)
             # Like the host: the next run is computed after this one finished (no overlaps).
             scheduled = self.schedule.next_occurrence(max(scheduled, _utcnow()))
 
-    async def _fire(self, scheduled: datetime, past_due: bool) -> None:
+    async def _fire(self, scheduled: datetime) -> None:
         now = _utcnow()
         status: dict[str, Any] = {}
         if self._use_monitor:
@@ -84,6 +88,9 @@ class TimerListener:
                 "Next": _iso(self.schedule.next_occurrence(scheduled)),
                 "LastUpdated": _iso(now),
             }
-        request = TimerRequest(past_due=past_due, schedule_status=status, schedule={"AdjustForDST": True})
+        # The host sets isPastDue only for a run missed while it was stopped (its schedule monitor keeps
+        # the last run in storage); a late wake-up while running is not past due. Here the status
+        # lives in memory, so no run is ever past due.
+        request = TimerRequest(past_due=False, schedule_status=status, schedule={"AdjustForDST": True})
         await self._invoker.invoke(self.spec, request, f"Timer fired at {_iso(now)}")
         self._last = scheduled

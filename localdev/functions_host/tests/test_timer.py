@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from localdev.functions_host import spawn_host
+from localdev.functions_host.ncrontab import CronSchedule, IntervalSchedule
 from localdev.functions_host.tests.helpers import APPS, LOG_DIR, records
+from localdev.functions_host.timer_trigger import monitor_in_effect
 from localdev.processes import wait_until
+
+
+def test_use_monitor_holds_for_schedules_of_a_minute_or_more_only() -> None:
+    now = datetime(2026, 11, 23, 12, 0, 30, tzinfo=UTC)
+    assert monitor_in_effect(True, CronSchedule.parse("0 */1 * * * *"), now)
+    assert monitor_in_effect(True, IntervalSchedule("00:05:00", timedelta(minutes=5)), now)
+    assert not monitor_in_effect(True, CronSchedule.parse("*/15 * * * * *"), now)
+    assert not monitor_in_effect(True, IntervalSchedule("00:00:30", timedelta(seconds=30)), now)
+    assert not monitor_in_effect(False, CronSchedule.parse("0 0 * * * *"), now)
 
 
 def test_timers_fire_on_schedule(tmp_path: Path) -> None:
@@ -29,7 +40,7 @@ def test_timers_fire_on_schedule(tmp_path: Path) -> None:
     gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(times)]
     assert all(gap > 0.5 for gap in gaps), gaps  # one run per second, not a burst
     assert all(t["is_timer_request"] and t["past_due"] is False for t in ticks)
-    assert {"Last", "Next", "LastUpdated"} <= set(ticks[0]["schedule_status"])  # useMonitor defaults to on
+    assert ticks[0]["schedule_status"] == {}  # useMonitor is on by default, but ignored below a minute
     # runOnStartup ran once though the schedule is yearly; useMonitor=False gives no status.
     assert len(startup) == 1 and startup[0]["schedule_status"] == {}
     assert "every_second: timerTrigger (schedule '*/1 * * * * *'" in host.output
