@@ -89,7 +89,7 @@ class Composition:
         return WorkerDependencies(
             directline=DirectLineClient(settings.direct_line_endpoint, settings.direct_line_secret),
             signing_key=settings.operation_signing_key,
-            max_dequeue_count=max_dequeue_count(),
+            max_dequeue_count=max_dequeue_count(settings.max_dequeue_count_override),
             send_to_poison=self._poison_sender(settings.operations_queue_name),
             clock=self.clock,
         )

@@ -53,6 +53,7 @@ class Settings:
     cosmos_reference_container_id: str
     external_events_queue_name: str
     notifications_per_second: float
+    max_dequeue_count_override: int | None  # the host's app-setting override of host.json
 
     @property
     def local_mode(self) -> bool:
@@ -82,6 +83,17 @@ def _positive_int(raw: str) -> int:
     if value <= 0:
         raise ValueError(raw)
     return value
+
+
+# The Functions host lets an app setting override host.json (AzureFunctionsJobHost__<path>); the
+# worker must know the queue's maxDequeueCount the host really applies (services/host_config.py).
+MAX_DEQUEUE_COUNT_OVERRIDE = "AzureFunctionsJobHost__extensions__queues__maxDequeueCount"
+
+
+def _optional_positive_int(environ: Mapping[str, str], name: str) -> int | None:
+    if not environ.get(name, "").strip():
+        return None
+    return _parsed(environ, name, None, _positive_int, "a positive whole number")
 
 
 def _non_negative_int(raw: str) -> int:
@@ -244,6 +256,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         cosmos_reference_container_id=_text(env, "CosmosDbReferenceContainerId", "conversation-references"),
         external_events_queue_name=_text(env, "ExternalEventsQueueName", "external-events"),
+        max_dequeue_count_override=_optional_positive_int(env, MAX_DEQUEUE_COUNT_OVERRIDE),
         notifications_per_second=_parsed(
             env, "NotificationsPerSecond", "10", _positive_float, "a positive number (messages per second)"
         ),

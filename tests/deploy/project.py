@@ -28,7 +28,7 @@ HOST_ONLY = frozenset(
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     }
 )
-HOST_ONLY_PREFIXES = ("WEBSITE_", "AzureWebJobsStorage__")
+HOST_ONLY_PREFIXES = ("WEBSITE_", "AzureWebJobsStorage__", "AzureFunctionsJobHost__")
 
 _NO_DEFAULT = object()
 

@@ -95,3 +95,14 @@ def test_start_up_warns_of_a_time_to_live_too_short_for_the_sweeper_and_of_authe
     assert any("CosmosDbTimeToLive=320" in warning for warning in unsafe)
     with_app_id = {**VALID, "MicrosoftAppId": "app", "MicrosoftAppPassword": "password"}
     assert startup_warnings(load_settings(with_app_id)) == []
+
+
+def test_the_worker_knows_the_hosts_max_dequeue_count_also_when_an_app_setting_overrides_host_json() -> None:
+    from services.host_config import max_dequeue_count
+
+    assert load_settings(VALID).max_dequeue_count_override is None
+    assert max_dequeue_count(load_settings(VALID).max_dequeue_count_override) == 3  # host.json's
+    overridden = load_settings({**VALID, "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "7"})
+    assert max_dequeue_count(overridden.max_dequeue_count_override) == 7
+    with pytest.raises(SettingsError, match="AzureFunctionsJobHost__extensions__queues__maxDequeueCount"):
+        load_settings({**VALID, "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "many"})
