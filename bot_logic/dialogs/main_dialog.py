@@ -114,13 +114,15 @@ class MainDialog(ComponentDialog):
         lines = [f"{n}. {op.name} — {op.description}" for n, op in enumerate(operations, start=1)]
         text = f"Which long operation shall I run, {name}?\n\n" + "\n".join(lines) + PARAMETERS_HINT
         # No separate retry prompt: the prompt is asked again. Prompt options live in dialog state,
-        # which is serialised on every turn; one copy of the menu keeps that state small.
+        # which is serialised on every turn; one copy of the menu keeps that state small. The text
+        # lists the choices for channels without buttons; Web Chat also shows one button per operation
+        # (suggested actions, built when prompting, so not stored); typed answers still work.
         return await step.prompt(
             "operation_prompt",
             PromptOptions(
                 prompt=MessageFactory.text(text),
                 choices=[Choice(value=op.name) for op in operations],
-                style=ListStyle.none,
+                style=ListStyle.suggested_action,
             ),
         )
 

@@ -41,6 +41,24 @@ async def test_greets_asks_name_and_remembers_it(app: Composition, connector: Re
     assert len(connector.messages(second)) == 2
 
 
+async def test_the_menu_offers_a_button_per_operation_and_a_click_starts_it(
+    app: Composition, connector: RecordingConnector
+) -> None:
+    conversation = f"c-{uuid.uuid4()}"
+    url = connector.service_url
+    await send(app, joined(conversation, url))
+    await send(app, activity(conversation, url, text="Ada"))
+    menu = connector.activities[-1]
+    actions = menu["suggestedActions"]["actions"]
+    assert [(a["type"], a["title"], a["value"]) for a in actions][:2] == [
+        ("imBack", "prime report", "prime report"),
+        ("imBack", "sales report", "sales report"),
+    ]
+    assert "1. prime report" in menu["text"]  # the list stays in the text, for channels without buttons
+    await send(app, activity(conversation, url, text=actions[0]["value"]))  # what a click posts
+    assert connector.messages(conversation)[-1].startswith("Starting the prime report.")
+
+
 async def test_a_greeting_is_not_taken_for_a_name(app: Composition, connector: RecordingConnector) -> None:
     conversation = f"c-{uuid.uuid4()}"
     url = connector.service_url
