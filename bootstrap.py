@@ -19,6 +19,7 @@ from services.settings import Settings, load_settings, longest_sweep_gap
 
 if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
     from bot_logic.bot import LongOperationBot
+    from handlers.health import HealthDependencies
     from handlers.messages import MessagesDependencies
     from handlers.notifications import ExternalEventDependencies, NotifyDependencies
     from handlers.operations_worker import WorkerDependencies
@@ -111,6 +112,18 @@ class Composition:
                 settings.expiry_notice_text,
                 settings.handoff_timeout_seconds,
             ),
+        )
+
+    @cached_property
+    def health(self) -> HealthDependencies:
+        from handlers.health import HealthDependencies
+
+        return HealthDependencies(
+            checks={
+                # A point read of a key no conversation has: found or not, Cosmos DB answered.
+                "cosmos": lambda: self.conversations.read(["health-check"]),
+                "queue": self.operation_queue.ping,
+            }
         )
 
     @cached_property

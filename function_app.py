@@ -95,3 +95,12 @@ async def external_events(message: func.QueueMessage) -> None:
 
     data = QueueMessageData(id=message.id or "", body=message.get_body(), dequeue_count=message.dequeue_count or 1)
     await handle_external_event(data, composition().external_events)
+
+
+@app.function_name("health")
+@app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+async def health(req: func.HttpRequest) -> func.HttpResponse:
+    # Anonymous, for uptime probes: it says only whether Cosmos DB and the queue answer.
+    from handlers.health import handle_health
+
+    return _http_response(await handle_health(composition().health))

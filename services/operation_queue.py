@@ -54,6 +54,10 @@ class OperationQueue:
                 self._client = client
             return self._client
 
+    async def ping(self) -> None:
+        """One request that succeeds only if the queue can be reached (for health probes)."""
+        await (await self._queue()).get_queue_properties()
+
     async def send(self, message: dict[str, Any], visibility_timeout: float | None = None) -> None:
         await self.send_raw(json.dumps(message), visibility_timeout)
 

@@ -194,6 +194,13 @@ def test_the_timers_schedules_and_no_run_on_startup(probe: dict[str, Any]) -> No
 
 
 @pytest.mark.slow
+def test_health_is_an_anonymous_get_for_probes(probe: dict[str, Any]) -> None:
+    trigger = _binding(_function(probe, "health"), "httpTrigger")
+    assert (trigger["route"], [m.upper() for m in trigger["methods"]]) == ("health", ["GET"])
+    assert trigger["authLevel"].upper() == "ANONYMOUS"
+
+
+@pytest.mark.slow
 def test_notifications_and_transcripts_need_a_function_key(probe: dict[str, Any]) -> None:
     notify = _binding(_function(probe, "notify"), "httpTrigger")
     assert (notify["route"], [m.upper() for m in notify["methods"]]) == ("notify", ["POST"])
@@ -211,7 +218,16 @@ def test_notifications_and_transcripts_need_a_function_key(probe: dict[str, Any]
 def test_only_the_expected_functions_are_indexed(probe: dict[str, Any]) -> None:
     names = sorted(f["name"] for f in probe["functions"])
     assert names == sorted(
-        ["messages", "operations_worker", "sweeper", "transcripts", "transcript_cleanup", "notify", "external_events"]
+        [
+            "messages",
+            "operations_worker",
+            "sweeper",
+            "transcripts",
+            "transcript_cleanup",
+            "notify",
+            "external_events",
+            "health",
+        ]
     )
 
 
