@@ -43,7 +43,8 @@ async def messages(req: func.HttpRequest) -> func.HttpResponse:
 @app.queue_trigger(arg_name="message", queue_name="%OperationsQueueName%", connection="AzureWebJobsStorage")
 async def operations_worker(message: func.QueueMessage) -> None:
     # Raising (RetryOperation) leaves the message to the queue's retries and, at the end, its poison queue.
-    from handlers.operations_worker import QueueMessageData, handle_operation_message
+    from handlers.operations_worker import handle_operation_message
+    from handlers.queue_types import QueueMessageData
 
     data = QueueMessageData(id=message.id or "", body=message.get_body(), dequeue_count=message.dequeue_count or 1)
     await handle_operation_message(data, composition().worker)
@@ -91,7 +92,7 @@ async def external_events(message: func.QueueMessage) -> None:
     # Notifications from outside events, put on the queue directly or by `notify`; raising leaves the
     # message to the queue's retries and, at the end, its poison queue.
     from handlers.notifications import handle_external_event
-    from handlers.operations_worker import QueueMessageData
+    from handlers.queue_types import QueueMessageData
 
     data = QueueMessageData(id=message.id or "", body=message.get_body(), dequeue_count=message.dequeue_count or 1)
     await handle_external_event(data, composition().external_events)

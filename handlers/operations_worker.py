@@ -21,19 +21,13 @@ from bot_logic.operation_protocol import (
     result_payload,
     sign,
 )
+from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
 from services.directline_client import DirectLineClient
 
 logger = logging.getLogger(__name__)
 
 REPORT_MARGIN_SECONDS = 30.0  # time kept back from the deadline to post the result
-
-
-@dataclass(frozen=True)
-class QueueMessageData:
-    id: str
-    body: bytes  # already decoded per host.json's messageEncoding
-    dequeue_count: int
 
 
 @dataclass

@@ -19,7 +19,7 @@ from botbuilder.schema import Activity, ConversationReference
 
 from bootstrap import Composition
 from handlers.notifications import ExternalEventDependencies, handle_external_event
-from handlers.operations_worker import QueueMessageData
+from handlers.queue_types import QueueMessageData
 from services.conversation_references import ConversationReferences
 from services.operation_queue import OperationQueue
 from services.rate_limiter import RateLimiter

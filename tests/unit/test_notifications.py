@@ -28,7 +28,7 @@ from handlers.notifications import (
     handle_external_event,
     handle_notify_request,
 )
-from handlers.operations_worker import QueueMessageData
+from handlers.queue_types import QueueMessageData
 from services.channel_errors import DEFAULT_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS, retry_after_of
 from services.conversation_references import ConversationReferences, escape_id
 from services.rate_limiter import RateLimiter
