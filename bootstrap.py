@@ -166,10 +166,7 @@ class Composition:
 
     def _poison_sender(self, queue_name: str) -> Callable[[bytes], Awaitable[None]]:
         """Moves a malformed message to `<queue_name>-poison` at once, instead of burning its retries."""
-        from services.operation_queue import OperationQueue
-
-        poison = OperationQueue(self.settings.storage_connection_string, f"{queue_name}-poison")
-        self._closers.append(poison.close)
+        poison = self._queue(f"{queue_name}-poison")
 
         async def send_to_poison(body: bytes) -> None:
             await poison.send_raw(body.decode("utf-8", errors="replace"))
@@ -247,17 +244,17 @@ class Composition:
 
     @cached_property
     def event_queue(self) -> OperationQueue:
-        from services.operation_queue import OperationQueue
-
-        queue = OperationQueue(self.settings.storage_connection_string, self.settings.external_events_queue_name)
-        self._closers.append(queue.close)
-        return queue
+        return self._queue(self.settings.external_events_queue_name)
 
     @cached_property
     def operation_queue(self) -> OperationQueue:
+        return self._queue(self.settings.operations_queue_name)
+
+    def _queue(self, name: str) -> OperationQueue:
+        """A sender to one of the app's storage queues, closed with the composition."""
         from services.operation_queue import OperationQueue
 
-        queue = OperationQueue(self.settings.storage_connection_string, self.settings.operations_queue_name)
+        queue = OperationQueue(self.settings.storage_connection_string, name)
         self._closers.append(queue.close)
         return queue
 

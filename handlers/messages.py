@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +11,7 @@ from urllib.parse import urlsplit
 from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.schema import Activity
 
-from handlers.http_types import HttpRequestData, HttpResponseData, error
+from handlers.http_types import BadJson, HttpRequestData, HttpResponseData, error, parse_json
 from services.authentication import KeySourceUnavailable, TokenRejected
 from services.unit_of_work import TurnConflictError
 
@@ -21,60 +19,9 @@ logger = logging.getLogger(__name__)
 
 # The Bot Framework caps an activity at about 256 KB; anything larger is not a channel's.
 MAX_BODY_BYTES = 256 * 1024
-# Channels send shallow activities (an Adaptive Card's submitted data is a few levels deep). json.loads
-# fails with RecursionError near Python's limit of ~1000 frames, and whatever walks the activity later
-# (the SDK's deserializer, deepcopy, state serializers) recurses too, within the turn's own stack: so
-# deep JSON is refused here, not wherever it would happen to break.
-MAX_JSON_DEPTH = 64
 
 # Fields every turn needs, each an object's "id" or a string at the top level.
 _REQUIRED_IDS = ("conversation", "from", "recipient")
-
-
-class _BadJson(ValueError):
-    """The body is not JSON the bot can carry through a turn; the message says why."""
-
-
-def _reject_constant(name: str) -> Any:
-    # json.loads accepts NaN and Infinity, which are not JSON (RFC 8259): a strict parser (Cosmos DB,
-    # a channel) would refuse them wherever the value is sent on.
-    raise _BadJson(f"{name} is not a JSON value")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e999 parses as infinity
-        raise _BadJson(f"the number {text[:20]} is out of range")
-    return value
-
-
-def _depth(document: Any) -> int:
-    """How deeply arrays and objects nest in a parsed document, found without recursing."""
-    deepest = 0
-    pending = [(document, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, dict | list):
-            deepest = max(deepest, depth)
-            children = value.values() if isinstance(value, dict) else value
-            pending.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _load_json(raw: bytes) -> Any:
-    try:
-        document = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-    except RecursionError:
-        raise _BadJson(f"it nests deeper than {MAX_JSON_DEPTH} levels") from None
-    except _BadJson:
-        raise
-    except UnicodeDecodeError:
-        raise _BadJson("it is not UTF-8 text") from None
-    except ValueError as failure:  # JSONDecodeError names the position; int() its digit limit
-        raise _BadJson(str(failure)) from None
-    if _depth(document) > MAX_JSON_DEPTH:
-        raise _BadJson(f"it nests deeper than {MAX_JSON_DEPTH} levels")
-    return document
 
 
 def _is_absolute_http_url(value: str) -> bool:
@@ -135,8 +82,8 @@ def _parse_activity(request: HttpRequestData) -> Activity | HttpResponseData:
     if len(request.body) > MAX_BODY_BYTES:
         return error(413, "PayloadTooLarge", f"An activity may be at most {MAX_BODY_BYTES} bytes.")
     try:
-        body = _load_json(request.body)
-    except _BadJson as problem:
+        body = parse_json(request.body)
+    except BadJson as problem:
         return error(400, "BadRequest", f"The body is not valid JSON: {problem}.")
     if not isinstance(body, dict):
         return error(400, "BadRequest", "The body is not an activity: it must be a JSON object with a string 'type'.")

@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
-from handlers.http_types import HttpRequestData, HttpResponseData, error
+from handlers.http_types import BadJson, HttpRequestData, HttpResponseData, error, parse_json
 from services.channel_errors import is_permanent, retry_after_of
 from services.conversation_references import (
     DEFAULT_CLAIM_SECONDS,
@@ -174,13 +174,9 @@ class DeliveryFailed(Exception):
 def parse_notification(body: bytes, max_id_length: int = MAX_ID_LENGTH) -> Notification:
     """The notification in a JSON body; raises InvalidNotification naming the problem."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InvalidNotification("the body is not UTF-8 text") from None
-    except RecursionError:
-        raise InvalidNotification("the body is not valid JSON (nested too deeply)") from None
-    except ValueError as problem:
-        raise InvalidNotification(f"the body is not valid JSON ({problem})") from None
+        data = parse_json(body)
+    except BadJson as problem:
+        raise InvalidNotification(f"the body is not valid JSON: {problem}") from None
     if not isinstance(data, dict):
         raise InvalidNotification("the body must be a JSON object")
     targets = [name for name in TARGETS if name in data]
@@ -251,7 +247,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
     if request.method.upper() != "POST":
         return error(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
     if len(request.body) > MAX_BODY_BYTES:
-        return error(400, "body_too_large", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
+        return error(413, "body_too_large", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
     try:
         notification = parse_notification(request.body)
     except InvalidNotification as problem:

@@ -50,7 +50,7 @@ class TranscriptReadDependencies:
 
 @dataclass
 class TranscriptCleanupDependencies:
-    transcripts: TranscriptCleaner  # TranscriptRecorder or TableTranscriptStore
+    transcripts: TranscriptCleaner  # TableTranscriptStore
     retention_days: int  # TranscriptRetentionDays
     clock: Clock
 

@@ -267,10 +267,6 @@ class ConversationReferences:
 
     # --- lookups --------------------------------------------------------------------------
 
-    async def topics(self, user_id: str) -> list[str]:
-        document = await self._read(user_document_id(user_id))
-        return list((document or {}).get("topics") or [])
-
     async def user_reference(self, user_id: str) -> dict[str, Any] | None:
         """The reference of the user's latest conversation, or None if they never talked to the bot."""
         document = await self._read(user_document_id(user_id))

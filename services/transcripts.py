@@ -3,7 +3,6 @@
     recorder = TranscriptRecorder(TableTranscriptStore(connection_string, table_name), redact_user_text=True)
     recorder.record(conversation_id, [inbound, *replies])   # inside a turn: never blocks, never raises
     await recorder.flush(5.0)                               # in tests, or before the process stops
-    await recorder.cleanup(time.time(), retention_days)     # from a timer
     await recorder.close()
 
 `record` only snapshots the activities (serialised, stamped, redacted: the caller's objects are never
@@ -375,10 +374,6 @@ class TranscriptRecorder:
         finally:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
-
-    async def cleanup(self, now: float, retention_days: int) -> CleanupReport:
-        """Delete activities older than `retention_days` days before `now` (see TableTranscriptStore.cleanup)."""
-        return await self.store.cleanup(now, retention_days)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (at most `timeout` seconds; what is left is dropped and counted), then close

@@ -7,7 +7,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +23,7 @@ from bench.turns import _ratio
 from bot_logic.bot import WELCOME
 from bot_logic.dialogs.main_dialog import NAME_PROMPT
 from localdev.emulators import Azurite
+from localdev.processes import wait_until
 from tests.support.activities import activity, joined
 from tests.support.connector import RecordingConnector
 
@@ -109,10 +109,9 @@ def test_cpu_of_a_process_tree_counts_its_children() -> None:
     try:
         meter = CpuMeter({"tree": trees(parent.pid)})
         meter.start()
-        deadline = time.monotonic() + 10
-        while len(process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(process_tree(parent.pid)) == 2  # the busy child, found by the tree walk
+        wait_until(
+            lambda: len(process_tree(parent.pid)) == 2, timeout=10, message="the busy child, found by the tree walk"
+        )
         assert parent.stdout is not None and parent.stdout.readline().strip() == "done"
         # The child has exited and been waited for: its time is in the parent's cutime + cstime.
         assert process_tree(parent.pid) == [parent.pid]

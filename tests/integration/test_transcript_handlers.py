@@ -159,8 +159,7 @@ async def test_the_cleanup_timer_keeps_recent_transcripts_and_logs_what_it_delet
     await record(store, "old-one", [message("long ago", conversation="old-one", timestamp=old)])
     await record(store, "mixed", [message("long ago", conversation="mixed", timestamp=old)])
     await record(store, "mixed", [message("yesterday", conversation="mixed", timestamp=now - timedelta(days=1))])
-    recorder = TranscriptRecorder(store)
-    deps = TranscriptCleanupDependencies(transcripts=recorder, retention_days=RETENTION_DAYS, clock=clock)
+    deps = TranscriptCleanupDependencies(transcripts=store, retention_days=RETENTION_DAYS, clock=clock)
 
     report = await handle_transcript_cleanup(deps)
 

@@ -99,9 +99,9 @@ async def notify(body: Any, targets: FakeTargets | None = None, queue: FakeQueue
     ("body", "problem"),
     [
         (b"{not json", "the body is not valid JSON"),
-        (b"\xff\xfe{}", "the body is not UTF-8 text"),
+        (b"\xff\xfe{}", "the body is not valid JSON: it is not UTF-8 text"),
         (b"[1, 2]", "the body must be a JSON object"),
-        (b"[" * 30000 + b"]" * 30000, "the body is not valid JSON (nested too deeply)"),
+        (b"[" * 30000 + b"]" * 30000, "the body is not valid JSON: it nests deeper than 64 levels"),
         ({"text": "Hi"}, "name exactly one target: 'userId', 'conversationId' or 'topic'"),
         ({"userId": "user-1", "topic": "pizza", "text": "Hi"}, "name exactly one target, not 'userId' and 'topic'"),
         ({"userId": 17, "text": "Hi"}, "'userId' must be a string, not int"),
@@ -156,10 +156,10 @@ def test_any_body_gets_a_clear_answer(body: bytes | str) -> None:
     assert response.status == 202 or response.body["error"]["message"]
 
 
-async def test_an_oversize_body_is_400() -> None:
+async def test_an_oversize_body_is_413() -> None:
     queue = FakeQueue()
     response = await notify(b"{" + b" " * MAX_BODY_BYTES + b"}", queue=queue)
-    assert response.status == 400 and response.body["error"]["code"] == "body_too_large"
+    assert response.status == 413 and response.body["error"]["code"] == "body_too_large"
     assert f"at most {MAX_BODY_BYTES}" in response.body["error"]["message"]
     assert queue.messages == []
 
