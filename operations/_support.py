@@ -75,3 +75,9 @@ def money(cents: int) -> str:
 def plural(count: int, word: str, words: str | None = None) -> str:
     """ "1 prime", "2 primes" (with thousands separators)."""
     return f"{count:,} {word if count == 1 else (words or word + 's')}"
+
+
+def as_list(heading: str, *items: str) -> str:
+    """A result as a heading and one "- " line per figure: a Markdown list in Web Chat, Teams and the
+    like, and still plain, readable text on channels that show text as it is."""
+    return "\n".join((heading, *(f"- {item}" for item in items)))

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import compress
 
-from ._support import Progress, in_thread, plural
+from ._support import Progress, as_list, in_thread, plural
 from .registry import Operation, OperationFailed, Parameter, ProgressCallback
 
 # One segment is ~10-20 ms of work: short enough to keep the GIL hand-offs and
@@ -117,9 +117,12 @@ def describe(summary: PrimeSummary) -> str:
         return f"Prime report for {span}: no primes in this range."
     if summary.count == 1:
         return f"Prime report for {span}: exactly one prime, {summary.largest_prime:,}."
-    return (
-        f"Prime report for {span}: {plural(summary.count, 'prime')}, {plural(summary.twin_pairs, 'twin pair')}, "
-        f"largest gap {summary.largest_gap:,} after {summary.gap_after:,}; largest prime {summary.largest_prime:,}."
+    return as_list(
+        f"Prime report for {span}:",
+        plural(summary.count, "prime"),
+        plural(summary.twin_pairs, "twin pair"),
+        f"largest gap {summary.largest_gap:,} after {summary.gap_after:,}",
+        f"largest prime {summary.largest_prime:,}",
     )
 
 

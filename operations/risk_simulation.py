@@ -8,7 +8,7 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from ._support import Progress, in_thread
+from ._support import Progress, as_list, in_thread
 from .registry import Operation, Parameter, ProgressCallback
 
 PORTFOLIO_VALUE = 1_000_000.0
@@ -188,15 +188,14 @@ def describe(summary: RiskSummary) -> str:
     outcome = -summary.mean_loss
     sign = "+" if outcome >= 0 else "-"
     day_word = "day" if summary.days == 1 else "days"
-    return "\n".join(
-        (
-            f"Value at risk of a {_dollars(PORTFOLIO_VALUE)} portfolio over {summary.days} trading {day_word} "
-            f"({summary.paths:,} simulations, seed {summary.seed}):",
-            f"95%: {var(summary.var95)}; 99%: {var(summary.var99)}.",
-            f"Expected shortfall in the worst 1%: {_dollars(summary.shortfall99)}. "
-            f"Mean outcome {sign}{_dollars(abs(outcome))} (± {_dollars(Z95 * summary.mean_loss_error)}); "
-            f"chance of a loss {100 * summary.loss_probability:.1f}%.",
-        )
+    return as_list(
+        f"Value at risk of a {_dollars(PORTFOLIO_VALUE)} portfolio over {summary.days} trading {day_word} "
+        f"({summary.paths:,} simulations, seed {summary.seed}):",
+        f"95%: {var(summary.var95)}",
+        f"99%: {var(summary.var99)}",
+        f"expected shortfall in the worst 1%: {_dollars(summary.shortfall99)}",
+        f"mean outcome {sign}{_dollars(abs(outcome))} (± {_dollars(Z95 * summary.mean_loss_error)})",
+        f"chance of a loss {100 * summary.loss_probability:.1f}%",
     )
 
 

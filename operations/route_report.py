@@ -7,7 +7,7 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ._support import Progress, in_thread, plural
+from ._support import Progress, as_list, in_thread, plural
 from .registry import Operation, Parameter, ProgressCallback
 
 CLOSED_PERCENT = 15  # share of roads closed, so routes have to detour
@@ -166,22 +166,21 @@ def describe(summary: RouteSummary) -> str:
     if summary.corner_minutes >= 0:
         corner = (
             f"the far (south-east) corner takes {_hours(summary.corner_minutes)} "
-            f"over {plural(summary.corner_roads, 'road')}."
+            f"over {plural(summary.corner_roads, 'road')}"
         )
     else:
-        corner = "the far (south-east) corner cannot be reached."
+        corner = "the far (south-east) corner cannot be reached"
     heading = (
         f"Route report for a {summary.size:,}×{summary.size:,} generated road grid (seed {summary.seed}, "
         f"{CLOSED_PERCENT}% of roads closed), from the depot in the north-west corner:"
     )
     if summary.reachable == 1:
-        return f"{heading}\nthe depot is cut off: every road out of it is closed."
-    return "\n".join(
-        (
-            heading,
-            f"{summary.reachable:,} of {total:,} junctions reachable, average trip {_hours(summary.average_minutes)}; "
-            f"farthest is row {row + 1:,}, column {col + 1:,} at {_hours(summary.farthest_minutes)}; {corner}",
-        )
+        return as_list(heading, "the depot is cut off: every road out of it is closed")
+    return as_list(
+        heading,
+        f"{summary.reachable:,} of {total:,} junctions reachable, average trip {_hours(summary.average_minutes)}",
+        f"farthest is row {row + 1:,}, column {col + 1:,} at {_hours(summary.farthest_minutes)}",
+        corner,
     )
 
 

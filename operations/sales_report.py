@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 
-from ._support import Progress, in_thread, money
+from ._support import Progress, as_list, in_thread, money
 from .registry import Operation, Parameter, ProgressCallback
 
 # The catalogue: (product, unit price in cents, relative popularity).
@@ -169,17 +169,15 @@ def describe(summary: SalesSummary) -> str:
     (best_month, best_m), (slow_month, slow_m) = months[0], months[-1]
     top = ", ".join(f"{name} {money(cents)}" for name, cents in summary.top_products(3))
     average = (summary.revenue + summary.orders // 2) // summary.orders
-    return "\n".join(
-        (
-            f"Sales report for {summary.orders:,} generated orders (seed {summary.seed}): "
-            f"revenue {money(summary.revenue)}, average order {money(average)}.",
-            f"Best region {best_region} {money(best_r)} ({share(best_r)}); "
-            f"weakest {weak_region} {money(weak_r)} ({share(weak_r)}).",
-            f"Best month {best_month} {money(best_m)}; slowest {slow_month} {money(slow_m)}.",
-            f"Top products: {top}.",
-            f"Order value: median {money(summary.median)}, 90th percentile {money(summary.p90)}, "
-            f"99th percentile {money(summary.p99)}.",
-        )
+    return as_list(
+        f"Sales report for {summary.orders:,} generated orders (seed {summary.seed}):",
+        f"revenue {money(summary.revenue)}, average order {money(average)}",
+        f"best region {best_region} {money(best_r)} ({share(best_r)}); "
+        f"weakest {weak_region} {money(weak_r)} ({share(weak_r)})",
+        f"best month {best_month} {money(best_m)}; slowest {slow_month} {money(slow_m)}",
+        f"top products: {top}",
+        f"order value: median {money(summary.median)}, 90th percentile {money(summary.p90)}, "
+        f"99th percentile {money(summary.p99)}",
     )
 
 

@@ -13,7 +13,7 @@ from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, PromptValida
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import new_record
-from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog
+from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog, with_cancel_button
 from bot_logic.effects import DurableEffects
 from bot_logic.handoff import NOT_UNDERSTOOD, note_misunderstanding, note_understood
 from bot_logic.operation_protocol import operation_request
@@ -144,8 +144,10 @@ class MainDialog(ComponentDialog):
             "I'll keep trying; write 'cancel' to stop waiting.",
         )
         await step.context.send_activity(
-            f"Starting the {operation.name}. It will take a while; I'll tell you here when it's done "
-            f"(at the latest in {describe_duration(self._timeout)})."
+            with_cancel_button(
+                f"Starting the {operation.name}. It will take a while; I'll tell you here when it's done "
+                f"(at the latest in {describe_duration(self._timeout)})."
+            )
         )
         return await step.begin_dialog(WaitForOperationDialog.__name__)
 

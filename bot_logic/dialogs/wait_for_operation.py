@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from botbuilder.core import StatePropertyAccessor
+from botbuilder.core import MessageFactory, StatePropertyAccessor
 from botbuilder.dialogs import Dialog, DialogContext, DialogTurnResult
-from botbuilder.schema import Activity, ActivityTypes
+from botbuilder.schema import ActionTypes, Activity, ActivityTypes, CardAction
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import new_record
@@ -16,7 +16,13 @@ from bot_logic.pending_operation import describe_duration
 
 CANCEL_WORDS = {"cancel", "stop", "abort"}
 TIMED_OUT = "timed_out"
+_CANCEL_BUTTON = CardAction(type=ActionTypes.im_back, title="Cancel", value="cancel")
 CANCELLED = "cancelled"
+
+
+def with_cancel_button(text: str) -> Activity:
+    """`text` with a "Cancel" button where the channel shows suggested actions; typing 'cancel' works too."""
+    return MessageFactory.suggested_actions([_CANCEL_BUTTON], text)
 
 
 class WaitForOperationDialog(Dialog):
@@ -57,7 +63,9 @@ class WaitForOperationDialog(Dialog):
         await context.send_activity(Activity(type=ActivityTypes.typing))
         elapsed = describe_duration(now - pending["startedAt"])
         await context.send_activity(
-            f"Still performing the long operation: {pending['name']} ... (running for {elapsed}). "
-            "Write 'cancel' to stop waiting."
+            with_cancel_button(
+                f"Still performing the long operation: {pending['name']} ... (running for {elapsed}). "
+                "Write 'cancel' to stop waiting."
+            )
         )
         return Dialog.end_of_turn

@@ -41,7 +41,7 @@ async def test_greets_asks_name_and_remembers_it(app: Composition, connector: Re
     assert len(connector.messages(second)) == 2
 
 
-async def test_the_menu_offers_a_button_per_operation_and_a_click_starts_it(
+async def test_buttons_start_an_operation_and_cancel_it_while_it_runs(
     app: Composition, connector: RecordingConnector
 ) -> None:
     conversation = f"c-{uuid.uuid4()}"
@@ -56,7 +56,15 @@ async def test_the_menu_offers_a_button_per_operation_and_a_click_starts_it(
     ]
     assert "1. prime report" in menu["text"]  # the list stays in the text, for channels without buttons
     await send(app, activity(conversation, url, text=actions[0]["value"]))  # what a click posts
-    assert connector.messages(conversation)[-1].startswith("Starting the prime report.")
+    starting = connector.activities[-1]
+    assert starting["text"].startswith("Starting the prime report.")
+    # While it runs, a Cancel button (and typing 'cancel' still works: the button posts just that).
+    cancel = starting["suggestedActions"]["actions"]
+    assert [(a["type"], a["title"], a["value"]) for a in cancel] == [("imBack", "Cancel", "cancel")]
+    await send(app, activity(conversation, url, text="is it done?"))
+    assert connector.activities[-1]["suggestedActions"]["actions"] == cancel
+    await send(app, activity(conversation, url, text=cancel[0]["value"]))
+    assert any(t.startswith("Cancelled the prime report.") for t in connector.messages(conversation)[-3:])
 
 
 async def test_a_greeting_is_not_taken_for_a_name(app: Composition, connector: RecordingConnector) -> None:

@@ -80,5 +80,5 @@ async def test_result_text(summary: risk.RiskSummary) -> None:
     assert text == describe(summary)
     lines = text.splitlines()
     assert lines[0] == f"Value at risk of a $1,000,000 portfolio over 10 trading days ({PATHS:,} simulations, seed 21):"
-    assert lines[1].startswith(f"95%: ${round(summary.var95.value):,} (95% CI $")
-    assert "chance of a loss" in lines[2]
+    assert lines[1].startswith(f"- 95%: ${round(summary.var95.value):,} (95% CI $")
+    assert lines[-1].startswith("- chance of a loss ")

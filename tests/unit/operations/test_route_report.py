@@ -89,7 +89,7 @@ async def test_cut_off_depot() -> None:
     seed = next(s for s in range(10_000) if road_minutes(0, 1, s) == 0 and road_minutes(0, 2, s) == 0)
     summary = await route_summary(2, seed)
     assert summary == RouteSummary(2, seed, 1, 0.0, 0, 0, -1, -1)
-    assert describe(summary).endswith("the depot is cut off: every road out of it is closed.")
+    assert describe(summary).endswith("\n- the depot is cut off: every road out of it is closed")
 
 
 async def test_result_text() -> None:
@@ -100,6 +100,7 @@ async def test_result_text() -> None:
     assert text == (
         "Route report for a 10×10 generated road grid (seed 3, 15% of roads closed), "
         "from the depot in the north-west corner:\n"
-        "100 of 100 junctions reachable, average trip 1 h 35 min; farthest is row 10, column 8 at 3 h 00 min; "
-        "the far (south-east) corner takes 2 h 34 min over 18 roads."
+        "- 100 of 100 junctions reachable, average trip 1 h 35 min\n"
+        "- farthest is row 10, column 8 at 3 h 00 min\n"
+        "- the far (south-east) corner takes 2 h 34 min over 18 roads"
     )

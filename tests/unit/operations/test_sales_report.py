@@ -80,7 +80,8 @@ async def test_result_text() -> None:
     text = await get_operation("sales report").run({"orders": 1_000, "seed": 2024}, progress)
     summary = await sales_summary(2024, 1_000)
     lines = text.splitlines()
-    assert lines[0] == "Sales report for 1,000 generated orders (seed 2024): revenue $78,034.76, average order $78.03."
-    assert f"${summary.revenue // 100:,}.{summary.revenue % 100:02d}" in lines[0]
-    assert lines[3].startswith("Top products: ") and lines[4].startswith("Order value: median $")
+    assert lines[0] == "Sales report for 1,000 generated orders (seed 2024):"
+    assert lines[1] == "- revenue $78,034.76, average order $78.03"
+    assert f"${summary.revenue // 100:,}.{summary.revenue % 100:02d}" in lines[1]
+    assert lines[4].startswith("- top products: ") and lines[5].startswith("- order value: median $")
     assert text == describe(summary)
