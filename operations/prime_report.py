@@ -112,7 +112,7 @@ async def prime_summary(start: int, end: int, progress: Progress | None = None) 
 
 
 def describe(summary: PrimeSummary) -> str:
-    span = f"{summary.start:,}..{summary.end:,}"
+    span = f"{summary.start:,} to {summary.end:,}"  # not "..": Markdown renderers make it an ellipsis
     if summary.count == 0:
         return f"Prime report for {span}: no primes in this range."
     if summary.count == 1:

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.emulators]
 LEASE_SECONDS = 4  # how long a received message stays invisible (the host's default is 10 min)
 # A few seconds of real work on these machines: long enough to be killed in the middle.
 MEDIUM_PRIMES = "prime report end=150000000"
-RESULT_PREFIX = "Thanks for waiting. Prime report for 1..150,000,000"
+RESULT_PREFIX = "Thanks for waiting. Prime report for 1 to 150,000,000"
 
 
 class DirectLineUser:

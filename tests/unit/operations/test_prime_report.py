@@ -49,14 +49,14 @@ async def test_result_text() -> None:
     text = await get_operation("prime report").run({"start": 1, "end": 100_000}, progress)
     # A heading and one "- " line per figure: a list in Web Chat, plain text elsewhere.
     assert text == (
-        "Prime report for 1..100,000:\n- 9,592 primes\n- 1,224 twin pairs\n- largest gap 72 after 31,397\n"
+        "Prime report for 1 to 100,000:\n- 9,592 primes\n- 1,224 twin pairs\n- largest gap 72 after 31,397\n"
         "- largest prime 99,991"
     )
 
 
 def test_text_for_tiny_ranges() -> None:
-    assert describe(PrimeSummary(24, 28, 0, 0, 0, 0, 0)) == "Prime report for 24..28: no primes in this range."
-    assert describe(PrimeSummary(2, 2, 1, 0, 0, 0, 2)) == "Prime report for 2..2: exactly one prime, 2."
+    assert describe(PrimeSummary(24, 28, 0, 0, 0, 0, 0)) == "Prime report for 24 to 28: no primes in this range."
+    assert describe(PrimeSummary(2, 2, 1, 0, 0, 0, 2)) == "Prime report for 2 to 2: exactly one prime, 2."
     assert "\n- 1 twin pair\n" in describe(PrimeSummary(3, 5, 2, 1, 2, 3, 5))
 
 
