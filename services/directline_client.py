@@ -1,13 +1,23 @@
 """The worker's side of Direct Line (REST API 3.0, with requests): start a conversation
-with the secret and post event activities to the bot. 429 and 5xx are retried with
-backoff, honouring Retry-After, a bounded number of times."""
+with the secret and post event activities to the bot. 429, 5xx and network errors are
+retried with backoff, honouring Retry-After, a bounded number of times.
+
+Posting the result twice is safe (a timeout after the service took it makes the worker
+post again): the bot accepts one result per operation id and ignores the rest. Progress
+posts get one short attempt. The loop is written out here rather than left to urllib3's
+Retry mounted on the session, which would be no shorter: Retry waits nothing before the
+first retry unless the answer carries Retry-After, sleeps with time.sleep (the `sleep`
+argument would go unused), cannot give progress one attempt on a session whose result
+posts get five, and logs retried statuses only at debug level."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import random
 import time
 from collections.abc import Callable
+from datetime import UTC
 from typing import Any
 
 import requests
@@ -78,11 +88,9 @@ class DirectLineClient:
         raise DirectLineError(f"{method} {path}: gave up after {max_attempts} attempts ({status or reason})")
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after:
-            try:
-                return min(self._max_delay, max(0.0, float(retry_after)))
-            except ValueError:
-                pass  # an HTTP date: fall back to backoff
+        asked = _retry_after_seconds(retry_after)
+        if asked is not None:  # never sooner than asked, unless that is past max_delay (the queue's time runs too)
+            return min(self._max_delay, asked)
         return min(self._max_delay, self._base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
 
     def start_conversation(self) -> tuple[str, str]:
@@ -102,3 +110,20 @@ class DirectLineClient:
             else self._request("POST", path, token, activity)
         )
         return str(answer.get("id", ""))
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After in seconds: delta-seconds or an HTTP date (RFC 9110); None if absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": a time in UTC
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - time.time())

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import BodyPartReader, WSMsgType, web
+from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
 
 from localdev.directline.activities import Activity, account, random_id
 from localdev.directline.channel import Channel
@@ -19,6 +20,12 @@ from localdev.directline.tokens import STREAM_SCOPE, TokenError
 
 CHANNEL = web.AppKey("directline_channel", Channel)
 BASE = "/v3/directline"
+# The service allows one stream per conversation and closes the one a newer stream displaces with the reason
+# "collision". Its close code is not documented (Microsoft's client ignores both): 1008 is RFC 6455's policy code.
+COLLISION_CLOSE_CODE = WSCloseCode.POLICY_VIOLATION
+COLLISION_REASON = "collision"
+
+log = logging.getLogger("localdev.directline")
 
 
 @dataclass(frozen=True)
@@ -238,7 +245,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         since = -1
     socket = web.WebSocketResponse(heartbeat=channel.settings.ws_heartbeat)
     await socket.prepare(request)
-    # Subscribe and take the backlog with no await in between: nothing is missed or sent twice.
+    # Subscribe (displacing an open stream: only a socket that opened does) and take the backlog with no await
+    # in between: nothing is missed or sent twice.
     subscription = conversation.subscribe()
     backlog = conversation.visible_after(since, websocket=True)
 
@@ -248,7 +256,12 @@ async def stream(request: web.Request) -> web.StreamResponse:
         while (item := await subscription.queue.get()) is not None and not subscription.overflowed:
             seq, activity = item
             await socket.send_json({"activities": [activity], "watermark": str(seq)})
-        await socket.close()  # ended, dropped or too far behind: the client reconnects with its watermark
+        # Displaced, ended, dropped or too far behind: the client reconnects with its watermark.
+        if subscription.displaced:
+            log.info("conversation %s: a newer stream displaced this one (%s)", conversation_id, COLLISION_REASON)
+            await socket.close(code=COLLISION_CLOSE_CODE, message=COLLISION_REASON.encode())
+        else:
+            await socket.close()
 
     pumping = asyncio.get_running_loop().create_task(pump())
     try:

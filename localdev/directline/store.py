@@ -1,5 +1,8 @@
 """In-memory conversations: a bounded activity log per conversation and the live streams reading it.
 
+Like the real service, a conversation has at most one open stream: opening another closes the one
+before ("collision"); the displaced client reconnects with its watermark and misses nothing.
+
 Limits (all configurable through create_app): each conversation keeps its last
 `max_activities` activities (older ones can no longer be fetched with an old watermark);
 a conversation with no open stream that is idle for `idle_ttl` seconds is dropped, and
@@ -38,12 +41,17 @@ class StoredFile:
     data: bytes
 
 
-@dataclass(eq=False)  # identity: kept in a set
+@dataclass(eq=False)  # one per socket: told apart by identity
 class Subscription:
     """One open stream. None in the queue means: close it."""
 
     queue: asyncio.Queue[tuple[int, Activity] | None] = field(default_factory=asyncio.Queue)
     overflowed: bool = False
+    displaced: bool = False  # a newer stream of the same conversation took over ("collision")
+
+    def end(self, displaced: bool = False) -> None:
+        self.displaced = displaced
+        self.queue.put_nowait(None)
 
 
 def parse_watermark(value: str | None) -> int:
@@ -64,7 +72,7 @@ class Conversation:
         self.last_used = now
         self.started = False
         self.members: dict[str, dict[str, Any]] = {}
-        self.subscriptions: set[Subscription] = set()
+        self.stream: Subscription | None = None  # the one open WebSocket stream, if any
         self.attachments: OrderedDict[str, StoredFile] = OrderedDict()
         # The conversationUpdate sent on start; later activities wait for it so the bot sees them in order.
         self.startup: asyncio.Task[None] | None = None
@@ -130,17 +138,20 @@ class Conversation:
         ]
 
     def subscribe(self) -> Subscription:
-        subscription = Subscription()
-        self.subscriptions.add(subscription)
-        return subscription
+        """Open the conversation's stream; one that was open is displaced (closed with reason "collision")."""
+        if self.stream is not None:
+            self.stream.end(displaced=True)
+        self.stream = Subscription()
+        return self.stream
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self.subscriptions.discard(subscription)
+        if self.stream is subscription:
+            self.stream = None
 
     def close_streams(self) -> None:
-        for subscription in list(self.subscriptions):
-            subscription.queue.put_nowait(None)
-        self.subscriptions.clear()
+        if self.stream is not None:
+            self.stream.end()
+            self.stream = None
 
     def add_attachment(self, stored: StoredFile) -> str:
         attachment_id = random_id(16)
@@ -152,12 +163,12 @@ class Conversation:
     def _publish(self, seq: int, activity: Activity) -> None:
         if activity.get("type") == "conversationUpdate":
             return
-        for subscription in self.subscriptions:
-            if subscription.overflowed:
-                continue
-            if subscription.queue.qsize() >= STREAM_BACKLOG_LIMIT:
-                subscription.overflowed = True
-            subscription.queue.put_nowait((seq, activity))
+        stream = self.stream
+        if stream is None or stream.overflowed:
+            return
+        if stream.queue.qsize() >= STREAM_BACKLOG_LIMIT:
+            stream.overflowed = True
+        stream.queue.put_nowait((seq, activity))
 
 
 class ConversationStore:
@@ -195,7 +206,7 @@ class ConversationStore:
     def sweep(self, room: int = 0) -> list[str]:
         """Drop idle conversations, then the least recently used idle ones above the cap (less `room`)."""
         now = self._clock()
-        idle = sorted((c for c in self._conversations.values() if not c.subscriptions), key=lambda c: c.last_used)
+        idle = sorted((c for c in self._conversations.values() if c.stream is None), key=lambda c: c.last_used)
         dropped: list[str] = []
         excess = len(self._conversations) - self.max_conversations + room
         for conversation in idle:

@@ -1,4 +1,4 @@
-"""Direct Line tokens: compact HS256 JWTs signed with the Direct Line secret.
+"""Direct Line tokens: HS256 JWTs (PyJWT) signed with a key derived from the Direct Line secret.
 
 Real Direct Line tokens are JWTs too, and Microsoft's client decodes them (without
 checking the signature) to read the `user` claim, so a JWT keeps that behaviour.
@@ -6,17 +6,19 @@ checking the signature) to read the `user` claim, so a JWT keeps that behaviour.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jwt
+
 # A token for the REST API, and a short-lived one that only opens a conversation's stream.
 CONVERSATION_SCOPE = "conversation"
 STREAM_SCOPE = "stream"
+
+_ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ["conv", "scope", "iss", "aud", "iat", "nbf", "exp"]
 
 
 class TokenError(Exception):
@@ -35,21 +37,18 @@ class TokenClaims:
     expires_at: int
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class TokenService:
-    """Issues and verifies conversation-bound tokens; `clock` is injectable so tests never sleep."""
+    """Issues and verifies conversation-bound tokens; `clock` is injectable so tests never sleep.
 
-    _HEADER = _b64encode(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    PyJWT checks the signature (HS256 only), issuer, audience and that every claim is there. It reads
+    the wall clock, so `nbf` and `exp` are checked here against `clock` instead, with no leeway: the
+    same process issues and verifies, so there is no clock skew to allow for.
+    """
 
     def __init__(self, secret: str, issuer: str, clock: Callable[[], float]) -> None:
-        self._key = secret.encode("utf-8")
+        # 256 bits derived from the secret: HS256 keys should be that long (PyJWT warns about shorter ones),
+        # and the secret, itself a bearer credential, never signs anything directly.
+        self._key = hashlib.sha256(b"local Direct Line token key\0" + secret.encode("utf-8")).digest()
         self._issuer = issuer
         self._clock = clock
 
@@ -66,30 +65,27 @@ class TokenService:
         }
         if user_id:
             claims["user"] = user_id
-        payload = _b64encode(json.dumps(claims, separators=(",", ":")).encode())
-        signing_input = f"{self._HEADER}.{payload}"
-        return f"{signing_input}.{self._sign(signing_input)}"
+        return jwt.encode(claims, self._key, algorithm=_ALGORITHM)
 
     def verify(self, token: str, scope: str = CONVERSATION_SCOPE) -> TokenClaims:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise TokenError("malformed token")
-        header, payload, signature = parts
-        if not hmac.compare_digest(self._sign(f"{header}.{payload}"), signature):
-            raise TokenError("invalid token signature")
         try:
-            claims = json.loads(_b64decode(payload))
-            conversation_id = str(claims["conv"])
-            expires_at = int(claims["exp"])
-            token_scope = str(claims["scope"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TokenError("malformed token") from exc
-        if token_scope != scope:
-            raise TokenError(f"a {token_scope} token cannot be used here")
-        if self._clock() >= expires_at:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[_ALGORITHM],
+                issuer=self._issuer,
+                audience=self._issuer,
+                options={"require": _REQUIRED_CLAIMS, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
+            )
+            not_before, expires_at = float(claims["nbf"]), int(claims["exp"])
+        except (jwt.InvalidTokenError, TypeError, ValueError) as exc:
+            raise TokenError(f"invalid token: {exc}") from exc
+        if claims["scope"] != scope:
+            raise TokenError(f"a {claims['scope']} token cannot be used here")
+        now = self._clock()
+        if now < not_before:
+            raise TokenError("token not yet valid")
+        if now >= expires_at:
             raise TokenError("token expired", expired=True)
         user = claims.get("user")
-        return TokenClaims(conversation_id, str(user) if user else None, token_scope, expires_at)
-
-    def _sign(self, signing_input: str) -> str:
-        return _b64encode(hmac.new(self._key, signing_input.encode("ascii"), hashlib.sha256).digest())
+        return TokenClaims(str(claims["conv"]), str(user) if user else None, scope, expires_at)

@@ -4,7 +4,11 @@
 //
 //   node localdev/directline/tests/directline_driver.js --domain http://127.0.0.1:7072/v3/directline \
 //        (--secret S | --token T) [--mode websocket|polling] [--user-id U] [--user-name N]
-//        [--polling-interval MS] [--conversation-id ID] [--watermark W]
+//        [--polling-interval MS] [--conversation-id ID] [--watermark W] [--retry-delay-ms MS]
+//
+// --conversation-id resumes a conversation (the client's GET /conversations/{id}), like a second tab.
+// --retry-delay-ms replaces the client's 3-15 s random wait before it reconnects a closed WebSocket
+// (the same override Microsoft's own tests make), so tests of reconnection do not wait for seconds.
 //
 // stdin, one JSON object per line:
 //   {"cmd":"send","text":"hi","ref":"r1"}            a message (optional: channelData, locale)
@@ -16,6 +20,8 @@
 //   {"event":"posted","id":"...","ref":"r1"}         postActivity's answer ("retry" after a 5xx, as the client reports it)
 //   {"event":"activity","activity":{...}}            every activity from activity$, the user's own echoes included
 //   {"event":"error","message":"...","status":N,"ref":"r1"}
+//   {"event":"socket","state":"open"} / {"event":"socket","state":"close","code":N,"reason":"..."}
+//                                                    each WebSocket the client opens, as the socket saw it
 //   {"event":"ended"}
 'use strict';
 
@@ -26,7 +32,7 @@ function parseArgs(argv) {
   const names = {
     '--mode': 'mode', '--domain': 'domain', '--secret': 'secret', '--token': 'token', '--user-id': 'userId',
     '--user-name': 'userName', '--polling-interval': 'pollingInterval', '--conversation-id': 'conversationId',
-    '--watermark': 'watermark',
+    '--watermark': 'watermark', '--retry-delay-ms': 'retryDelayMs',
   };
   for (let i = 0; i < argv.length; i += 2) {
     const key = names[argv[i]];
@@ -54,7 +60,14 @@ try {
 // The client was written for browsers: rxjs's ajax needs XMLHttpRequest, and the client reads a
 // global WebSocket (Node 20 has none) even when polling; `webSocket: false` below picks polling.
 global.XMLHttpRequest = require('xhr2');
-global.WebSocket = require('ws');
+// The socket events are reported from listeners of their own; the client's onopen/onclose stay its own.
+global.WebSocket = class ReportingWebSocket extends require('ws') {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener('open', () => emit({ event: 'socket', state: 'open' }));
+    this.addEventListener('close', (e) => emit({ event: 'socket', state: 'close', code: e.code, reason: e.reason }));
+  }
+};
 const { DirectLine, ConnectionStatus } = require('botframework-directlinejs');
 
 const directLine = new DirectLine({
@@ -66,6 +79,7 @@ const directLine = new DirectLine({
   conversationId: args.conversationId,
   watermark: args.watermark,
 });
+if (args.retryDelayMs !== undefined) directLine.getRetryDelay = () => Number(args.retryDelayMs);
 // The client refuses ids with the dl_ prefix here (they must be inside a token); from.id still carries it.
 if (!/^dl_/.test(args.userId)) directLine.setUserId(args.userId);
 const from = { id: args.userId, ...(args.userName ? { name: args.userName } : {}), role: 'user' };

@@ -52,6 +52,7 @@ class DirectLineJsClient:
         self.statuses: list[int] = []  # connectionStatus$ values
         self.posted: dict[str, str] = {}  # ref -> activity id answered by postActivity
         self.errors: list[dict[str, Any]] = []  # error events, as emitted
+        self.sockets: list[dict[str, Any]] = []  # WebSocket opens and closes (code, reason), in order
         self._process: subprocess.Popen[str] | None = None
         self._events: queue.Queue[dict[str, Any]] = queue.Queue()
         self._stderr: deque[str] = deque(maxlen=50)
@@ -68,13 +69,16 @@ class DirectLineJsClient:
         token: str | None = None,
         user_name: str | None = None,
         polling_interval_ms: int = 200,
+        conversation_id: str | None = None,
+        retry_delay_ms: int | None = None,
         wait_online: bool = True,
         timeout: float = 20.0,
     ) -> Self:
         """Launch the client against `domain` (…/v3/directline) with a secret or a token.
 
-        mode is "websocket" or "polling". With wait_online the call returns once the client
-        reports Online (it has started the conversation).
+        mode is "websocket" or "polling". conversation_id resumes that conversation (a second tab);
+        retry_delay_ms replaces the client's 3-15 s wait before reconnecting a closed WebSocket.
+        With wait_online the call returns once the client reports Online (it has started the conversation).
         """
         if (secret is None) == (token is None):
             raise ValueError("pass exactly one of secret and token")
@@ -83,6 +87,10 @@ class DirectLineJsClient:
         argv += ["--polling-interval", str(polling_interval_ms)]
         if user_name:
             argv += ["--user-name", user_name]
+        if conversation_id:
+            argv += ["--conversation-id", conversation_id]
+        if retry_delay_ms is not None:
+            argv += ["--retry-delay-ms", str(retry_delay_ms)]
         self._process = subprocess.Popen(
             argv,
             cwd=PROJECT_ROOT,
@@ -185,6 +193,15 @@ class DirectLineJsClient:
     def wait_for_status(self, status: int, timeout: float = 10.0) -> None:
         self._wait(lambda: status in self.statuses, timeout, f"connection status {status}")
 
+    def wait_for_socket_close(self, reason: str, timeout: float = 10.0, since: int = 0) -> dict[str, Any]:
+        """The first WebSocket close at or after index `since` of `sockets` with this reason."""
+
+        def closed() -> list[dict[str, Any]]:
+            return [s for s in self.sockets[since:] if s.get("state") == "close" and s.get("reason") == reason]
+
+        self._wait(lambda: bool(closed()), timeout, f"a WebSocket closed with reason {reason!r}")
+        return closed()[0]
+
     def bot_messages(self) -> list[Activity]:
         return [a for a in self.activities if a.get("type") == "message" and (a.get("from") or {}).get("role") == "bot"]
 
@@ -215,6 +232,8 @@ class DirectLineJsClient:
             self.posted[str(event.get("ref"))] = str(event.get("id"))
         elif kind == "error":
             self.errors.append(event)
+        elif kind == "socket":
+            self.sockets.append(event)
 
     def _diagnostics(self) -> str:
         code = self._process.poll() if self._process else None

@@ -63,3 +63,25 @@ def test_webchat_style_token_with_embedded_user(stack: Stack) -> None:
         client.send("from web chat")
         reply = client.wait_for_text("echo: from web chat")
         assert reply["recipient"]["id"] == local["userId"] and reply["conversation"]["id"] == local["conversationId"]
+
+
+def test_two_tabs_of_one_conversation_take_turns_on_the_stream_and_miss_nothing(stack: Stack) -> None:
+    """As in Azure, a conversation has one WebSocket: a second tab's stream closes the first's ("collision").
+    Microsoft's client (the one inside Web Chat) ignores the reason and reconnects with its watermark after a
+    pause (3-15 s in a browser, 300 ms here), displacing the other tab in turn: both show everything, once, late."""
+    local = requests.post(f"{stack.url}local/token", timeout=10).json()
+    tab = {"token": local["token"], "user_id": local["userId"], "retry_delay_ms": 300}
+    with DirectLineJsClient().start(stack.domain, **tab) as first:
+        first.wait_for_text(f"welcome {local['userId']}")
+        with DirectLineJsClient().start(stack.domain, conversation_id=local["conversationId"], **tab) as second:
+            assert first.wait_for_socket_close("collision")["code"] == 1008
+            second.send("from the second tab")
+            first.send("from the first tab")
+            assert second.wait_for_socket_close("collision")["code"] == 1008  # the first tab came back
+            second.send("last")
+            for each in (first, second):
+                each.wait_for_text("echo: last", timeout=15)
+                texts = [a.get("text") for a in each.activities if a.get("type") == "message"]
+                for text in ("from the second tab", "from the first tab", "last"):
+                    assert (texts.count(text), texts.count(f"echo: {text}")) == (1, 1), (text, texts)
+                assert set(each.statuses) <= {0, 1, 2} and each.errors == []  # never anything but Online

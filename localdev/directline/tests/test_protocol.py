@@ -269,13 +269,52 @@ async def test_reconnect_gives_a_fresh_stream_from_the_watermark(stack: Stack) -
     async with aiohttp.ClientSession() as session, session.ws_connect(again.json()["streamUrl"]) as socket:
         assert texts((await receive_frame(socket))["activities"]) == ["later"]
         assert texts((await receive_frame(socket))["activities"]) == ["echo: later"]
-        # Two sockets on one conversation both get live activities.
-        async with session.ws_connect(again.json()["streamUrl"]) as second:
-            for _ in range(2):
-                await receive_frame(second)  # its backlog
-            await asyncio.to_thread(send, stack, conversation_id, message("both"))
-            for each in (socket, second):
-                assert texts((await receive_frame(each))["activities"]) == ["both"]
+
+
+async def closing_frame(socket: aiohttp.ClientWebSocketResponse, within: float = 5.0) -> tuple[int, str]:
+    """(close code, reason) of the close frame the server sends next; content frames before it are skipped."""
+    while True:
+        message = await asyncio.wait_for(socket.receive(), within)
+        if message.type == aiohttp.WSMsgType.CLOSE:
+            return message.data, message.extra
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+
+
+async def test_a_newer_stream_displaces_the_open_one_which_resumes_from_its_watermark(stack: Stack) -> None:
+    """One WebSocket per conversation, as in Azure: a second tab's stream closes the first with "collision";
+    the first reconnects with its watermark, gets what it missed exactly once, and displaces the second."""
+    answer = start(stack)
+    conversation_id, token = answer["conversationId"], answer["token"]
+    stack.bot.wait_for(lambda bot: len(bot.sent_in(conversation_id)) == 1)
+
+    def reconnect(watermark: str) -> str:
+        response = call(stack, "GET", f"/conversations/{conversation_id}?watermark={watermark}", token)
+        assert response.status_code == 200, response.text
+        return str(response.json()["streamUrl"])
+
+    async with aiohttp.ClientSession() as session:
+        first = await session.ws_connect(answer["streamUrl"])
+        welcome = await receive_frame(first)
+        assert texts(welcome["activities"]) == ["welcome alice"]
+        # A handshake that fails (a forged stream credential) displaces nothing.
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            await session.ws_connect(answer["streamUrl"].split("&t=")[0] + "&t=forged")
+
+        second = await session.ws_connect(reconnect(""))
+        assert await closing_frame(first) == (1008, "collision")
+        assert texts((await receive_frame(second))["activities"]) == ["welcome alice"]
+        await asyncio.to_thread(send, stack, conversation_id, message("while the first was away"))
+        assert texts((await receive_frame(second))["activities"]) == ["while the first was away"]
+        assert texts((await receive_frame(second))["activities"]) == ["echo: while the first was away"]
+
+        resumed = await session.ws_connect(reconnect(welcome["watermark"]))
+        assert await closing_frame(second) == (1008, "collision")
+        missed = [texts((await receive_frame(resumed))["activities"]) for _ in range(2)]
+        assert missed == [["while the first was away"], ["echo: while the first was away"]]
+        await asyncio.to_thread(send, stack, conversation_id, message("live again"))
+        assert texts((await receive_frame(resumed))["activities"]) == ["live again"]
+        for socket in (first, second, resumed):
+            await socket.close()
 
 
 async def test_stream_needs_a_valid_stream_credential(stack: Stack) -> None:
