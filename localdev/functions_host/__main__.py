@@ -17,6 +17,10 @@ from localdev.functions_host.singleton import DEFAULT_RECOVERY_INTERVAL
 
 log = logging.getLogger("localdev.functions_host")
 
+# Ctrl-C: `func start` is gone within a second or two, since the terminal's SIGINT also ends its
+# Python worker, failing whatever runs; give running invocations this long at most.
+INTERRUPT_GRACE = 1.0
+
 
 def _setting(text: str) -> tuple[str, str]:
     name, separator, value = text.partition("=")
@@ -28,7 +32,11 @@ def _setting(text: str) -> tuple[str, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m localdev.functions_host", description=__doc__)
     parser.add_argument("--app-dir", type=Path, required=True, help="folder with function_app.py and host.json")
-    parser.add_argument("--port", type=int, default=7071, help="HTTP port (0: any free port); default 7071")
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="HTTP port (0: any free port); default local.settings.json Host.LocalHttpPort, else 7071",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; default 127.0.0.1")
     parser.add_argument("--settings-file", type=Path, help="default: APP_DIR/local.settings.json")
     parser.add_argument(
@@ -40,7 +48,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="app setting applied after the settings file, overriding it and the environment (repeatable)",
     )
     parser.add_argument("--function-key", help="key for function/admin-level HTTP functions (default: generated)")
-    parser.add_argument("--shutdown-timeout", type=float, default=10.0, help="seconds in-flight work may finish")
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        help=f"seconds in-flight work may finish on SIGTERM (on Ctrl-C: at most {INTERRUPT_GRACE:g}); default 10",
+    )
     parser.add_argument(
         "--queue-message-lease",
         type=int,
@@ -57,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=DEFAULT_RECOVERY_INTERVAL,
         help="seconds between an instance's attempts to take over a timer another instance holds; default 60",
+    )
+    parser.add_argument(
+        "--timer-status-dir",
+        type=Path,
+        help="where timers with useMonitor keep their schedule status, so a run missed while the host was "
+        "down runs as past due at the next start (the real host keeps it in AzureWebJobsStorage); "
+        "default: in memory",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
@@ -82,9 +102,18 @@ def configure_logging(verbose: bool) -> None:
 
 async def serve(options: HostOptions) -> int:
     stop = asyncio.Event()
+    received: list[int] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if received:  # a second Ctrl-C or SIGTERM: no more waiting
+            sys.stdout.flush()
+            os._exit(128 + signum)
+        received.append(signum)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     host = FunctionsHost(options)
     try:
         await host.start()
@@ -95,8 +124,11 @@ async def serve(options: HostOptions) -> int:
         log.error("The host could not start: %s", error, exc_info=app_error)
         return 1
     await stop.wait()
-    log.info("Stopping the host (in-flight invocations get up to %gs)", options.shutdown_timeout)
-    await host.stop()
+    grace = options.shutdown_timeout
+    if received[0] == signal.SIGINT:
+        grace = min(grace, INTERRUPT_GRACE)
+    log.info("Stopping the host (in-flight invocations get up to %gs)", grace)
+    await host.stop(grace)
     log.info("Host stopped")
     return 0
 
@@ -119,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         message_lease=args.queue_message_lease,
         singleton_lock_dir=args.singleton_lock_dir.resolve() if args.singleton_lock_dir else None,
         singleton_recovery_interval=args.singleton_recovery_interval,
+        timer_status_dir=args.timer_status_dir.resolve() if args.timer_status_dir else None,
     )
     code = asyncio.run(serve(options))
     sys.stdout.flush()

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,21 +22,23 @@ from localdev.functions_host.http_trigger import HttpRoute, HttpTriggerServer, b
 from localdev.functions_host.indexing import FunctionSpec, IndexingError, load_functions
 from localdev.functions_host.invocation import Invoker
 from localdev.functions_host.ncrontab import parse_schedule
-from localdev.functions_host.queue_trigger import DEFAULT_MESSAGE_LEASE, QueueListener
+from localdev.functions_host.queue_trigger import DEFAULT_MESSAGE_LEASE, QueueListener, poison_queue_name
 from localdev.functions_host.settings import (
     AppliedSettings,
+    LocalSettings,
     SettingsError,
     apply_settings,
-    read_settings_file,
+    read_local_settings,
     resolve,
     storage_connection_string,
 )
 from localdev.functions_host.singleton import DEFAULT_RECOVERY_INTERVAL, SingletonListener
-from localdev.functions_host.timer_trigger import TimerListener
+from localdev.functions_host.timer_trigger import ScheduleMonitor, TimerListener
 
 log = logging.getLogger("localdev.functions_host")
 
 READY_LINE = "Functions host listening on"
+DEFAULT_PORT = 7071  # func start's, unless local.settings.json Host.LocalHttpPort says otherwise
 _QUEUE_NAME_RULES = "3-63 characters: lowercase letters, digits and single hyphens, starting and ending alphanumeric"
 
 
@@ -47,7 +50,8 @@ class HostStartupError(Exception):
 class HostOptions:
     app_dir: Path
     host: str = "127.0.0.1"
-    port: int = 7071  # 0: any free port (see FunctionsHost.port once started)
+    # 0: any free port (see FunctionsHost.port once started); None: Host.LocalHttpPort or 7071.
+    port: int | None = None
     settings_file: Path | None = None  # default: app_dir/local.settings.json
     settings: Mapping[str, str] = field(default_factory=dict)  # applied after the file, winning over all
     function_key: str | None = None  # generated when None
@@ -58,6 +62,9 @@ class HostOptions:
     # None: no lock, every timer runs here (one instance).
     singleton_lock_dir: Path | None = None
     singleton_recovery_interval: float = DEFAULT_RECOVERY_INTERVAL  # how often a non-holder retries
+    # Where timers with useMonitor keep their schedule status across restarts (the real host: in
+    # AzureWebJobsStorage); None: in memory, so no run is ever past due after a restart.
+    timer_status_dir: Path | None = None
 
 
 def _valid_queue_name(name: str) -> bool:
@@ -74,7 +81,9 @@ class FunctionsHost:
         self.functions: list[FunctionSpec] = []
         self.config = HostConfig()
         self.http_routes: list[HttpRoute] = []
-        self.port = options.port
+        self.port = options.port or 0
+        self.local_settings = LocalSettings()
+        self._socket: socket.socket | None = None
         self._applied: AppliedSettings | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._invoker: Invoker | None = None
@@ -111,8 +120,18 @@ class FunctionsHost:
         options = self.options
         settings_file = options.settings_file or self.app_dir / "local.settings.json"
         try:
+            self.local_settings = read_local_settings(settings_file)
+            # Bound before the app is imported, so WEBSITE_HOSTNAME can name the port.
+            port = options.port if options.port is not None else self.local_settings.http_port or DEFAULT_PORT
+            try:
+                self._socket = socket.create_server((options.host, port))
+            except OSError as error:
+                raise HostStartupError(f"Cannot listen on {options.host}:{port}: {error}") from error
+            self.port = int(self._socket.getsockname()[1])
             # Settings go into the environment BEFORE the app is imported: module-level code reads them.
-            self._applied = apply_settings(read_settings_file(settings_file), options.settings)
+            self._applied = apply_settings(
+                {**self.local_settings.environment(), **self._core_tools_settings()}, options.settings
+            )
             self.config = load_host_config(self.app_dir, os.environ)
             script = os.environ.get("PYTHON_SCRIPT_FILE_NAME") or "function_app.py"
             self.functions = load_functions(self.app_dir, script)
@@ -130,31 +149,55 @@ class FunctionsHost:
         except (SettingsError, ValueError) as error:
             raise HostStartupError(str(error)) from error
 
-        server = HttpTriggerServer(self.http_routes, self._invoker, self.function_key)
+        server = HttpTriggerServer(
+            self.http_routes,
+            self._invoker,
+            self.function_key,
+            cors_origins=self.local_settings.cors_origins,
+            cors_credentials=self.local_settings.cors_credentials,
+        )
         self._runner = web.AppRunner(server.application(), access_log=None, shutdown_timeout=options.shutdown_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, options.host, options.port)
+        site = web.SockSite(self._runner, self._socket)
         await site.start()
-        sockets = self._runner.addresses
-        if sockets:
-            self.port = int(sockets[0][1])
 
         for listener in self._queue_listeners:
-            await listener.start()
+            listener.start()
         for timer in self._timers:
             timer.start()
         self._announce()
+
+    def _core_tools_settings(self) -> dict[str, str | None]:
+        """What func start adds to the app's settings (StartHostAction.GetConfigurationSettings)."""
+        local_names = ("127.0.0.1", "0.0.0.0", "localhost", "::1", "::")
+        hostname = "localhost" if self.options.host in local_names else self.options.host
+        if self.local_settings.values.get("AZURE_FUNCTIONS_ENVIRONMENT") not in (None, "Development"):
+            log.warning("AZURE_FUNCTIONS_ENVIRONMENT from local settings becomes 'Development', as with func start.")
+        return {
+            "WEBSITE_HOSTNAME": f"{hostname}:{self.port}",
+            "AzureWebJobsScriptRoot": str(self.app_dir),
+            "AZURE_FUNCTIONS_ENVIRONMENT": "Development",
+        }
 
     def _build_triggers(self) -> None:
         assert self._invoker is not None
         self.http_routes = build_routes(self.functions, self.config.route_prefix)
         services: dict[str, QueueServiceClient] = {}
+        monitor = ScheduleMonitor(self.options.timer_status_dir)
         for spec in self.functions:
             trigger = spec.trigger
             if spec.trigger_type == "queueTrigger":
+                if self.config.extension_bundle is None:
+                    # The queue trigger lives in the storage extension, which comes with the bundle.
+                    raise SettingsError(
+                        f"Function '{spec.name}': The binding type(s) 'queueTrigger' are not registered. "
+                        "Please ensure the type is correct and the binding extension is installed. "
+                        '(host.json needs "extensionBundle": {"id": "Microsoft.Azure.Functions.ExtensionBundle", '
+                        '"version": "[4.*, 5.0.0)"})'
+                    )
                 # The storage extension lower-cases the resolved name, then validates it.
                 queue_name = resolve(str(trigger["queueName"])).lower()
-                if not _valid_queue_name(queue_name) or not _valid_queue_name(f"{queue_name}-poison"[:63]):
+                if not _valid_queue_name(queue_name):
                     raise SettingsError(
                         f"Function '{spec.name}': queue name '{queue_name}' is invalid ({_QUEUE_NAME_RULES})"
                     )
@@ -162,11 +205,18 @@ class FunctionsHost:
                 if connection not in services:
                     services[connection] = QueueServiceClient.from_connection_string(connection)
                 service = services[connection]
+                poison_name = poison_queue_name(queue_name)
+                if poison_name is None:
+                    log.warning(
+                        "Queue '%s' has no poison queue (it is one, or '-poison' would make its name too long): "
+                        "a failing message is retried after its lease, forever.",
+                        queue_name,
+                    )
                 self._queue_listeners.append(
                     QueueListener(
                         spec,
                         service.get_queue_client(queue_name),
-                        service.get_queue_client(f"{queue_name}-poison"),
+                        service.get_queue_client(poison_name) if poison_name else None,
                         self.config.queues,
                         self._invoker,
                         self.options.message_lease,
@@ -185,7 +235,15 @@ class FunctionsHost:
                     self._invoker,
                     run_on_startup=bool(trigger.get("runOnStartup", False)),
                     use_monitor=True if use_monitor is None else bool(use_monitor),
+                    monitor=monitor,
                 )
+                if timer.use_monitor and not os.environ.get("AzureWebJobsStorage"):
+                    # The host keeps the schedule status in AzureWebJobsStorage: without it the listener fails.
+                    raise SettingsError(
+                        f"The listener for function 'Functions.{spec.name}' was unable to start: Could not create "
+                        "BlobContainerClient for ScheduleMonitor. Set AzureWebJobsStorage (the host keeps the "
+                        "schedule status there when useMonitor is on), or use_monitor=False."
+                    )
                 lock_dir = self.options.singleton_lock_dir
                 self._timers.append(
                     timer
@@ -217,16 +275,26 @@ class FunctionsHost:
         lines.append(f"{READY_LINE} {self.base_url}")
         print("\n".join(lines), flush=True)
 
-    async def stop(self) -> None:
-        """Stop taking work, let in-flight invocations finish (bounded), release everything."""
-        timeout = self.options.shutdown_timeout
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop taking work, let in-flight invocations finish for up to `timeout` seconds (default:
+        shutdown_timeout), abandon the rest (their queue messages are released), release everything."""
+        timeout = self.options.shutdown_timeout if timeout is None else timeout
         runner, self._runner = self._runner, None
+        # Stops listening at once, then waits (up to shutdown_timeout) for running requests; a shorter
+        # stop does not wait for it past `timeout` (the process is about to end).
+        cleanup = asyncio.ensure_future(runner.cleanup()) if runner is not None else None
         await asyncio.gather(
             *(listener.stop(timeout) for listener in self._queue_listeners),
             *(timer.stop(timeout) for timer in self._timers),
-            # Stops listening at once, then waits (up to shutdown_timeout) for running requests.
-            *([runner.cleanup()] if runner is not None else []),
         )
+        if cleanup is not None:
+            if timeout >= self.options.shutdown_timeout:
+                await cleanup
+            else:
+                await asyncio.wait({cleanup}, timeout=max(timeout, 0.1))
+        if self._socket is not None and runner is None:
+            self._socket.close()  # bound, but the server never started
+        self._socket = None
         if self._invoker is not None and not await self._invoker.drain(timeout):
             log.warning("%d invocation(s) still running after %.0fs; not waiting longer", self.in_flight, timeout)
         for service in self._queue_services:

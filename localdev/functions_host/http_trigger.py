@@ -63,16 +63,83 @@ def _joined(pairs: Any, separator: str) -> dict[str, str]:
     return {name: separator.join(items) for name, items in values.items()}
 
 
+def worker_query(pairs: Any) -> dict[str, str]:
+    """req.params as the Python worker gets it: repeated names joined with ",", and a name whose value
+    is empty (`?flag` or `?flag=`) left out (the host drops empty values for workers, like Python's,
+    that do not ask for nullable values: GrpcMessageConversionExtensions.ToRpcHttp)."""
+    return {name: value for name, value in _joined(pairs, ",").items() if value}
+
+
+class Cors:
+    """Core Tools' CORS (local.settings.json Host.CORS and CORSCredentials): ASP.NET Core's policy
+    WithOrigins(...).AllowAnyHeader().AllowAnyMethod() [.AllowCredentials()]. Azure has its own,
+    set on the app (az functionapp cors), not in local.settings.json."""
+
+    def __init__(self, origins: tuple[str, ...], credentials: bool) -> None:
+        self.any_origin = "*" in origins
+        self.origins = {origin.rstrip("/").lower() for origin in origins}
+        self.credentials = credentials  # never with any origin (read_local_settings refuses that)
+
+    def _allowed(self, origin: str) -> bool:
+        return self.any_origin or origin.rstrip("/").lower() in self.origins
+
+    def preflight(self, request: web.Request) -> web.Response | None:
+        """The answer to a CORS preflight (which the middleware ends itself, with 204), else None."""
+        origin = request.headers.get("Origin")
+        method = request.headers.get("Access-Control-Request-Method")
+        if request.method != "OPTIONS" or origin is None or method is None:
+            return None
+        response = web.Response(status=204)
+        if self._allowed(origin):
+            self._allow(response, origin)
+            response.headers["Access-Control-Allow-Methods"] = method
+            requested = request.headers.get("Access-Control-Request-Headers")
+            if requested:
+                response.headers["Access-Control-Allow-Headers"] = requested
+        return response
+
+    def decorate(self, request: web.Request, response: web.StreamResponse) -> None:
+        origin = request.headers.get("Origin")
+        if origin is not None and self._allowed(origin):
+            self._allow(response, origin)
+
+    def _allow(self, response: web.StreamResponse, origin: str) -> None:
+        if self.any_origin:
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        if self.credentials:
+            response.headers["Access-Control-Allow-Credentials"] = "true"
+
+
 class HttpTriggerServer:
-    def __init__(self, routes: list[HttpRoute], invoker: Invoker, function_key: str) -> None:
+    def __init__(
+        self,
+        routes: list[HttpRoute],
+        invoker: Invoker,
+        function_key: str,
+        cors_origins: tuple[str, ...] = (),
+        cors_credentials: bool = False,
+    ) -> None:
         self._routes = routes
         self._invoker = invoker
         self._key = function_key
+        self._cors = Cors(cors_origins, cors_credentials) if cors_origins else None
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_REQUEST_BODY)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
+        app.router.add_route("*", "/{tail:.*}", self._handle_with_cors if self._cors else self._handle)
         return app
+
+    async def _handle_with_cors(self, request: web.Request) -> web.StreamResponse:
+        assert self._cors is not None
+        preflight = self._cors.preflight(request)
+        if preflight is not None:
+            return preflight
+        response = await self._handle(request)
+        self._cors.decorate(request, response)
+        return response
 
     def _authorized(self, request: web.Request, level: str) -> bool:
         if level == "anonymous":
@@ -108,7 +175,7 @@ class HttpTriggerServer:
             url=str(request.url),
             # The host hands the worker ASP.NET's StringValues.ToString(): repeated values joined by ",".
             headers=_joined(request.headers.items(), ","),
-            params=_joined(request.query.items(), ","),
+            params=worker_query(request.query.items()),
             route_params=values,
             body_type="bytes",
             body=body,

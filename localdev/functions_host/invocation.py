@@ -123,6 +123,16 @@ class Invoker:
         started = time.perf_counter()
         try:
             value = await asyncio.wait_for(self._call(spec, arguments), self._timeout)
+        except asyncio.CancelledError:
+            # The host is stopping and did not wait for this one (a sync function's thread runs on).
+            duration = (time.perf_counter() - started) * 1000
+            log.warning(
+                "Executed 'Functions.%s' (Failed, Id=%s, Duration=%.0fms): abandoned, the host is stopping",
+                spec.name,
+                invocation_id,
+                duration,
+            )
+            raise
         except Exception as error:
             duration = (time.perf_counter() - started) * 1000
             if isinstance(error, TimeoutError):

@@ -10,16 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
-_MONTH_NAMES = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
-_DAY_NAMES = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+_MONTH_NAMES = "JANUARY FEBRUARY MARCH APRIL MAY JUNE JULY AUGUST SEPTEMBER OCTOBER NOVEMBER DECEMBER".split()
+_DAY_NAMES = "SUNDAY MONDAY TUESDAY WEDNESDAY THURSDAY FRIDAY SATURDAY".split()
 # Far enough for "29 Feb that is a Monday" (every 28 years at most); anything rarer never happens.
 _SEARCH_YEARS = 30
-
-
-class Schedule(Protocol):
-    def next_occurrence(self, after: datetime) -> datetime: ...
 
 
 @dataclass(frozen=True)
@@ -28,52 +23,31 @@ class _FieldSpec:
     low: int
     high: int
     names: tuple[str, ...] = ()
-    name_base: int = 0
 
 
 _SECOND = _FieldSpec("second", 0, 59)
 _MINUTE = _FieldSpec("minute", 0, 59)
 _HOUR = _FieldSpec("hour", 0, 23)
 _DAY = _FieldSpec("day", 1, 31)
-_MONTH = _FieldSpec("month", 1, 12, tuple(_MONTH_NAMES), 1)
-_DAY_OF_WEEK = _FieldSpec("day-of-week", 0, 6, tuple(_DAY_NAMES), 0)
-
-
-_FULL_NAMES = {
-    "JANUARY",
-    "FEBRUARY",
-    "MARCH",
-    "APRIL",
-    "JUNE",
-    "JULY",
-    "AUGUST",
-    "SEPTEMBER",
-    "OCTOBER",
-    "NOVEMBER",
-    "DECEMBER",
-    "SUNDAY",
-    "MONDAY",
-    "TUESDAY",
-    "WEDNESDAY",
-    "THURSDAY",
-    "FRIDAY",
-    "SATURDAY",
-}
+_MONTH = _FieldSpec("month", 1, 12, tuple(_MONTH_NAMES))
+_DAY_OF_WEEK = _FieldSpec("day-of-week", 0, 6, tuple(_DAY_NAMES))
 
 
 def _value(text: str, spec: _FieldSpec) -> int:
+    if text[:1].isdigit():
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError(f"'{text}' is not a valid {spec.name} value")
+        number = int(text)
+        if not spec.low <= number <= spec.high:
+            raise ValueError(f"{spec.name} value {number} is outside {spec.low}-{spec.high}")
+        return number
+    # NCrontab takes any leading part of a name, case-insensitive: "Mon", "monday", even "M" (the
+    # first name it begins: March, Monday) or "Tu".
     upper = text.upper()
-    # Three-letter names ("MON", "Jan") and full names ("Monday"), case-insensitive.
-    if len(upper) == 3 or upper in _FULL_NAMES:
-        for index, name in enumerate(spec.names):
-            if upper[:3] == name:
-                return index + spec.name_base
-    if not text.isdigit():
-        raise ValueError(f"'{text}' is not a valid {spec.name} value")
-    number = int(text)
-    if not spec.low <= number <= spec.high:
-        raise ValueError(f"{spec.name} value {number} is outside {spec.low}-{spec.high}")
-    return number
+    for index, name in enumerate(spec.names):
+        if upper and name.startswith(upper):
+            return index + spec.low
+    raise ValueError(f"'{text}' is not a valid {spec.name} value")
 
 
 def _parse_field(text: str, spec: _FieldSpec) -> frozenset[int]:
@@ -123,6 +97,13 @@ class CronSchedule:
         parsed = [_parse_field(text, spec) for text, spec in zip(fields, specs, strict=True)]
         return cls(expression, *parsed)
 
+    @property
+    def restricts_only_seconds(self) -> bool:
+        """Minute to day-of-week all '*' (or their whole range, which NCrontab prints as '*')."""
+        full = (_MINUTE, _HOUR, _DAY, _MONTH, _DAY_OF_WEEK)
+        fields = (self.minutes, self.hours, self.days, self.months, self.days_of_week)
+        return all(len(values) == spec.high - spec.low + 1 for values, spec in zip(fields, full, strict=True))
+
     def _day_matches(self, moment: datetime) -> bool:
         # Python's weekday() is Monday=0; cron's is Sunday=0.
         return moment.day in self.days and (moment.weekday() + 1) % 7 in self.days_of_week
@@ -148,29 +129,44 @@ class CronSchedule:
         raise ValueError(f"schedule '{self.expression}' has no occurrence within {_SEARCH_YEARS} years")
 
 
-_TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2})(?:\.(\d{1,7}))?$")
+_CLOCK = re.compile(r"^(\d+):(\d+)(?::(\d+)(?:\.(\d{1,7}))?)?$")
 
 
 def parse_timespan(text: str) -> timedelta | None:
-    """.NET TimeSpan text ``[d.]hh:mm:ss[.fffffff]``, or None if `text` is not one."""
-    match = _TIMESPAN.match(text.strip())
-    if match is None:
+    """.NET TimeSpan text as TimeSpan.TryParse reads it, or None if `text` is not one.
+
+    ``d`` (a bare number is days), ``hh:mm``, ``hh:mm:ss[.fffffff]``, with ``d.`` or ``d:`` before
+    them for days, and an optional leading ``-``.
+    """
+    body = text.strip()
+    sign = -1 if body.startswith("-") else 1
+    body = body.removeprefix("-")
+    if body.isascii() and body.isdigit():
+        return sign * timedelta(days=int(body))
+    days = "0"
+    head, dot, rest = body.partition(".")
+    if dot and head.isascii() and head.isdigit() and ":" in rest and ":" not in head:
+        days, body = head, rest  # d.hh:mm[:ss]
+    elif body.count(":") == 3:
+        days, body = body.split(":", 1)  # d:hh:mm:ss
+    match = _CLOCK.match(body)
+    if match is None or not days.isdigit():
         return None
-    days, hours, minutes, seconds, fraction = match.groups()
-    if int(hours) > 23 or int(minutes) > 59 or int(seconds) > 59:
-        raise ValueError(f"'{text}' is not a valid TimeSpan")
-    return timedelta(
-        days=int(days or 0),
+    hours, minutes, seconds, fraction = match.groups()
+    if int(hours) > 23 or int(minutes) > 59 or int(seconds or 0) > 59:
+        raise ValueError(f"'{text}' is not a valid TimeSpan: hours 0-23, minutes and seconds 0-59")
+    return sign * timedelta(
+        days=int(days),
         hours=int(hours),
         minutes=int(minutes),
-        seconds=int(seconds),
+        seconds=int(seconds or 0),
         microseconds=int((fraction or "0").ljust(7, "0")) // 10,
     )
 
 
 @dataclass(frozen=True)
 class IntervalSchedule:
-    """The TimeSpan form ("00:05:00"): every interval, counted from the previous occurrence."""
+    """The TimeSpan form ("00:05:00"): every interval, counted from the start of the previous run."""
 
     expression: str
     interval: timedelta
@@ -179,14 +175,21 @@ class IntervalSchedule:
         return after + self.interval
 
 
-def parse_schedule(expression: str) -> Schedule:
-    """An NCRONTAB expression, or a TimeSpan as the host accepts for timer triggers."""
-    interval = parse_timespan(expression) if ":" in expression else None
-    if interval is not None:
-        if interval <= timedelta(0):
-            raise ValueError(f"timer interval '{expression}' must be positive")
-        return IntervalSchedule(expression, interval)
-    return CronSchedule.parse(expression)
+def parse_schedule(expression: str) -> CronSchedule | IntervalSchedule:
+    """What the timer trigger does with its schedule: NCRONTAB if it has five or six fields, else a
+    TimeSpan (TimerSchedule.Create: CronSchedule.TryCreate, then TimeSpan.TryParse)."""
+    if len(expression.split()) in (5, 6):
+        return CronSchedule.parse(expression)
+    try:
+        interval = parse_timespan(expression)
+    except ValueError:
+        interval = None
+    if interval is None:
+        raise ValueError(f"'{expression}' is neither an NCRONTAB expression (six fields, seconds first) nor a TimeSpan")
+    # The host would accept 00:00:00 and fire without pause; refuse it.
+    if interval <= timedelta(0):
+        raise ValueError(f"timer interval '{expression}' must be positive")
+    return IntervalSchedule(expression, interval)
 
 
 def next_occurrence(expression: str, after: datetime) -> datetime:

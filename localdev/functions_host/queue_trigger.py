@@ -24,7 +24,17 @@ log = logging.getLogger("localdev.functions_host")
 MIN_POLLING_INTERVAL = 0.1
 # The host receives messages invisible for 10 minutes and renews halfway while the function runs.
 DEFAULT_MESSAGE_LEASE = 600
-STARTUP_CREATE_TIMEOUT = 5.0
+# At stop, how long an abandoned invocation's message may take to be released.
+RELEASE_TIMEOUT = 3.0
+POISON_SUFFIX = "-poison"
+
+
+def poison_queue_name(queue_name: str) -> str | None:
+    """`<queue>-poison`, or None where the extension has no poison queue (QueueListenerFactory): for a
+    queue that is itself a poison queue, or whose name would grow past 63 characters."""
+    if queue_name.endswith(POISON_SUFFIX) or len(queue_name) + len(POISON_SUFFIX) > 63:
+        return None
+    return queue_name + POISON_SUFFIX
 
 
 class UndecodableMessage(Exception):
@@ -69,7 +79,7 @@ class QueueListener:
         self,
         spec: FunctionSpec,
         queue: QueueClient,
-        poison_queue: QueueClient,
+        poison_queue: QueueClient | None,
         options: QueueOptions,
         invoker: Invoker,
         message_lease: int = DEFAULT_MESSAGE_LEASE,
@@ -84,39 +94,43 @@ class QueueListener:
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
-        self._queue_ready = False
+        # Like the extension's listener: known to exist once seen, checked again after any error.
+        self._queue_exists = False
+        self._reported_missing = False
 
     @property
     def queue_name(self) -> str:
         return self.queue.queue_name
 
-    async def start(self) -> None:
-        # Create the queue before the host reports ready, but an unreachable account must not
-        # block startup for long: the poll loop keeps trying.
-        try:
-            self._queue_ready = await asyncio.wait_for(self._ensure_queue(), STARTUP_CREATE_TIMEOUT)
-        except TimeoutError:
-            log.warning("Queue '%s' is not reachable yet; polling will keep trying", self.queue_name)
+    def start(self) -> None:
         self._poller = asyncio.create_task(self._poll(), name=f"queue-poll-{self.queue_name}")
 
     async def stop(self, timeout: float) -> None:
-        """Stop polling, then give running invocations up to `timeout` to finish."""
+        """Stop polling, then give running invocations up to `timeout` to finish.
+
+        An invocation still running then is abandoned and its message released, as the host does
+        when the Python worker dies under it (Ctrl-C reaches the worker too).
+        """
         self._stopping.set()
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)
         if self._tasks:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for task in pending:  # abandoned: the message reappears after its visibility timeout
+            for task in pending:
                 task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=RELEASE_TIMEOUT)
 
     async def _poll(self) -> None:
         delay = MIN_POLLING_INTERVAL
-        while not self._queue_ready and not await self._ensure_queue():
-            await self._sleep(delay)
-            delay = min(delay * 2, self.options.max_polling_interval)
-        delay = MIN_POLLING_INTERVAL
         while not self._stopping.is_set():
+            if not await self._exists():
+                # The trigger never creates its queue (the storage extension only checks that it
+                # exists); it backs off as for an empty queue until someone creates it.
+                await self._sleep(delay * random.uniform(0.8, 1.0))
+                delay = min(delay * 2, self.options.max_polling_interval)
+                continue
             # newBatchThreshold: fetch again only when this few messages are still being processed.
             while len(self._tasks) > self.options.new_batch_threshold:
                 self._slot_freed.clear()
@@ -130,11 +144,10 @@ class QueueListener:
                         visibility_timeout=self._lease_seconds,
                     )
                 ]
-            except ResourceNotFoundError:  # deleted while we run: recreate, as at startup
-                await self._ensure_queue()
-                messages = []
             except AzureError as error:
-                log.warning("Polling queue '%s' failed: %s", self.queue_name, error)
+                if not isinstance(error, ResourceNotFoundError):
+                    log.warning("Polling queue '%s' failed: %s", self.queue_name, error)
+                self._queue_exists = False  # deleted meanwhile, perhaps: check again
                 messages = []
             if messages:
                 delay = MIN_POLLING_INTERVAL
@@ -147,12 +160,26 @@ class QueueListener:
             await self._sleep(delay * random.uniform(0.8, 1.0))
             delay = min(delay * 2, self.options.max_polling_interval)
 
-    async def _ensure_queue(self) -> bool:
+    async def _exists(self) -> bool:
+        if self._queue_exists:
+            return True
         try:
-            await _create_if_missing(self.queue)
+            await self.queue.get_queue_properties()
+        except ResourceNotFoundError:
+            if not self._reported_missing:
+                self._reported_missing = True
+                log.warning(
+                    "Queue '%s' does not exist. The queue trigger polls it but does not create it "
+                    "(neither does the real host): create it, or send with a client that creates it.",
+                    self.queue_name,
+                )
+            return False
         except AzureError as error:
             log.warning("Queue '%s' is unreachable, retrying: %s", self.queue_name, error)
             return False
+        if self._reported_missing:
+            log.info("Queue '%s' now exists.", self.queue_name)
+        self._queue_exists = True
         return True
 
     def _finished(self, task: asyncio.Task[None]) -> None:
@@ -175,18 +202,18 @@ class QueueListener:
             # What the storage extension does (QueueServiceClientProvider's MessageDecodingFailed
             # handler): copy the raw text to the poison queue at once, whatever the dequeue count.
             log.warning(
-                "Message '%s' from queue '%s' cannot be decoded as %s: %s. Moving it to queue '%s'.",
+                "Message decoding has failed! Check MessageEncoding settings. MessageId=%s (queue '%s', "
+                "encoding %s: %s).",
                 message.id,
                 self.queue_name,
                 self.options.message_encoding,
                 error,
-                self.poison_queue.queue_name,
             )
-            await self._move_to_poison(lease)
+            await self._poison(lease)
             return
         if (message.dequeue_count or 0) > self.options.max_dequeue_count:
             # Delivered too often already (e.g. the host died mid-message): poison without invoking.
-            await self._poison_after_failures(lease)
+            await self._poison(lease)
             return
         renewer = asyncio.create_task(self._renew(lease))
         try:
@@ -195,28 +222,49 @@ class QueueListener:
                 to_function_message(message, body, lease.pop_receipt),
                 f"New queue message detected on '{self.queue_name}'.",
             )
+        except asyncio.CancelledError:
+            await self._failed(lease)  # abandoned at stop: a failed attempt
+            raise
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
         if result.succeeded:
             await self._delete(lease)
-        elif (message.dequeue_count or 0) >= self.options.max_dequeue_count:
-            await self._poison_after_failures(lease)
+        else:
+            await self._failed(lease)
+
+    async def _failed(self, lease: _Lease) -> None:
+        """QueueProcessor.CompleteProcessingMessageAsync for a failure."""
+        if self.poison_queue is None:
+            # No poison queue: the message stays invisible for the rest of its lease (no fast loop).
+            return
+        if (lease.message.dequeue_count or 0) >= self.options.max_dequeue_count:
+            await self._poison(lease)
         else:
             await self._release(lease)
 
     async def _renew(self, lease: _Lease) -> None:
-        """Keep the message invisible while the function runs, renewing at half the lease."""
+        """Keep the message invisible while the function runs, renewing at half the lease.
+
+        As UpdateQueueMessageVisibilityCommand: a message that is gone or whose pop receipt no longer
+        matches is lost for good (stop trying); any other failure is retried sooner, before the lease ends.
+        """
+        delay = self._lease_seconds / 2
         while True:
-            await asyncio.sleep(self._lease_seconds / 2)
+            await asyncio.sleep(delay)
             try:
                 updated = await self.queue.update_message(
                     lease.message.id, lease.pop_receipt, visibility_timeout=self._lease_seconds
                 )
             except AzureError as error:
+                lost = isinstance(error, ResourceNotFoundError) or getattr(error, "status_code", None) == 400
                 log.warning("Renewing message '%s' on '%s' failed: %s", lease.message.id, self.queue_name, error)
-                return
+                if lost:
+                    return
+                delay = max(delay / 2, 0.5)
+                continue
             lease.pop_receipt = str(updated.pop_receipt)
+            delay = self._lease_seconds / 2
 
     async def _release(self, lease: _Lease) -> None:
         """Failure below maxDequeueCount: visible again after host.json visibilityTimeout."""
@@ -233,15 +281,16 @@ class QueueListener:
         except ResourceNotFoundError:
             log.debug("Message '%s' was already gone from '%s'", lease.message.id, self.queue_name)
 
-    async def _poison_after_failures(self, lease: _Lease) -> None:
+    async def _poison(self, lease: _Lease) -> None:
+        """QueueProcessor.HandlePoisonMessageAsync: copy to the poison queue (created if need be),
+        delete the original; without a poison queue, nothing (it reappears after its lease)."""
+        if self.poison_queue is None:
+            return
         log.warning(
             "Message has reached MaxDequeueCount of %d. Moving message to queue '%s'.",
             self.options.max_dequeue_count,
             self.poison_queue.queue_name,
         )
-        await self._move_to_poison(lease)
-
-    async def _move_to_poison(self, lease: _Lease) -> None:
         # The raw text is copied, so the poison message is encoded exactly like the original.
         try:
             await self.poison_queue.send_message(lease.message.content or "")

@@ -23,28 +23,90 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the host cannot start."""
 
 
-def read_settings_file(path: Path) -> dict[str, str]:
-    """The `Values` of a local.settings.json file ({} if the file does not exist, as with func start)."""
+@dataclass(frozen=True)
+class LocalSettings:
+    """What Core Tools (AppSettingsFile) takes from local.settings.json."""
+
+    values: dict[str, str | None] = field(default_factory=dict)  # None: JSON null, which is skipped
+    connection_strings: dict[str, str] = field(default_factory=dict)
+    http_port: int | None = None  # Host.LocalHttpPort
+    cors_origins: tuple[str, ...] = ()  # Host.CORS, comma-separated
+    cors_credentials: bool = False  # Host.CORSCredentials
+
+    def environment(self) -> dict[str, str | None]:
+        """Values, then each connection string as `ConnectionStrings:<name>`, as func start sets them."""
+        return {**self.values, **{f"ConnectionStrings:{name}": v for name, v in self.connection_strings.items()}}
+
+
+def read_local_settings(path: Path) -> LocalSettings:
+    """local.settings.json as `func start` reads it (an absent file is no settings, as there)."""
     if not path.is_file():
-        return {}
+        return LocalSettings()
     try:
         document = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as error:
-        raise SettingsError(f"{path} is not valid JSON: {error}") from error
-    if document.get("IsEncrypted"):
-        raise SettingsError(f"{path} is encrypted; decrypt it (func settings decrypt) or set IsEncrypted to false")
+        # func start only warns and goes on without any setting; refusing says it sooner.
+        message = f"Failed to read app settings file at '{path}'. Ensure it is a valid JSON file. {error}"
+        raise SettingsError(message) from error
+    if not isinstance(document, dict):
+        raise SettingsError(f"{path} must hold a JSON object")
+    # Core Tools reads a file without "IsEncrypted" as encrypted, and then cannot decrypt its values.
+    if document.get("IsEncrypted", True) is not False:
+        where = 'has no "IsEncrypted": false' if "IsEncrypted" not in document else "is encrypted"
+        raise SettingsError(
+            f"{path} {where}: func start reads it as encrypted and fails with 'Failed to decrypt settings. "
+            "Encrypted settings only be edited through 'func settings add'.' Add \"IsEncrypted\": false "
+            "(or run func settings decrypt)."
+        )
     values = document.get("Values") or {}
     if not isinstance(values, dict):
         raise SettingsError(f"{path}: 'Values' must be an object")
-    return {str(name): _as_text(value) for name, value in values.items()}
+    host = document.get("Host") or {}
+    if not isinstance(host, dict):
+        raise SettingsError(f"{path}: 'Host' must be an object")
+    port = host.get("LocalHttpPort")
+    origins = str(host.get("CORS") or "")
+    if "*" in origins.split(",") and host.get("CORSCredentials") is True:
+        raise SettingsError(
+            f"{path}: Host.CORS '*' with CORSCredentials: the CORS protocol does not allow specifying a wildcard "
+            "(any) origin and credentials at the same time (ASP.NET Core refuses it); list the origins instead."
+        )
+    return LocalSettings(
+        values={str(name): _as_text(value, path, name) for name, value in values.items()},
+        connection_strings=_connection_strings(document.get("ConnectionStrings") or {}, path),
+        http_port=int(port) if port else None,
+        cors_origins=tuple(origin for origin in origins.split(",") if origin),
+        cors_credentials=host.get("CORSCredentials") is True,
+    )
 
 
-def _as_text(value: object) -> str:
-    if value is None:
-        return ""
+def read_settings_file(path: Path) -> dict[str, str | None]:
+    """The `Values` of a local.settings.json file ({} if the file does not exist, as with func start)."""
+    return read_local_settings(path).values
+
+
+def _as_text(value: object, path: Path, name: str) -> str | None:
+    """A Values entry as Newtonsoft reads it into a string: 2 -> "2", true -> "True", null stays null."""
+    if value is None or isinstance(value, str):
+        return value
     if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value)
+        return "True" if value else "False"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    # func start cannot read an object or array here: it warns and drops the whole file.
+    raise SettingsError(f"{path}: Values.{name} is an object or array; app settings are strings")
+
+
+def _connection_strings(section: object, path: Path) -> dict[str, str]:
+    if not isinstance(section, dict):
+        raise SettingsError(f"{path}: 'ConnectionStrings' must be an object")
+    found: dict[str, str] = {}
+    for name, entry in section.items():
+        # A string, or {"ConnectionString": ..., "ProviderName": ...}.
+        value = entry.get("ConnectionString") if isinstance(entry, dict) else entry
+        if value is not None:
+            found[str(name)] = str(value)
+    return found
 
 
 @dataclass
@@ -64,7 +126,7 @@ class AppliedSettings:
 
 
 def apply_settings(
-    file_values: Mapping[str, str],
+    file_values: Mapping[str, str | None],
     overrides: Mapping[str, str] | None = None,
     environ: MutableMapping[str, str] | None = None,
 ) -> AppliedSettings:
@@ -91,6 +153,9 @@ def apply_settings(
             log.warning(
                 "Skipping '%s' from local settings as it's already defined in current environment variables.", name
             )
+        elif value is None:
+            applied.skipped.append(name)
+            log.warning("Skipping '%s' because value is null", name)
         else:
             put(name, value)
     for name, value in (overrides or {}).items():

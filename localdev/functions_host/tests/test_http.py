@@ -84,6 +84,49 @@ async def test_function_level_route_with_key_in_query(http_host: HostProcess) ->
     assert payload["url"].startswith(f"{http_host.base_url}/{PREFIX}/items/42?")
 
 
+async def test_query_names_without_a_value_do_not_reach_the_function(http_host: HostProcess) -> None:
+    # The host leaves empty query values out for the Python worker: `?flag` is not in req.params.
+    url = f"{http_host.base_url}/{PREFIX}/items/5?code={http_host.function_key}&flag&empty=&kept=1&kept=2"
+    status, _, body = await fetch("GET", url)
+    assert status == 200
+    assert json.loads(body)["params"] == {"code": http_host.function_key, "kept": "1,2"}
+
+
+async def test_no_cors_headers_unless_local_settings_ask_for_them(http_host: HostProcess) -> None:
+    headers = {"Origin": "http://page.test", "Access-Control-Request-Method": "GET"}
+    status, answer, _ = await fetch("OPTIONS", f"{http_host.base_url}/{PREFIX}/hello/x", headers=headers)
+    assert status == 404 and "Access-Control-Allow-Origin" not in answer
+
+
+async def test_cors_from_local_settings_as_func_start_applies_it(tmp_path: Path) -> None:
+    app_dir = copy_app("http_app", tmp_path)
+    host_section = {"CORS": "http://page.test,http://other.test", "CORSCredentials": True}
+    (app_dir / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Host": host_section}))
+    host = await start_host(app_dir, settings={"RECORD_DIR": str(tmp_path)})
+    base = f"{host.base_url}/{PREFIX}/hello/x"
+    try:
+        preflight = {
+            "Origin": "http://page.test",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-custom",
+        }
+        status, answer, _ = await fetch("OPTIONS", base, headers=preflight)
+        assert status == 204  # the CORS middleware answers a preflight itself
+        assert answer["Access-Control-Allow-Origin"] == "http://page.test"
+        assert answer["Access-Control-Allow-Methods"] == "GET"
+        assert answer["Access-Control-Allow-Headers"] == "x-custom"
+        assert answer["Access-Control-Allow-Credentials"] == "true"
+
+        status, answer, body = await fetch("GET", base, headers={"Origin": "http://other.test"})
+        assert (status, body) == (200, b"Hello x")
+        assert answer["Access-Control-Allow-Origin"] == "http://other.test"
+
+        status, answer, _ = await fetch("GET", base, headers={"Origin": "http://evil.test"})
+        assert status == 200 and "Access-Control-Allow-Origin" not in answer
+    finally:
+        await host.stop()
+
+
 async def test_function_and_admin_levels_accept_key_header(http_host: HostProcess) -> None:
     headers = {"x-functions-key": http_host.function_key}
     assert (await fetch("GET", f"{http_host.base_url}/{PREFIX}/items/1", headers=headers))[0] == 200

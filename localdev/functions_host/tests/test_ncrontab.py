@@ -44,6 +44,12 @@ def at(*parts: int) -> datetime:
         ("0 0 0 31 * *", at(2024, 4, 1), at(2024, 5, 31)),
         # Five fields: second 0.
         ("*/10 * * * *", at(2024, 1, 1, 0, 1, 30), at(2024, 1, 1, 0, 10, 0)),
+        # NCrontab takes any leading part of a name: full names, "Tu", even "M" (Monday; March in months).
+        ("0 30 9 * * Monday", at(2024, 1, 2), at(2024, 1, 8, 9, 30, 0)),
+        ("0 30 9 * * tu", at(2024, 1, 3), at(2024, 1, 9, 9, 30, 0)),
+        ("0 0 0 * * M", at(2024, 1, 2), at(2024, 1, 8)),
+        ("0 0 0 1 M *", at(2024, 1, 2), at(2024, 3, 1)),
+        ("0 0 0 1 Ju *", at(2024, 1, 2), at(2024, 6, 1)),  # June comes before July
     ],
 )
 def test_next_occurrence(expression: str, after: datetime, expected: datetime) -> None:
@@ -77,11 +83,18 @@ def test_fields_are_parsed() -> None:
         "* * * * FOO *",
         "1,,2 * * * * *",
         "? * * * * *",
+        # Quartz and Vixie extensions NCrontab does not know (croniter would take them).
+        "0 0 0 L * *",
+        "0 0 0 * * 5#3",
+        "0 0 0 ? * *",
+        "0 0 0 15W * *",
+        "@hourly",
+        "0 0 0 * * Mondays",
     ],
 )
 def test_invalid_expressions(expression: str) -> None:
     with pytest.raises(ValueError):
-        CronSchedule.parse(expression)
+        parse_schedule(expression)
 
 
 def test_impossible_date_has_no_occurrence() -> None:
@@ -89,12 +102,27 @@ def test_impossible_date_has_no_occurrence() -> None:
         next_occurrence("0 0 0 30 2 *", at(2024, 1, 1))
 
 
-def test_timespan_schedule() -> None:
-    schedule = parse_schedule("01:30:00")
+@pytest.mark.parametrize(
+    ("expression", "interval"),
+    [
+        ("01:30:00", timedelta(hours=1, minutes=30)),
+        ("00:05", timedelta(minutes=5)),  # hh:mm
+        ("1.00:00:00", timedelta(days=1)),
+        ("2:03:04:05", timedelta(days=2, hours=3, minutes=4, seconds=5)),  # d:hh:mm:ss
+        ("00:00:00.5", timedelta(seconds=0.5)),
+        ("7", timedelta(days=7)),  # TimeSpan.TryParse reads a bare number as days
+    ],
+)
+def test_timespan_schedule(expression: str, interval: timedelta) -> None:
+    schedule = parse_schedule(expression)
     assert isinstance(schedule, IntervalSchedule)
-    assert schedule.next_occurrence(at(2024, 1, 1)) == at(2024, 1, 1, 1, 30)
-    assert parse_schedule("1.00:00:00").next_occurrence(at(2024, 1, 1)) == at(2024, 1, 2)  # type: ignore[union-attr]
-    assert parse_schedule("00:00:00.5").next_occurrence(at(2024, 1, 1)) == at(2024, 1, 1) + timedelta(seconds=0.5)
+    assert schedule.next_occurrence(at(2024, 1, 1)) == at(2024, 1, 1) + interval
+
+
+@pytest.mark.parametrize("expression", ["24:00:00", "00:60:00", "00:00:60", "1:2:3:4:5", "00:00.5", "soon"])
+def test_invalid_timespans(expression: str) -> None:
+    with pytest.raises(ValueError):
+        parse_schedule(expression)
 
 
 def test_zero_timespan_is_refused() -> None:

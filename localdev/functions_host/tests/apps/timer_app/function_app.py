@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ def record(function: str, timer: func.TimerRequest) -> None:
         "at": datetime.now(UTC).isoformat(),
         "past_due": timer.past_due,
         "schedule_status": timer.schedule_status,
+        "schedule": timer.schedule,
         "is_timer_request": isinstance(timer, func.TimerRequest),
         "pid": os.getpid(),  # which instance ran it, when several share RECORD_DIR
     }
@@ -34,6 +36,7 @@ def every_second(timer: func.TimerRequest) -> None:
 @app.timer_trigger(schedule="00:00:01", arg_name="timer", use_monitor=False)
 def interval(timer: func.TimerRequest) -> None:
     record("interval", timer)
+    time.sleep(float(os.environ.get("INTERVAL_SLEEP", "0")))  # a run that takes a while
 
 
 @app.timer_trigger(schedule="0 0 0 1 1 *", arg_name="timer", run_on_startup=True, use_monitor=False)
