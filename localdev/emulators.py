@@ -26,25 +26,29 @@ COSMOS_DEV_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGy
 
 @dataclass
 class Azurite(Stoppable):
-    """Azurite's queue service (`process`) and table service (`table_process`): two node processes,
-    since each Azurite service has its own entry point (the all-in-one one would add a blob service
-    nobody here uses)."""
+    """Azurite's queue service (`process`), table service (`table_process`) and, for `func start`,
+    its blob service (`blob_process`): a node process each, since each Azurite service has its own
+    entry point. The project's local host needs no blobs; the real host keeps timer schedule status
+    and singleton locks in blobs of AzureWebJobsStorage."""
 
     process: ManagedProcess  # the queue service
     queue_port: int
     table_process: ManagedProcess | None = None
     table_port: int | None = None
+    blob_process: ManagedProcess | None = None
+    blob_port: int | None = None
 
     @property
     def processes(self) -> list[ManagedProcess]:
-        return [self.process] + ([self.table_process] if self.table_process is not None else [])
+        return [p for p in (self.process, self.table_process, self.blob_process) if p is not None]
 
     @property
     def connection_string(self) -> str:
         tables = f"TableEndpoint=http://127.0.0.1:{self.table_port}/{DEV_ACCOUNT};" if self.table_port else ""
+        blobs = f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/{DEV_ACCOUNT};" if self.blob_port else ""
         return (
             f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_ACCOUNT_KEY};"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{DEV_ACCOUNT};{tables}"
+            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/{DEV_ACCOUNT};{tables}{blobs}"
         )
 
     def stop(self) -> None:
@@ -78,7 +82,8 @@ _AZURITE_OPTIONS = ("--inMemoryPersistence", "--skipApiVersionCheck", "--loose",
 
 
 def _azurite_service(service: str, port: int, log_dir: Path | None) -> ManagedProcess:
-    """One Azurite service (`queue` or `table`) on 127.0.0.1:port; its log is <log_dir>/azurite[-table].log."""
+    """One Azurite service (`queue`, `table` or `blob`) on 127.0.0.1:port; its log is
+    <log_dir>/azurite[-table|-blob].log."""
     return spawn(
         "azurite" if service == "queue" else f"azurite-{service}",
         [
@@ -92,24 +97,41 @@ def _azurite_service(service: str, port: int, log_dir: Path | None) -> ManagedPr
     )  # fmt: skip
 
 
-def start_azurite(queue_port: int | None = None, log_dir: Path | None = None, table_port: int | None = None) -> Azurite:
-    """Azurite's queue and table services, in memory, on the given ports or free ones; returns once both listen.
+def start_azurite(
+    queue_port: int | None = None,
+    log_dir: Path | None = None,
+    table_port: int | None = None,
+    *,
+    blobs: bool = False,
+    blob_port: int | None = None,
+) -> Azurite:
+    """Azurite's queue and table services (and blob service with `blobs`), in memory, on the given ports
+    or free ones; returns once all listen.
 
     Azurite and the Cosmos DB stand-in die with this process, like every child (localdev/processes.py)."""
     _require_node_modules()
-    free = iter(free_ports(2))  # picked together, so the two are never the same port
-    queue_port, table_port = queue_port or next(free), table_port or next(free)
-    started: list[ManagedProcess] = []
+    free = iter(free_ports(3))  # picked together, so no two are the same port
+    ports = {"queue": queue_port or next(free), "table": table_port or next(free)}
+    if blobs:
+        ports["blob"] = blob_port or next(free)
+    started: dict[str, ManagedProcess] = {}
     try:
-        # Both start side by side (each takes about a second of node start-up), then both are awaited.
-        started.append(_azurite_service("queue", queue_port, log_dir))
-        started.append(_azurite_service("table", table_port, log_dir))
-        wait_for_port("127.0.0.1", queue_port, 30, started[0].popen)
-        wait_for_port("127.0.0.1", table_port, 30, started[1].popen)
+        # All start side by side (each takes about a second of node start-up), then all are awaited.
+        for service, port in ports.items():
+            started[service] = _azurite_service(service, port, log_dir)
+        for service, port in ports.items():
+            wait_for_port("127.0.0.1", port, 30, started[service].popen)
     except BaseException:
-        stop_all(started, 5.0)
+        stop_all(list(started.values()), 5.0)
         raise
-    return Azurite(process=started[0], queue_port=queue_port, table_process=started[1], table_port=table_port)
+    return Azurite(
+        process=started["queue"],
+        queue_port=ports["queue"],
+        table_process=started["table"],
+        table_port=ports["table"],
+        blob_process=started.get("blob"),
+        blob_port=ports.get("blob"),
+    )
 
 
 def start_cosmos(port: int | None = None, log_dir: Path | None = None) -> CosmosStandIn:
@@ -141,9 +163,12 @@ def start_emulators(
     queue_port: int | None = None,
     cosmos_port: int | None = None,
     table_port: int | None = None,
+    *,
+    blobs: bool = False,
 ) -> Emulators:
-    """Both emulators, on the given ports or free ones; returns once both listen."""
-    azurite = start_azurite(queue_port, log_dir, table_port)
+    """Both emulators, on the given ports or free ones; returns once both listen. `blobs`: Azurite's
+    blob service too, on a free port (the real host, `func start`, needs it)."""
+    azurite = start_azurite(queue_port, log_dir, table_port, blobs=blobs)
     try:
         cosmos = start_cosmos(cosmos_port, log_dir)
     except BaseException:

@@ -42,6 +42,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlparse
 
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient
+
 from localdev.app_settings import app_settings
 from localdev.directline import DirectLineProcess, start_directline_process
 from localdev.emulators import Emulators, start_emulators
@@ -196,7 +199,7 @@ def start_stack(
     try:
         if emulators is None:
             emulators = start_emulators(
-                log_dir, ports.azurite_queue or None, ports.cosmos or None, ports.azurite_table or None
+                log_dir, ports.azurite_queue or None, ports.cosmos or None, ports.azurite_table or None, blobs=use_func
             )
             started += [*emulators.azurite.processes, emulators.cosmos.process]
         free = iter(free_ports(2))
@@ -204,6 +207,7 @@ def start_stack(
         functions_url = f"http://127.0.0.1:{functions_port}"
         domain = f"http://127.0.0.1:{directline_port}/v3/directline"
         values, passed = _app_settings(settings_file, dict(settings or {}), emulators, domain)
+        create_queues(values, emulators)
 
         directline = start_directline_process(
             f"{functions_url}/api/messages",
@@ -313,6 +317,27 @@ def _spawn_instances(
     if errors:
         raise errors[0]
     return hosts
+
+
+# The queues infra/main.bicep creates in Azure, by the setting that names them; each with its poison
+# queue. Queue triggers do not create their queues (nor does the real host), so the stack does.
+APP_QUEUES = ("OperationsQueueName", "ExternalEventsQueueName")
+
+
+def create_queues(values: Mapping[str, str], emulators: Emulators) -> list[str]:
+    """Create the app's queues in the stack's Azurite, as the template does in Azure; returns their names."""
+    if values.get("AzureWebJobsStorage") != emulators.azurite.connection_string:
+        return []  # the settings name another storage account: provisioning it is not ours to do
+    names = [name for setting in APP_QUEUES if (name := values.get(setting))]
+    names += [f"{name}-poison" for name in names]
+    for name in names:
+        queue = QueueClient.from_connection_string(values["AzureWebJobsStorage"], name)
+        with queue:
+            try:
+                queue.create_queue()
+            except ResourceExistsError:
+                pass
+    return names
 
 
 def _app_settings(
