@@ -1,10 +1,13 @@
 // The whole bot in one resource group: Function App (Flex Consumption, Linux, Python 3.11),
 // storage (AzureWebJobsStorage + the operations queue), Application Insights, Cosmos DB
-// (serverless) and the Azure Bot with its Direct Line channel.
+// (serverless) and the Azure Bot with its Direct Line channel. Three ways to deploy it, all
+// described in docs/deploy.md:
 //
+//   azd up                              (azure.yaml; main.parameters.json maps azd's environment)
 //   az deployment group create -g <group> --template-file infra/main.bicep \
-//     --parameters @infra/main.parameters.json appName=<globally-unique-name>
+//     --parameters appName=<globally-unique-name>
 //   func azure functionapp publish <appName> --python
+//   .github/workflows/deploy.yml        (manual; OIDC login, az bicep build, deploy, publish)
 //
 // Hosting plan: Flex Consumption (FC1), not Consumption (Y1).
 //   * Linux Consumption gets no new features or language versions and retires on
@@ -43,9 +46,17 @@
 //   * DirectLineSecret: read from the Direct Line channel at deployment (listChannelWithKeys).
 //   * OperationSigningKey: a @secure() parameter whose default is newGuid(), so every
 //     deployment that does not pass it generates a fresh key (122 random bits). Pass
-//     operationSigningKey=<value> to keep one across deployments; see docs/deploy.md.
+//     operationSigningKey=<value> to keep one across deployments (azd's preprovision hook
+//     generates one once and passes it every time); see docs/deploy.md.
+//   * Application Insights: local (instrumentation key) authentication is off, as in
+//     Microsoft's Flex Consumption samples. The host sends telemetry with the app's
+//     system-assigned identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD),
+//     which holds "Monitoring Metrics Publisher" on the component.
 
 targetScope = 'resourceGroup'
+
+@description('azd environment name (AZURE_ENV_NAME), kept in the azd-env-name tag. Empty: no tag.')
+param environmentName string = ''
 
 @description('Region for every resource except the Azure Bot (always global). Must offer Flex Consumption.')
 param location string = resourceGroup().location
@@ -170,15 +181,24 @@ var alwaysReadyHttp = [
   }
 ]
 
+// azd finds its environment's resources by azd-env-name and the Function App by azd-service-name
+// (the service's name in azure.yaml).
+var tags = empty(environmentName) ? {} : { 'azd-env-name': environmentName }
+var azdServiceName = 'bot'
+
 // Built-in role ids (Azure RBAC and Cosmos DB data plane).
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
 var cosmosDataContributorRoleId = '00000000-0000-0000-0000-000000000002'
 
 var storageConnectionString = 'DefaultEndpointsProtocol=https;AccountName=${storage.name};AccountKey=${storage.listKeys().keys[0].value};EndpointSuffix=${environment().suffixes.storage}'
 
-resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+// API versions are ones whose schemas the pinned azure-mgmt-* SDKs publish, so the offline check
+// (tests/deploy/arm_schema.py) can hold every property against them.
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2025-07-01' = {
   name: 'log-${appName}'
   location: location
+  tags: tags
   properties: {
     sku: {
       name: 'PerGB2018'
@@ -190,16 +210,20 @@ resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
 resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
   name: 'appi-${appName}'
   location: location
+  tags: tags
   kind: 'web'
   properties: {
     Application_Type: 'web'
     WorkspaceResourceId: logAnalytics.id
+    // Entra ID only: telemetry without a token is refused (the host uses the app's identity).
+    DisableLocalAuth: true
   }
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: storageAccountName
   location: location
+  tags: tags
   kind: 'StorageV2'
   sku: {
     name: 'Standard_LRS'
@@ -256,11 +280,13 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
 resource botIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${appName}-bot'
   location: location
+  tags: tags
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: 'plan-${appName}'
   location: location
+  tags: tags
   kind: 'functionapp'
   sku: {
     tier: 'FlexConsumption'
@@ -274,6 +300,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   name: appName
   location: location
+  tags: union(tags, { 'azd-service-name': azdServiceName })
   kind: 'functionapp,linux'
   identity: {
     // System-assigned: Cosmos DB data plane and the deployment package (DefaultAzureCredential
@@ -323,9 +350,21 @@ resource deploymentStorageRole 'Microsoft.Authorization/roleAssignments@2022-04-
   }
 }
 
+// The host's telemetry (Application Insights has local authentication off).
+resource monitoringRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, functionApp.id, monitoringMetricsPublisherRoleId)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisherRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
   name: cosmosAccountName
   location: location
+  tags: tags
   kind: 'GlobalDocumentDB'
   properties: {
     databaseAccountOfferType: 'Standard'
@@ -458,6 +497,7 @@ resource cosmosDataRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignment
 resource bot 'Microsoft.BotService/botServices@2022-09-15' = {
   name: appName
   location: 'global'
+  tags: tags
   kind: 'azurebot'
   sku: {
     name: botSku
@@ -502,6 +542,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   properties: {
     AzureWebJobsStorage: storageConnectionString
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
+    // The system-assigned identity (no ClientId=...): the one holding monitoringRole.
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
     MicrosoftAppType: 'UserAssignedMSI'
     MicrosoftAppId: botIdentity.properties.clientId
     MicrosoftAppPassword: ''
@@ -534,6 +576,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   dependsOn: [
     deploymentStorageRole
     cosmosDataRole
+    monitoringRole
   ]
 }
 

@@ -1,18 +1,26 @@
-"""A small, strict reader for the subset of Bicep that infra/main.bicep uses.
+"""infra/main.bicep as data, read through tree-sitter-bicep's grammar (requirements-dev.txt).
 
-No Bicep compiler runs offline here (the `bicep` CLI is a download), so the deploy tests
-read the template themselves: tokens (strings with interpolation, comments), balanced
-brackets, the top-level declarations, resource bodies as objects, and every identifier
-an expression refers to. Anything outside the subset raises BicepError rather than
-being skipped, so a new construct makes the tests ask for attention instead of passing.
+No Bicep compiler runs offline here (it ships on NuGet; the GitHub Actions workflow compiles the
+template), so the deploy tests read the template themselves. The grammar gives the syntax tree;
+this module turns it into what the tests ask about: the declarations with their decorators, each
+value as a literal where it is one (objects, arrays, strings, numbers, booleans) and as a Raw
+expression where it is computed, the resources with their nested children, and which names each
+expression refers to. A syntax error, or a statement this reader does not know, raises
+BicepError with its line, so a new construct makes the tests ask for attention instead of passing.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
+
+import tree_sitter
+import tree_sitter_bicep
+
+_PARSER = tree_sitter.Parser(tree_sitter.Language(tree_sitter_bicep.language()))
 
 
 class BicepError(ValueError):
@@ -21,10 +29,13 @@ class BicepError(ValueError):
 
 @dataclass
 class Token:
-    kind: str  # ident, number, string, op, newline
+    kind: str  # ident, number, string, op
     value: str
     line: int
-    # For strings: the literal pieces and the token lists of each ${...} interpolation.
+    # ref, call, member (after '.'), child (after '::'), key (object key), local (loop or lambda
+    # variable), declaration (a nested resource's name), keyword; '' for numbers, strings, operators.
+    role: str = ""
+    # Strings: the literal pieces and the tokens of each ${...} interpolation.
     parts: list[str] = field(default_factory=list)
     interpolations: list[list[Token]] = field(default_factory=list)
 
@@ -33,151 +44,96 @@ class Token:
         return self.kind == "string" and not self.interpolations
 
 
-_OPERATORS = sorted(
-    ["::", "??", "?.", "==", "!=", "=~", "!~", "<=", ">=", "&&", "||", "=>", *"{}[]().,:?=!<>+-*/%@|"],
-    key=len,
-    reverse=True,
-)
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER = re.compile(r"[0-9]+")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ESCAPE = re.compile(r"\\(u\{([0-9A-Fa-f]{1,6})\}|.)")
 _ESCAPES = {"'": "'", "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "$": "$"}
 
 
-class _Lexer:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.line = 1
+def _unescape(raw: str, line: int) -> str:
+    def one(m: re.Match[str]) -> str:
+        if m[2]:
+            return chr(int(m[2], 16))
+        if m[1] not in _ESCAPES:
+            raise BicepError(f"line {line}: unknown escape \\{m[1]}")
+        return _ESCAPES[m[1]]
 
-    def error(self, message: str) -> BicepError:
-        return BicepError(f"line {self.line}: {message}")
-
-    def tokens(self, *, until_brace: bool = False) -> list[Token]:
-        """Tokens up to the end (or, inside ${...}, up to the matching close brace)."""
-        out: list[Token] = []
-        depth = 0
-        text = self.text
-        while self.pos < len(text):
-            ch = text[self.pos]
-            if ch in " \t\r":
-                self.pos += 1
-            elif ch == "\n":
-                out.append(Token("newline", "\n", self.line))
-                self.line += 1
-                self.pos += 1
-            elif text.startswith("//", self.pos):
-                end = text.find("\n", self.pos)
-                self.pos = len(text) if end < 0 else end
-            elif text.startswith("/*", self.pos):
-                end = text.find("*/", self.pos + 2)
-                if end < 0:
-                    raise self.error("unterminated /* comment")
-                self.line += text.count("\n", self.pos, end)
-                self.pos = end + 2
-            elif text.startswith("'''", self.pos):
-                end = text.find("'''", self.pos + 3)
-                if end < 0:
-                    raise self.error("unterminated ''' string")
-                value = text[self.pos + 3 : end]
-                out.append(Token("string", value, self.line, parts=[value]))
-                self.line += value.count("\n")
-                self.pos = end + 3
-            elif ch == "'":
-                out.append(self.string())
-            elif until_brace and ch == "}" and depth == 0:
-                self.pos += 1
-                return out
-            elif m := _IDENT.match(text, self.pos):
-                out.append(Token("ident", m.group(), self.line))
-                self.pos = m.end()
-            elif m := _NUMBER.match(text, self.pos):
-                out.append(Token("number", m.group(), self.line))
-                self.pos = m.end()
-            else:
-                for op in _OPERATORS:
-                    if text.startswith(op, self.pos):
-                        break
-                else:
-                    raise self.error(f"unexpected character {ch!r}")
-                if until_brace and op == "{":
-                    depth += 1
-                elif until_brace and op == "}":
-                    depth -= 1
-                out.append(Token("op", op, self.line))
-                self.pos += len(op)
-        if until_brace:
-            raise self.error("unterminated ${ interpolation")
-        return out
-
-    def string(self) -> Token:
-        start_line = self.line
-        self.pos += 1
-        parts: list[str] = []
-        interpolations: list[list[Token]] = []
-        buf: list[str] = []
-        text = self.text
-        while True:
-            if self.pos >= len(text) or text[self.pos] == "\n":
-                raise BicepError(f"line {start_line}: unterminated string")
-            ch = text[self.pos]
-            if ch == "\\":
-                nxt = text[self.pos + 1 : self.pos + 2]
-                if nxt in _ESCAPES:
-                    buf.append(_ESCAPES[nxt])
-                    self.pos += 2
-                    continue
-                if nxt == "u":
-                    m = re.compile(r"\\u\{([0-9A-Fa-f]{1,6})\}").match(text, self.pos)
-                    if not m:
-                        raise BicepError(f"line {start_line}: bad \\u escape")
-                    buf.append(chr(int(m.group(1), 16)))
-                    self.pos = m.end()
-                    continue
-                raise BicepError(f"line {start_line}: unknown escape \\{nxt}")
-            if text.startswith("${", self.pos):
-                parts.append("".join(buf))
-                buf = []
-                self.pos += 2
-                inner = self.tokens(until_brace=True)
-                if not [t for t in inner if t.kind != "newline"]:
-                    raise BicepError(f"line {start_line}: empty ${{}} interpolation")
-                interpolations.append(inner)
-                continue
-            if ch == "'":
-                self.pos += 1
-                parts.append("".join(buf))
-                return Token("string", "".join(parts), start_line, parts=parts, interpolations=interpolations)
-            buf.append(ch)
-            self.pos += 1
+    return _ESCAPE.sub(one, raw)
 
 
-def tokenize(text: str) -> list[Token]:
-    return _Lexer(text).tokens()
+def _string_token(node: tree_sitter.Node) -> Token:
+    line = node.start_point[0] + 1
+    text = node.text.decode()  # type: ignore[union-attr]
+    if text.startswith("'''"):  # multi-line: no escapes, no interpolation
+        return Token("string", text[3:-3], line, parts=[text[3:-3]])
+    parts: list[str] = []
+    interpolations: list[list[Token]] = []
+    cursor = node.start_byte + 1  # after the opening quote
+    source = node.text or b""
+    for child in node.named_children:
+        if child.type == "interpolation":
+            raw = source[cursor - node.start_byte : child.start_byte - node.start_byte].decode()
+            parts.append(_unescape(raw, line))
+            inner = [c for c in child.named_children if c.type != "comment"]
+            if not inner:
+                raise BicepError(f"line {line}: empty ${{}} interpolation")
+            interpolations.append([t for c in inner for t in _tokens(c)])
+            cursor = child.end_byte
+    parts.append(_unescape(source[cursor - node.start_byte : -1].decode(), line))
+    return Token("string", "".join(parts), line, parts=parts, interpolations=interpolations)
 
 
-_PAIRS = {"(": ")", "[": "]", "{": "}"}
+def _role(node: tree_sitter.Node) -> str:
+    parent = node.parent
+    if node.type == "property_identifier":
+        return "member"
+    if node.type in ("loop_variable", "loop_enumerator"):
+        return "local"
+    if parent is None:
+        return "ref"
+    siblings = parent.children
+    if parent.type == "resource_expression" and siblings[0] != node:
+        return "child"
+    if parent.type == "call_expression" and parent.child_by_field_name("function") == node:
+        return "call"
+    if parent.type == "object_property" and siblings[0] == node:
+        return "key"
+    if parent.type == "resource_declaration":
+        return "declaration"
+    before_arrow = parent.type == "lambda_expression" and node.end_byte <= _first(parent, "=>").start_byte
+    before_in = parent.type == "for_statement" and node.end_byte <= _first(parent, "in").start_byte
+    if before_arrow or before_in or parent.type == "lambda_parameters":
+        return "local"
+    return "ref"
 
 
-def check_balanced(tokens: list[Token]) -> None:
-    """Brackets, braces and parentheses balance (strings and comments are already out)."""
-    stack: list[Token] = []
+def _first(node: tree_sitter.Node, child_type: str) -> tree_sitter.Node:
+    return next(c for c in node.children if c.type == child_type)
+
+
+def _tokens(node: tree_sitter.Node) -> list[Token]:
+    """The tokens of an expression: leaves in order, each string one token with its interpolations."""
+    if node.type == "string":
+        return [_string_token(node)]
+    if node.type == "comment":
+        return []
+    if node.child_count == 0:
+        text = node.text.decode()  # type: ignore[union-attr]
+        line = node.start_point[0] + 1
+        if node.type == "number":
+            return [Token("number", text, line)]
+        if _IDENTIFIER.fullmatch(text):
+            named = node.is_named and node.type not in ("null",)
+            return [Token("ident", text, line, role=_role(node) if named else "keyword")]
+        return [Token("op", text, line)]
+    return [t for child in node.children for t in _tokens(child)]
+
+
+def walk_tokens(tokens: list[Token]) -> Iterator[Token]:
+    """Every token, the ones inside string interpolations included."""
     for tok in tokens:
-        if tok.kind == "string":
-            for inner in tok.interpolations:
-                check_balanced(inner)
-            continue
-        if tok.kind != "op":
-            continue
-        if tok.value in _PAIRS:
-            stack.append(tok)
-        elif tok.value in _PAIRS.values():
-            if not stack:
-                raise BicepError(f"line {tok.line}: unmatched {tok.value!r}")
-            opener = stack.pop()
-            if _PAIRS[opener.value] != tok.value:
-                raise BicepError(f"line {tok.line}: {tok.value!r} closes {opener.value!r} of line {opener.line}")
-    if stack:
-        raise BicepError(f"line {stack[-1].line}: {stack[-1].value!r} is never closed")
+        yield tok
+        for inner in tok.interpolations:
+            yield from walk_tokens(inner)
 
 
 # ---------------------------------------------------------------------------- values
@@ -191,8 +147,7 @@ class Raw:
 
     @property
     def single_identifier(self) -> str | None:
-        real = [t for t in self.tokens if t.kind != "newline"]
-        return real[0].value if len(real) == 1 and real[0].kind == "ident" else None
+        return self.tokens[0].value if len(self.tokens) == 1 and self.tokens[0].kind == "ident" else None
 
 
 @dataclass
@@ -231,184 +186,143 @@ class Declaration:
         return own
 
     @property
+    def api_version(self) -> str:
+        """The API version; a nested resource declared without one has its parent's."""
+        assert self.resource_type is not None
+        if "@" in self.resource_type:
+            return self.resource_type.split("@", 1)[1]
+        if self.parent is None:
+            raise BicepError(f"line {self.line}: {self.name} has no API version")
+        return self.parent.api_version
+
+    @property
     def body(self) -> BObject:
         if not isinstance(self.value, BObject):
             raise BicepError(f"line {self.line}: {self.name} has no object body")
         return self.value
 
 
-def _skip_newlines(tokens: list[Token], i: int) -> int:
-    while i < len(tokens) and tokens[i].kind == "newline":
-        i += 1
-    return i
+def _value(node: tree_sitter.Node, parent: Declaration | None) -> Value:
+    """A literal where the node is one (objects and arrays recursively); otherwise Raw."""
+    if node.type == "string":
+        tok = _string_token(node)
+        return tok.value if tok.is_plain_string else Raw([tok])
+    if node.type == "number":
+        return int(node.text.decode())  # type: ignore[union-attr]
+    if node.type == "boolean":
+        return node.text == b"true"
+    if node.type == "null":
+        return None
+    if node.type == "object":
+        return _object(node, parent)
+    if node.type == "array":
+        return [_value(c, parent) for c in node.named_children if c.type != "comment"]
+    return Raw(_tokens(node))
 
 
-def _matching(tokens: list[Token], i: int) -> int:
-    """Index of the bracket closing tokens[i]."""
-    depth = 0
-    for j in range(i, len(tokens)):
-        tok = tokens[j]
-        if tok.kind == "op" and tok.value in _PAIRS:
-            depth += 1
-        elif tok.kind == "op" and tok.value in _PAIRS.values():
-            depth -= 1
-            if depth == 0:
-                return j
-    raise BicepError(f"line {tokens[i].line}: {tokens[i].value!r} is never closed")
-
-
-def _expression_end(tokens: list[Token], i: int, stops: tuple[str, ...] = ()) -> int:
-    """Index just past an expression: at a newline, a stop operator or a closer, at depth 0."""
-    depth = 0
-    j = i
-    while j < len(tokens):
-        tok = tokens[j]
-        if tok.kind == "op" and tok.value in _PAIRS:
-            depth += 1
-        elif tok.kind == "op" and tok.value in _PAIRS.values():
-            if depth == 0:
-                return j
-            depth -= 1
-        elif depth == 0 and (tok.kind == "newline" or (tok.kind == "op" and tok.value in stops)):
-            return j
-        j += 1
-    return j
-
-
-def parse_value(tokens: list[Token], parent: Declaration | None = None) -> Value:
-    """An expression's value: literals, objects and arrays; anything else stays Raw."""
-    real = [t for t in tokens if t.kind != "newline"]
-    if not real:
-        raise BicepError("empty expression")
-    first = real[0]
-    if len(real) == 1:
-        if first.kind == "string" and first.is_plain_string:
-            return first.value
-        if first.kind == "number":
-            return int(first.value)
-        if first.kind == "ident" and first.value in ("true", "false"):
-            return first.value == "true"
-        if first.kind == "ident" and first.value == "null":
-            return None
-    start = tokens.index(first)
-    if first.kind == "op" and first.value in ("{", "[") and _matching(tokens, start) == tokens.index(real[-1]):
-        inner = tokens[start + 1 : tokens.index(real[-1])]
-        if first.value == "{":
-            return _parse_object(inner, first.line, parent)
-        if not (real[1].kind == "ident" and real[1].value == "for"):
-            return _parse_array(inner)
-    return Raw(tokens)
-
-
-def _parse_object(tokens: list[Token], line: int, parent: Declaration | None) -> BObject:
+def _object(node: tree_sitter.Node, parent: Declaration | None) -> BObject:
     obj = BObject({}, [])
-    i = _skip_newlines(tokens, 0)
-    while i < len(tokens):
-        tok = tokens[i]
-        is_decorator = tok.kind == "op" and tok.value == "@"
-        is_nested_resource = (
-            tok.kind == "ident" and tok.value == "resource" and i + 1 < len(tokens) and tokens[i + 1].kind == "ident"
-        )
-        if is_decorator or is_nested_resource:
-            decl, i = _parse_declaration(tokens, i, parent)
-            obj.resources.append(decl)
-            i = _skip_newlines(tokens, i)
+    decorators: list[tuple[str, list[Token]]] = []
+    for child in node.named_children:
+        if child.type == "comment":
             continue
-        if tok.kind == "ident" or tok.is_plain_string:
-            key = tok.value
-        elif tok.kind == "string":
+        if child.type == "decorators":
+            decorators = _decorators(child)
+            continue
+        if child.type != "object_property":
+            raise BicepError(f"line {child.start_point[0] + 1}: unexpected {child.type} in an object")
+        first = child.named_children[0]
+        if first.type == "resource_declaration":
+            obj.resources.append(_declaration(first, decorators, parent))
+            decorators = []
+            continue
+        if first.type == "string":
+            tok = _string_token(first)
             key = "${...}".join(tok.parts)  # an interpolated key, such as a resource id
         else:
-            raise BicepError(f"line {tok.line}: expected a property name, found {tok.value!r}")
-        if i + 1 >= len(tokens) or tokens[i + 1].value != ":":
-            raise BicepError(f"line {tok.line}: expected ':' after property {key!r}")
+            key = first.text.decode()  # type: ignore[union-attr]
         if key in obj.entries:
-            raise BicepError(f"line {tok.line}: property {key!r} appears twice in one object")
-        end = _expression_end(tokens, i + 2, stops=(",",))
-        obj.entries[key] = parse_value(tokens[i + 2 : end], parent)
-        i = end
-        if i < len(tokens) and tokens[i].value == ",":
-            i += 1
-        i = _skip_newlines(tokens, i)
+            raise BicepError(f"line {first.start_point[0] + 1}: property {key!r} appears twice in one object")
+        obj.entries[key] = _value(child.named_children[-1], parent)
     return obj
 
 
-def _parse_array(tokens: list[Token]) -> list[Value]:
-    items: list[Value] = []
-    i = _skip_newlines(tokens, 0)
-    while i < len(tokens):
-        end = _expression_end(tokens, i, stops=(",",))
-        items.append(parse_value(tokens[i:end]))
-        i = end
-        if i < len(tokens) and tokens[i].value == ",":
-            i += 1
-        i = _skip_newlines(tokens, i)
-    return items
+def _decorators(node: tree_sitter.Node) -> list[tuple[str, list[Token]]]:
+    """(name, argument tokens) for each decorator; `@sys.description(...)` is 'description'."""
+    out = []
+    for decorator in node.named_children:
+        call = decorator.named_children[0]
+        function = call.child_by_field_name("function") or call
+        arguments = call.child_by_field_name("arguments")
+        name = function.text.decode().rsplit(".", 1)[-1]  # type: ignore[union-attr]
+        args = [t for c in (arguments.children[1:-1] if arguments else []) for t in _tokens(c)]
+        out.append((name, args))
+    return out
 
 
+_KEYWORDS = {
+    "parameter_declaration": "param",
+    "variable_declaration": "var",
+    "resource_declaration": "resource",
+    "output_declaration": "output",
+    "module_declaration": "module",
+    "target_scope_assignment": "targetScope",
+    "metadata_declaration": "metadata",
+}
 _RESOURCE_TYPE = re.compile(
     r"^[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)+(/[A-Za-z][A-Za-z0-9]*)+@\d{4}-\d{2}-\d{2}(-preview)?$"
 )
 _CHILD_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(@\d{4}-\d{2}-\d{2}(-preview)?)?$")
-_KEYWORDS = ("param", "var", "resource", "output", "module", "targetScope", "metadata")
 
 
-def _parse_declaration(tokens: list[Token], i: int, parent: Declaration | None) -> tuple[Declaration, int]:
-    decorators: list[tuple[str, list[Token]]] = []
-    while tokens[i].kind == "op" and tokens[i].value == "@":
-        name_tok = tokens[i + 1]
-        if name_tok.kind != "ident" or tokens[i + 2].value != "(":
-            raise BicepError(f"line {name_tok.line}: malformed decorator")
-        close = _matching(tokens, i + 2)
-        decorators.append((name_tok.value, tokens[i + 3 : close]))
-        i = _skip_newlines(tokens, close + 1)
-    kw = tokens[i]
-    if kw.kind != "ident" or kw.value not in _KEYWORDS:
-        raise BicepError(f"line {kw.line}: unsupported statement starting with {kw.value!r}")
-    if kw.value == "targetScope":
-        name, j = "targetScope", i + 1
-    else:
-        name_tok = tokens[i + 1]
-        if name_tok.kind != "ident":
-            raise BicepError(f"line {kw.line}: {kw.value} needs a name")
-        name, j = name_tok.value, i + 2
-    decl = Declaration(kw.value, name, kw.line, decorators, [], [], parent=parent)
-    # Everything up to '=' (or the end of the line for a param without default) is the type part.
-    while j < len(tokens) and tokens[j].kind != "newline" and tokens[j].value != "=":
-        decl.type_tokens.append(tokens[j])
-        j += 1
-    if kw.value == "resource":
-        if not decl.type_tokens or not decl.type_tokens[0].is_plain_string:
-            raise BicepError(f"line {kw.line}: resource {name} needs a type string")
-        decl.resource_type = decl.type_tokens[0].value
+def _declaration(
+    node: tree_sitter.Node, decorators: list[tuple[str, list[Token]]], parent: Declaration | None
+) -> Declaration:
+    line = node.start_point[0] + 1
+    keyword = _KEYWORDS.get(node.type)
+    if keyword is None:
+        raise BicepError(f"line {line}: unsupported statement {node.type}")
+    children = node.children
+    equals = next((i for i, c in enumerate(children) if c.type == "="), len(children))
+    head = children[1:equals]  # name, then the type (param/output) or type string (resource/module)
+    name = "targetScope" if keyword == "targetScope" else head[0].text.decode()  # type: ignore[union-attr]
+    type_nodes = head if keyword == "targetScope" else head[1:]
+    decl = Declaration(keyword, name, line, decorators, [t for c in type_nodes for t in _tokens(c)], [], parent=parent)
+    if keyword == "resource":
+        type_string = type_nodes[0]
+        if type_string.type != "string" or not _string_token(type_string).is_plain_string:
+            raise BicepError(f"line {line}: resource {name} needs a type string")
+        decl.resource_type = _string_token(type_string).value
         shape = _CHILD_TYPE if parent is not None and "/" not in decl.resource_type else _RESOURCE_TYPE
         if not shape.match(decl.resource_type):
-            raise BicepError(f"line {kw.line}: resource type {decl.resource_type!r} is not Namespace/type@yyyy-mm-dd")
-        rest = [t.value for t in decl.type_tokens[1:]]
-        if rest not in ([], ["existing"]):
-            raise BicepError(f"line {kw.line}: unexpected {' '.join(rest)!r} after the resource type")
-        decl.existing = rest == ["existing"]
-    if j >= len(tokens) or tokens[j].kind == "newline":
-        if kw.value != "param":
-            raise BicepError(f"line {kw.line}: {kw.value} {name} has no '= value'")
-        return decl, j
-    end = _expression_end(tokens, j + 1)
-    decl.value_tokens = tokens[j + 1 : end]
-    if not [t for t in decl.value_tokens if t.kind != "newline"]:
-        raise BicepError(f"line {kw.line}: {kw.value} {name} has an empty value")
-    value_tokens = decl.value_tokens
-    if kw.value == "resource" and value_tokens[0].value == "if":
-        # resource x '...' = if (condition) { ... }
-        close = _matching(value_tokens, 1)
-        value_tokens = value_tokens[close + 1 :]
-    decl.value = parse_value(value_tokens, decl if kw.value == "resource" else parent)
-    return decl, end
+            raise BicepError(f"line {line}: resource type {decl.resource_type!r} is not Namespace/type@yyyy-mm-dd")
+        decl.existing = any(c.type == "existing" for c in type_nodes)
+    if equals == len(children):
+        if keyword != "param":
+            raise BicepError(f"line {line}: {keyword} {name} has no '= value'")
+        return decl
+    value = children[equals + 1]
+    decl.value_tokens = _tokens(value)
+    if keyword == "resource" and value.type == "if_statement":
+        value = next(c for c in value.named_children if c.type == "object")  # = if (condition) { ... }
+    decl.value = _value(value, decl if keyword == "resource" else parent)
+    return decl
+
+
+def _syntax_errors(node: tree_sitter.Node) -> Iterator[str]:
+    if node.is_missing:
+        yield f"line {node.start_point[0] + 1}: {node.type!r} is missing"
+    elif node.type == "ERROR":
+        text = (node.text or b"").decode().strip().splitlines()
+        yield f"line {node.start_point[0] + 1}: syntax error at {text[0] if text else ''!r}"
+    elif node.has_error:
+        for child in node.children:
+            yield from _syntax_errors(child)
 
 
 @dataclass
 class Template:
     path: Path
-    tokens: list[Token]
     declarations: list[Declaration]
 
     def of(self, keyword: str) -> list[Declaration]:
@@ -445,17 +359,20 @@ class Template:
 
 
 def parse(path: Path) -> Template:
-    tokens = tokenize(path.read_text())
-    check_balanced(tokens)
+    tree = _PARSER.parse(path.read_bytes())
+    if errors := list(_syntax_errors(tree.root_node)):
+        raise BicepError("; ".join(errors))
     declarations: list[Declaration] = []
-    i = _skip_newlines(tokens, 0)
-    while i < len(tokens):
-        decl, i = _parse_declaration(tokens, i, None)
-        declarations.append(decl)
-        if i < len(tokens) and tokens[i].kind != "newline":
-            raise BicepError(f"line {tokens[i].line}: unexpected {tokens[i].value!r} after {decl.name}")
-        i = _skip_newlines(tokens, i)
-    return Template(path, tokens, declarations)
+    decorators: list[tuple[str, list[Token]]] = []
+    for node in tree.root_node.named_children:
+        if node.type == "comment":
+            continue
+        if node.type == "decorators":
+            decorators = _decorators(node)
+            continue
+        declarations.append(_declaration(node, decorators, None))
+        decorators = []
+    return Template(path, declarations)
 
 
 # ------------------------------------------------------------------- references
@@ -476,49 +393,7 @@ FUNCTIONS = frozenset(
     discriminator onlyIfNotExists
     """.split()
 )
-_NOT_SYMBOLS = frozenset({"true", "false", "null", "if", "for", "in", "existing", "az", "sys"})
-
-
-def _identifier_uses(tokens: list[Token]) -> list[tuple[Token, str]]:
-    """(token, role) for each identifier: 'ref', 'call', 'member', 'child', 'key', 'local'."""
-    uses: list[tuple[Token, str]] = []
-    real = tokens
-    for idx, tok in enumerate(real):
-        if tok.kind == "string":
-            for inner in tok.interpolations:
-                uses.extend(_identifier_uses(inner))
-            continue
-        if tok.kind != "ident":
-            continue
-        prev = real[idx - 1] if idx > 0 else None
-        nxt = real[idx + 1] if idx + 1 < len(real) else None
-        if tok.value == "resource" and nxt is not None and nxt.kind == "ident":
-            uses.append((tok, "keyword"))
-        elif prev is not None and prev.kind == "ident" and prev.value == "resource":
-            uses.append((tok, "declaration"))
-        elif prev is not None and prev.value in (".", "?."):
-            uses.append((tok, "member"))
-        elif prev is not None and prev.value == "::":
-            uses.append((tok, "child"))
-        elif nxt is not None and nxt.value == "(" and (prev is None or prev.value != "for"):
-            uses.append((tok, "call"))
-        elif nxt is not None and nxt.value == ":" and (prev is None or prev.kind == "newline" or prev.value in "{,"):
-            uses.append((tok, "key"))
-        elif prev is not None and (prev.value == "for" or (prev.value in "(," and _loop_header(real, idx))):
-            uses.append((tok, "local"))
-        elif nxt is not None and nxt.value == "=>":
-            uses.append((tok, "local"))
-        else:
-            uses.append((tok, "ref"))
-    return uses
-
-
-def _loop_header(tokens: list[Token], idx: int) -> bool:
-    """tokens[idx] is inside `for (item, index) in`."""
-    j = idx
-    while j > 0 and tokens[j].value != "(":
-        j -= 1
-    return j > 0 and tokens[j - 1].value == "for"
+_NOT_SYMBOLS = frozenset({"az", "sys"})
 
 
 def expression_tokens(decl: Declaration) -> list[Token]:
@@ -535,12 +410,12 @@ def unresolved_references(template: Template) -> list[str]:
     declared |= {r.name for r in template.resources}
     problems: list[str] = []
     for decl in template.declarations:
-        uses = _identifier_uses(expression_tokens(decl))
-        locals_ = {tok.value for tok, role in uses if role == "local"}
-        for tok, role in uses:
-            if role == "ref" and tok.value not in declared | locals_ | _NOT_SYMBOLS:
+        tokens = list(walk_tokens(expression_tokens(decl)))
+        locals_ = {tok.value for tok in tokens if tok.role == "local"}
+        for tok in tokens:
+            if tok.role == "ref" and tok.value not in declared | locals_ | _NOT_SYMBOLS:
                 problems.append(f"line {tok.line}: {tok.value!r} is not declared")
-            elif role == "call" and tok.value not in FUNCTIONS and tok.value not in declared:
+            elif tok.role == "call" and tok.value not in FUNCTIONS and tok.value not in declared:
                 problems.append(f"line {tok.line}: unknown function {tok.value}()")
         for name, _ in decl.decorators:
             if name not in FUNCTIONS:
@@ -549,11 +424,9 @@ def unresolved_references(template: Template) -> list[str]:
 
 
 def references(tokens: list[Token]) -> set[str]:
-    """The symbols and functions/methods an expression uses (member names excluded, calls included)."""
-    out: set[str] = set()
-    for tok, role in _identifier_uses(tokens):
-        if role in ("ref", "call", "child"):
-            out.add(tok.value)
-        elif role == "member" and tok.value.startswith("list"):
-            out.add(tok.value)
-    return out
+    """The symbols and functions/methods an expression uses (member names excluded, list*() included)."""
+    return {
+        tok.value
+        for tok in walk_tokens(tokens)
+        if tok.role in ("ref", "call", "child") or (tok.role == "member" and tok.value.startswith("list"))
+    }

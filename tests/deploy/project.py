@@ -17,6 +17,7 @@ SAMPLE = ROOT / "local.settings.json.sample"
 TEMPLATE = ROOT / "infra" / "main.bicep"
 PARAMETERS = ROOT / "infra" / "main.parameters.json"
 README = ROOT / "README.md"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 # Read by the Functions host or the platform, not by services/settings.py.
 HOST_ONLY = frozenset(
@@ -106,6 +107,11 @@ def settings_table() -> tuple[Path, dict[str, str]]:
         if code & set(best):
             return path, best
     raise AssertionError("README.md has no settings table (| `Name` | ... |).")
+
+
+def deploy_doc_settings() -> set[str]:
+    """Names in the first column of docs/deploy.md's tables (the app settings only a deployment sets)."""
+    return {m.group(1) for line in DEPLOY_DOC.read_text().splitlines() if (m := _TABLE_ROW.match(line.strip()))}
 
 
 def template() -> bicep.Template:
