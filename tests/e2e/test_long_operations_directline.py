@@ -74,7 +74,9 @@ def test_long_operation_end_to_end(client: DirectLineJsClient) -> None:
     client.wait_for_activity(
         is_bot_text(r"^Still performing the long operation: prime report \.\.\. \(running for"), since=mark
     )
-    result = client.wait_for_activity(is_bot_text("^Thanks for waiting. Prime report for 1 to 150,000,000:\n- "), timeout=90)
+    result = client.wait_for_activity(
+        is_bot_text("^Thanks for waiting. Prime report for 1 to 150,000,000:\n- "), timeout=90
+    )
     assert "primes" in result["text"] and "twin pairs" in result["text"]
     client.wait_for_activity(
         is_bot_text("^Which long operation shall I run, Ada\\?"), since=client.activities.index(result)
