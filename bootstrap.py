@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
     from services.cosmos_storage import ConversationStorage, StorageCounters
     from services.operation_queue import OperationQueue
     from services.outbox import Outbox
+    from services.telemetry import Tracing
     from services.transcript_store import TableTranscriptStore
     from services.transcripts import TranscriptRecorder
     from services.unit_of_work import UnitOfWork
@@ -68,17 +69,17 @@ class Composition:
     @cached_property
     def messages(self) -> MessagesDependencies:
         from bot_logic.turn_routing import TurnRouter
-        from handlers.messages import MessagesDependencies
+        from handlers.messages import MessagesDependencies, traced_turn
 
         bot = self.bot
         router = TurnRouter(
-            run_turn=lambda context: self.unit_of_work.run(context, bot.on_turn),
+            run_turn=traced_turn(lambda context: self.unit_of_work.run(context, bot.on_turn), self.tracing),
             adapter=self.adapter,
             bot_app_id=self.settings.microsoft_app_id,
             signing_key=self.settings.operation_signing_key,
             clock=self.clock,
         )
-        return MessagesDependencies(adapter=self.adapter, turn=router)
+        return MessagesDependencies(adapter=self.adapter, turn=router, tracing=self.tracing)
 
     @cached_property
     def worker(self) -> WorkerDependencies:
@@ -93,6 +94,7 @@ class Composition:
             max_dequeue_count=max_dequeue_count(settings.max_dequeue_count_override),
             send_to_poison=self._poison_sender(settings.operations_queue_name),
             clock=self.clock,
+            tracing=self.tracing,
         )
 
     @cached_property
@@ -163,6 +165,13 @@ class Composition:
         )
 
     # --- the parts they share -----------------------------------------------------------
+
+    @cached_property
+    def tracing(self) -> Tracing:
+        from services.telemetry import Tracing
+
+        # Decides where spans go on the first span, not here (cold start): services/telemetry.py.
+        return Tracing(self.settings.application_insights_connection_string)
 
     def _poison_sender(self, queue_name: str) -> Callable[[bytes], Awaitable[None]]:
         """Moves a malformed message to `<queue_name>-poison` at once, instead of burning its retries."""
@@ -260,9 +269,12 @@ class Composition:
 
     @cached_property
     def outbox(self) -> Outbox:
+        from bot_logic.operation_protocol import trace_attributes, with_traceparent
         from services.outbox import Outbox
 
-        return Outbox(send_operation=self.operation_queue.send, clock=self.clock)
+        # The queue message carries the enqueue span's traceparent: the worker's run joins the turn's trace.
+        send = self.tracing.producer("enqueue operation", self.operation_queue.send, trace_attributes, with_traceparent)
+        return Outbox(send_operation=send, clock=self.clock)
 
     @cached_property
     def unit_of_work(self) -> UnitOfWork:

@@ -32,22 +32,24 @@ def _http_response(response: HttpResponseData) -> func.HttpResponse:
 
 @app.function_name("messages")
 @app.route(route="messages", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
-async def messages(req: func.HttpRequest) -> func.HttpResponse:
-    # Anonymous at the Functions level: the Bot Framework JWT is the authentication.
+async def messages(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
+    # Anonymous at the Functions level: the Bot Framework JWT is the authentication. The host's trace
+    # context parents the turn's span (services/telemetry.py).
     from handlers.messages import handle_messages
 
-    return _http_response(await handle_messages(_request_data(req), composition().messages))
+    trace_parent = context.trace_context.trace_parent
+    return _http_response(await handle_messages(_request_data(req), composition().messages, trace_parent))
 
 
 @app.function_name("operations_worker")
 @app.queue_trigger(arg_name="message", queue_name="%OperationsQueueName%", connection="AzureWebJobsStorage")
-async def operations_worker(message: func.QueueMessage) -> None:
+async def operations_worker(message: func.QueueMessage, context: func.Context) -> None:
     # Raising (RetryOperation) leaves the message to the queue's retries and, at the end, its poison queue.
     from handlers.operations_worker import handle_operation_message
     from handlers.queue_types import QueueMessageData
 
     data = QueueMessageData(id=message.id or "", body=message.get_body(), dequeue_count=message.dequeue_count or 1)
-    await handle_operation_message(data, composition().worker)
+    await handle_operation_message(data, composition().worker, context.trace_context.trace_parent)
 
 
 @app.function_name("sweeper")

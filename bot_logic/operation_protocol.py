@@ -2,6 +2,7 @@
 
   * The queue message that asks for an operation (`operation_request`, `parse_operation_request`).
   * The events the worker posts back over Direct Line (progress, result), signed.
+  * The trace context both carry beside their data (`with_traceparent`, `carried_traceparent`).
 
 Signing: any Direct Line client can post an event named LongOperationResponse; only the
 worker knows OperationSigningKey. The worker signs the exact JSON text of the payload and
@@ -9,7 +10,13 @@ sends that text, not an object: Direct Line re-serialises event values on the wa
 drop empty objects or reformat numbers and dates), so verifying the text received is the
 only check a faithful-but-different serialisation cannot break.
 
-    value = {"payload": "<JSON text>", "signature": "<hex HMAC-SHA256 of that text>"}
+    value = {"payload": "<JSON text>", "signature": "<hex HMAC-SHA256 of that text>", "traceparent": "..."}
+
+Trace context: the queue message and the event value may carry a W3C "traceparent" (see
+services/telemetry.py), deliberately outside what is signed. It only groups telemetry and
+decides nothing; each hop sets its own (the span that enqueues, the span that posts) after the
+request was committed and the payload signed; and one that is missing, malformed or forged can
+at worst put spans in the wrong trace, never change what the bot does.
 """
 
 from __future__ import annotations
@@ -65,6 +72,33 @@ def parse_operation_request(raw: bytes) -> dict[str, Any]:
     if not isinstance(request.get("parameters", {}), dict):
         raise MalformedRequest("field 'parameters' is not an object")
     return request
+
+
+# --- trace context ------------------------------------------------------------------------
+
+TRACEPARENT = "traceparent"
+
+
+def with_traceparent(message: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
+    """A queue request or event value carrying `traceparent` (unchanged without one)."""
+    return {**message, TRACEPARENT: traceparent} if traceparent else message
+
+
+def carried_traceparent(message: object) -> str | None:
+    """The traceparent a queue request or event value carries, if any (telemetry checks its form)."""
+    value = message.get(TRACEPARENT) if isinstance(message, Mapping) else None
+    return value if isinstance(value, str) else None
+
+
+def trace_attributes(request: Mapping[str, Any]) -> dict[str, str]:
+    """What a span may tell of an operation request: ids and its name, never its parameters (user input)."""
+    reference = request.get("conversation")
+    conversation = reference.get("conversation") if isinstance(reference, Mapping) else None
+    conversation_id = conversation.get("id") if isinstance(conversation, Mapping) else None
+    attributes = {"bot.operation.name": request.get("operation"), "bot.operation.id": request.get("operationId")}
+    if isinstance(conversation_id, str):
+        attributes["bot.conversation.id"] = conversation_id
+    return {key: value for key, value in attributes.items() if isinstance(value, str)}
 
 
 # --- the events back -----------------------------------------------------------------------

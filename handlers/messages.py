@@ -1,18 +1,25 @@
-"""POST /api/messages: parse the activity, authenticate the request, run the turn, answer a status."""
+"""POST /api/messages: parse the activity, authenticate the request, run the turn, answer a status.
+
+Each turn is a span: "message turn" (or "<type> turn"), in the trace of the Functions host's
+request; a worker's event is the "resumed turn" (a result) or "progress turn", in the trace of
+the user's request that started the operation, through the traceparent the event carries.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.schema import Activity
 
+from bot_logic.operation_protocol import PROGRESS_EVENT, RESULT_EVENT, carried_traceparent, trace_attributes
 from handlers.http_types import BadJson, HttpRequestData, HttpResponseData, error, parse_json
 from services.authentication import KeySourceUnavailable, TokenRejected
+from services.telemetry import CONVERSATION_ID, OUTCOME, Tracing
 from services.unit_of_work import TurnConflictError
 
 logger = logging.getLogger(__name__)
@@ -97,17 +104,79 @@ def _parse_activity(request: HttpRequestData) -> Activity | HttpResponseData:
         return error(400, "BadRequest", f"The activity is not well-formed: {fields} has the wrong shape.")
 
 
+Turn = Callable[[TurnContext], Awaitable[None]]
+
+
 @dataclass
 class MessagesDependencies:
     adapter: CloudAdapterBase  # authenticates requests and runs turns
-    turn: Callable[[TurnContext], Awaitable[None]]  # routes and runs one inbound activity (bot_logic/turn_routing)
+    turn: Turn  # routes and runs one inbound activity (bot_logic/turn_routing)
+    tracing: Tracing = field(default_factory=Tracing)  # off unless bootstrap passes the app's
 
 
-async def handle_messages(request: HttpRequestData, deps: MessagesDependencies) -> HttpResponseData:
+# Span names of the worker's events, as Application Insights' transaction view lists them.
+_EVENT_SPANS = {RESULT_EVENT: "resumed turn", PROGRESS_EVENT: "progress turn"}
+
+
+def _span_of(activity: Activity) -> tuple[str, str | None]:
+    """The turn's span name, and the traceparent it continues: a worker's event carries the one of the
+    worker's post (unsigned, beside the payload: it only places the span, and the turn verifies the
+    event as always)."""
+    if activity.type == "event" and activity.name in _EVENT_SPANS:
+        return _EVENT_SPANS[activity.name], carried_traceparent(activity.value)
+    return f"{activity.type} turn", None
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return {503: "busy", 500: "failed"}.get(status, "refused")
+
+
+def traced_turn(run_turn: Turn, tracing: Tracing) -> Turn:
+    """`run_turn` (a turn of a user's conversation, bot_logic/turn_routing) naming that conversation on
+    the current span; for an operation event, which the router passes on only once it is verified,
+    also the operation."""
+
+    async def turn(context: TurnContext) -> None:
+        activity = context.activity
+        attributes = {CONVERSATION_ID: activity.conversation.id}
+        if activity.type == "event" and activity.name in _EVENT_SPANS and isinstance(activity.value, dict):
+            attributes.update({**trace_attributes(activity.value), "bot.event.verified": True})
+        tracing.annotate(attributes)
+        await run_turn(context)
+
+    return turn
+
+
+async def handle_messages(
+    request: HttpRequestData, deps: MessagesDependencies, trace_parent: str | None = None
+) -> HttpResponseData:
+    """`trace_parent`: the Functions host's trace context of this request (the turn's span parent,
+    unless a worker's event continues another trace; then it is linked)."""
     parsed = _parse_activity(request)
     if isinstance(parsed, HttpResponseData):
         return parsed
     activity = parsed
+    name, continued = _span_of(activity)
+    with deps.tracing.span(
+        name,
+        kind="server",
+        parents=(continued, trace_parent),
+        links=(trace_parent,),
+        attributes={CONVERSATION_ID: activity.conversation.id, "bot.channel": activity.channel_id or ""},
+    ) as span:
+        response = await _handle_activity(activity, request, deps)
+        span.set("http.response.status_code", response.status)
+        span.set(OUTCOME, _outcome(response.status))
+        if response.status >= 500:
+            span.fail(f"HTTP {response.status}")
+        return response
+
+
+async def _handle_activity(
+    activity: Activity, request: HttpRequestData, deps: MessagesDependencies
+) -> HttpResponseData:
     conversation_id = activity.conversation.id
     try:
         # Authenticate apart from the turn: a token problem is the caller's (401), keys that cannot be

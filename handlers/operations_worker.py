@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bot_logic.clock import Clock, system_clock
@@ -16,14 +16,18 @@ from bot_logic.operation_protocol import (
     SUCCEEDED,
     WORKER_ID,
     MalformedRequest,
+    carried_traceparent,
     parse_operation_request,
     progress_payload,
     result_payload,
     sign,
+    trace_attributes,
+    with_traceparent,
 )
 from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
 from services.directline_client import DirectLineClient
+from services.telemetry import OUTCOME, Tracing
 
 logger = logging.getLogger(__name__)
 
@@ -38,47 +42,84 @@ class WorkerDependencies:
     send_to_poison: Callable[[bytes], Awaitable[None]]
     clock: Clock = system_clock
     progress_interval: float = 5.0  # seconds between progress messages, at most one per 10 %
+    tracing: Tracing = field(default_factory=Tracing)  # off unless bootstrap passes the app's
 
 
 class RetryOperation(Exception):
     """Raised to let the queue deliver the message again (the host retries, then poisons)."""
 
 
+# Span names, as Application Insights' transaction view lists them.
+_POST_SPANS = {RESULT_EVENT: "post operation result", PROGRESS_EVENT: "post operation progress"}
+
+
 class _ResultChannel:
     """One Direct Line conversation per operation run, opened on first use."""
 
-    def __init__(self, client: DirectLineClient) -> None:
+    def __init__(self, client: DirectLineClient, tracing: Tracing, request: dict[str, Any]) -> None:
         self._client = client
+        self._tracing = tracing
+        self._attributes = trace_attributes(request)
         self._conversation: tuple[str, str] | None = None
         self._lock = asyncio.Lock()  # one conversation, posts in order
 
     async def post(self, name: str, value: dict[str, Any], best_effort: bool = False) -> None:
-        def post_sync() -> None:
-            if self._conversation is None:
-                self._conversation = self._client.start_conversation()
-            conversation_id, token = self._conversation
-            self._client.post_event(conversation_id, token, name, value, WORKER_ID, best_effort=best_effort)
+        with self._tracing.span(_POST_SPANS.get(name, f"post {name}"), kind="client", attributes=self._attributes):
+            # The bot's turn for this event joins the trace through the traceparent beside the signed payload.
+            carried = with_traceparent(value, self._tracing.traceparent())
 
-        async with self._lock:
-            await asyncio.to_thread(post_sync)
+            def post_sync() -> None:
+                if self._conversation is None:
+                    self._conversation = self._client.start_conversation()
+                conversation_id, token = self._conversation
+                self._client.post_event(conversation_id, token, name, carried, WORKER_ID, best_effort=best_effort)
+
+            async with self._lock:
+                await asyncio.to_thread(post_sync)
 
 
-async def handle_operation_message(message: QueueMessageData, deps: WorkerDependencies) -> str:
-    """Returns what happened ("succeeded", "failed", "poisoned", "expired"); raises RetryOperation to retry."""
+async def handle_operation_message(
+    message: QueueMessageData, deps: WorkerDependencies, trace_parent: str | None = None
+) -> str:
+    """Returns what happened ("succeeded", "failed", "poisoned", "expired"); raises RetryOperation to retry.
+
+    `trace_parent`: the Functions host's trace context of this invocation. The span of the run joins
+    the trace of the turn that enqueued the message (its traceparent) and links the host's; a message
+    without a usable traceparent (older ones) runs in the host's trace."""
     try:
         request = parse_operation_request(message.body)
     except MalformedRequest as error:
-        logger.error("queue message %s moved to the poison queue: %s", message.id, error)
-        await deps.send_to_poison(message.body)
+        with deps.tracing.span(
+            "run operation", kind="consumer", parents=(trace_parent,), attributes={OUTCOME: "poisoned"}
+        ):
+            logger.error("queue message %s moved to the poison queue: %s", message.id, error)
+            await deps.send_to_poison(message.body)
         return "poisoned"
 
+    with deps.tracing.span(
+        "run operation",
+        kind="consumer",
+        parents=(carried_traceparent(request), trace_parent),
+        links=(trace_parent,),
+        attributes={**trace_attributes(request), "bot.delivery": message.dequeue_count},
+    ) as span:
+        try:
+            outcome = await _run(request, message, deps)
+        except RetryOperation:
+            span.set(OUTCOME, "retry")
+            raise
+        span.set(OUTCOME, outcome)
+        return outcome
+
+
+async def _run(request: dict[str, Any], message: QueueMessageData, deps: WorkerDependencies) -> str:
     operation_id = request["operationId"]
     if deps.clock() >= request["deadline"]:
         # The bot has told (or will tell) the user it timed out; its result would be refused.
         logger.warning("operation %s picked up after its deadline; dropped", operation_id)
         return "expired"
 
-    channel = _ResultChannel(deps.directline)
+    channel = _ResultChannel(deps.directline, deps.tracing, request)
 
     async def report(outcome: str, text: str) -> str:
         await channel.post(RESULT_EVENT, sign(result_payload(request, outcome, text), deps.signing_key))

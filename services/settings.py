@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TypeVar
 from urllib.parse import urlparse
 
@@ -54,6 +55,9 @@ class Settings:
     external_events_queue_name: str
     notifications_per_second: float
     max_dequeue_count_override: int | None  # the host's app-setting override of host.json
+    # Where the app's spans go when the Python worker has not configured Azure Monitor itself
+    # (services/telemetry.py); empty: no spans, unless a tracer provider is installed (local host).
+    application_insights_connection_string: str = ""
 
     @property
     def local_mode(self) -> bool:
@@ -180,20 +184,53 @@ def _schedule(raw: str) -> str:
     return raw
 
 
+# NCRONTAB fields, seconds first: (seconds per step, how many values, lowest value). Day of month and
+# month are counted as 31 days and 12 months of 31 days: a gap is an upper bound, never too short.
+_CRON_FIELDS = ((1, 60, 0), (60, 60, 0), (3600, 24, 0), (86400, 31, 1), (31 * 86400, 12, 1), (86400, 7, 0))
+# Coarse to fine: the coarsest field that restricts when a timer runs sets its longest gap.
+_COARSE_TO_FINE = (4, 5, 3, 2, 1, 0)
+
+
 def longest_sweep_gap(schedule: str) -> int:
-    """Roughly the longest gap between two runs of a timer schedule (see _schedule), in seconds."""
+    """The longest gap between two runs of a timer schedule (see _schedule), in seconds: the TimeSpan,
+    or for NCRONTAB the widest step between the allowed values of its coarsest restricted field
+    ("0 0,30 * * * *": 30 min; "0 0 9-17 * * *": 16 h; "0 0 0 * * 1": a week)."""
     interval = _timespan_seconds(schedule) if ":" in schedule else None
     if interval:
         return interval
     fields = schedule.split()
     if len(fields) == 5:
         fields = ["0", *fields]
-    for field, unit in zip(fields[:3], (1, 60, 3600), strict=False):
-        if field == "*":
-            return unit
-        if field.startswith("*/") and field[2:].isdigit():
-            return int(field[2:]) * unit
-    return 86400
+    for index in _COARSE_TO_FINE:
+        unit, count, lowest = _CRON_FIELDS[index]
+        allowed = _cron_values(fields[index], count, lowest)
+        if allowed is None:  # names (MON, Jan) and the like: assume one value a cycle
+            return unit * count
+        if len(allowed) < count:
+            ordered = sorted(allowed)
+            steps = [b - a for a, b in pairwise(ordered)] + [ordered[0] + count - ordered[-1]]
+            return unit * max(steps)
+    return 1
+
+
+def _cron_values(field: str, count: int, lowest: int) -> set[int] | None:
+    """The values one NCRONTAB field allows (`*`, `a`, `a-b`, with `/step`, comma-separated); None if unread."""
+    values: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        if span == "*":
+            first, last = lowest, lowest + count - 1
+        elif span.isdigit():
+            first = int(span)
+            last = first if not step_text else lowest + count - 1
+        elif "-" in span and all(side.isdigit() for side in span.split("-", 1)):
+            first, last = (int(side) for side in span.split("-", 1))
+        else:
+            return None
+        if not (step_text or "1").isdigit() or int(step_text or "1") == 0:
+            return None
+        values.update(value % 7 if count == 7 else value for value in range(first, last + 1, int(step_text or "1")))
+    return values
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -260,6 +297,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         notifications_per_second=_parsed(
             env, "NotificationsPerSecond", "10", _positive_float, "a positive number (messages per second)"
         ),
+        application_insights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip(),
     )
     if app_id and app_type != "UserAssignedMSI" and not settings.microsoft_app_password:
         raise SettingsError("Setting MicrosoftAppPassword is required when MicrosoftAppId is set.")

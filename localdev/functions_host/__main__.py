@@ -14,6 +14,7 @@ from pathlib import Path
 from localdev.functions_host.host import FunctionsHost, HostOptions, HostStartupError
 from localdev.functions_host.queue_trigger import DEFAULT_MESSAGE_LEASE
 from localdev.functions_host.singleton import DEFAULT_RECOVERY_INTERVAL
+from localdev.functions_host.telemetry import install_span_lines
 
 log = logging.getLogger("localdev.functions_host")
 
@@ -136,6 +137,7 @@ async def serve(options: HostOptions) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configure_logging(args.verbose)
+    install_span_lines()  # the app's spans, a line each (telemetry.py); before the app is imported
     app_dir = args.app_dir.resolve()
     settings_file = args.settings_file.resolve() if args.settings_file else None
     # The worker runs in the app's folder; relative paths in the app resolve against it.

@@ -68,6 +68,16 @@ def test_every_schedule_form_the_functions_host_takes_is_accepted(schedule: str,
     assert settings.sweep_schedule == schedule and longest_sweep_gap(schedule) == gap
 
 
+@pytest.mark.parametrize(
+    ("schedule", "gap"),
+    [("0 0,30 * * * *", 1800), ("0 0 9-17 * * *", 16 * 3600), ("0 0 0 * * 1", 7 * 86400), ("0 0 8 * * 1-5", 3 * 86400),
+     ("0 0 0 * * MON", 7 * 86400), ("0 17 * * * *", 3600), ("5,35 * * * * *", 30)],
+)  # fmt: skip
+def test_the_longest_gap_of_a_schedule_is_never_underestimated(schedule: str, gap: int) -> None:
+    """It sizes the storage time-to-live warning: a gap taken too short would hide it."""
+    assert longest_sweep_gap(schedule) == gap
+
+
 def test_the_app_refuses_to_start_naming_the_missing_setting() -> None:
     env = {k: v for k, v in os.environ.items() if k not in VALID}
     env.update({k: v for k, v in VALID.items() if k != "OperationSigningKey"})
