@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,9 @@ if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
     from services.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
+# The worker's Direct Line posts at once: one per running invocation (host.json batchSize plus
+# newBatchThreshold, at most 32 + 32 per instance); more only wait their turn.
+DIRECT_LINE_THREADS = 32
 
 
 def startup_warnings(settings: Settings) -> list[str]:
@@ -94,7 +98,9 @@ class Composition:
             max_dequeue_count=max_dequeue_count(settings.max_dequeue_count_override),
             send_to_poison=self._poison_sender(settings.operations_queue_name),
             clock=self.clock,
+            progress_interval=settings.progress_interval_seconds,
             tracing=self.tracing,
+            blocking_io=ThreadPoolExecutor(max_workers=DIRECT_LINE_THREADS, thread_name_prefix="directline"),
         )
 
     @cached_property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,11 @@ class WorkerDependencies:
     clock: Clock = system_clock
     progress_interval: float = 5.0  # seconds between progress messages, at most one per 10 %
     tracing: Tracing = field(default_factory=Tracing)  # off unless bootstrap passes the app's
+    # Threads for the Direct Line client's blocking posts: never the event loop's default executor,
+    # where the SDK's ConnectorClient sends the bot's replies. A post waits for the bot's turn, which
+    # waits for its replies: with the posts of a full batch of invocations holding every default
+    # thread, nothing would move until timeouts broke the circle.
+    blocking_io: Executor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="directline"))
 
 
 class RetryOperation(Exception):
@@ -56,8 +62,9 @@ _POST_SPANS = {RESULT_EVENT: "post operation result", PROGRESS_EVENT: "post oper
 class _ResultChannel:
     """One Direct Line conversation per operation run, opened on first use."""
 
-    def __init__(self, client: DirectLineClient, tracing: Tracing, request: dict[str, Any]) -> None:
+    def __init__(self, client: DirectLineClient, tracing: Tracing, request: dict[str, Any], threads: Executor) -> None:
         self._client = client
+        self._threads = threads
         self._tracing = tracing
         self._attributes = trace_attributes(request)
         self._conversation: tuple[str, str] | None = None
@@ -75,7 +82,7 @@ class _ResultChannel:
                 self._client.post_event(conversation_id, token, name, carried, WORKER_ID, best_effort=best_effort)
 
             async with self._lock:
-                await asyncio.to_thread(post_sync)
+                await asyncio.get_running_loop().run_in_executor(self._threads, post_sync)
 
 
 async def handle_operation_message(
@@ -119,7 +126,7 @@ async def _run(request: dict[str, Any], message: QueueMessageData, deps: WorkerD
         logger.warning("operation %s picked up after its deadline; dropped", operation_id)
         return "expired"
 
-    channel = _ResultChannel(deps.directline, deps.tracing, request)
+    channel = _ResultChannel(deps.directline, deps.tracing, request, deps.blocking_io)
 
     async def report(outcome: str, text: str) -> str:
         await channel.post(RESULT_EVENT, sign(result_payload(request, outcome, text), deps.signing_key))

@@ -544,6 +544,13 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     // The system-assigned identity (no ClientId=...): the one holding monitoringRole.
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+    // The Python worker configures Azure Monitor (OpenTelemetry) before it imports the app, so the
+    // host's invocation spans and the app's (services/telemetry.py) share a trace; host.json sets the
+    // host's telemetryMode to match. Every trace kept whole: the distro's default keeps 5 a second,
+    // deciding again at each hop, which tears a long operation's trace apart.
+    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+    OTEL_TRACES_SAMPLER: 'microsoft.fixed_percentage'
+    OTEL_TRACES_SAMPLER_ARG: '1.0'
     MicrosoftAppType: 'UserAssignedMSI'
     MicrosoftAppId: botIdentity.properties.clientId
     MicrosoftAppPassword: ''
@@ -557,6 +564,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CosmosDbTimeToLive: string(cosmosTimeToLiveSeconds)
     OperationsQueueName: operationsQueueName
     OperationTimeoutSeconds: string(operationTimeoutSeconds)
+    ProgressIntervalSeconds: '5'
     DirectLineEndpoint: directLineEndpoint
     DirectLineSecret: directLine.listChannelWithKeys().properties.properties.sites[0].key
     OperationSigningKey: operationSigningKey

@@ -39,6 +39,7 @@ class Settings:
     storage_connection_string: str
     operations_queue_name: str
     operation_timeout_seconds: int
+    progress_interval_seconds: int
     direct_line_endpoint: str
     direct_line_secret: str
     operation_signing_key: str
@@ -254,6 +255,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         operations_queue_name=_text(env, "OperationsQueueName", "long-operations"),
         operation_timeout_seconds=_parsed(
             env, "OperationTimeoutSeconds", "600", _positive_int, "a positive number of seconds"
+        ),
+        progress_interval_seconds=_parsed(
+            env, "ProgressIntervalSeconds", "5", _positive_int, "a positive number of seconds"
         ),
         direct_line_endpoint=_parsed(
             env, "DirectLineEndpoint", "https://directline.botframework.com/v3/directline", _url, "an http(s) URL"

@@ -27,6 +27,10 @@ HOST_ONLY = frozenset(
         "AzureWebJobsFeatureFlags",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        # Read by the Python worker and the OpenTelemetry distro it configures.
+        "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY",
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
     }
 )
 HOST_ONLY_PREFIXES = ("WEBSITE_", "AzureWebJobsStorage__", "AzureFunctionsJobHost__")

@@ -34,6 +34,7 @@ def bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalStack]:
         cosmos,
         ExpireAfterSeconds=str(EXPIRE_AFTER_SECONDS),
         SweepSchedule="*/1 * * * * *",
+        ProgressIntervalSeconds="1",  # progress shows even where the operation is over in a few seconds
     ) as running:
         yield running
 

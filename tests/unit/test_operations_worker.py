@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -181,3 +182,35 @@ async def test_an_operation_is_stopped_before_its_deadline_and_reported(
     assert outcome == "failed"
     result = verified_payload(directline.posts[-1][1], KEY)
     assert result is not None and result["text"] == "It ran out of time and was stopped."
+
+
+async def test_a_full_batch_of_result_posts_never_starves_the_bots_own_replies(
+    deps: WorkerDependencies, counting_operation: None
+) -> None:
+    """In one instance, the worker's post to Direct Line waits for the bot's turn on that event, and the
+    turn sends its replies on the event loop's default executor (the SDK's ConnectorClient does). Posts
+    holding every default thread would stall all of them: the bench saw turns give up after 10 s."""
+    loop = asyncio.get_running_loop()
+
+    async def bot_turn() -> None:
+        await loop.run_in_executor(None, lambda: None)  # a reply, as the SDK sends it
+
+    stalled: list[str] = []  # events whose turn could not reply (progress is best effort: it would just vanish)
+
+    class BotInTheSameProcess(RecordingDirectLine):
+        def post_event(self, conversation_id: str, token: str, name: str, *args: Any, **kwargs: Any) -> str:
+            try:
+                asyncio.run_coroutine_threadsafe(bot_turn(), loop).result(timeout=5)
+            except TimeoutError:
+                stalled.append(name)
+                raise
+            return super().post_event(conversation_id, token, name, *args, **kwargs)
+
+    deps.directline = BotInTheSameProcess()  # type: ignore[assignment]
+    more_than_the_default_threads = min(32, (os.cpu_count() or 1) + 4) + 2
+    messages = [QueueMessageData(f"m{n}", request("counting test"), 1) for n in range(more_than_the_default_threads)]
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(handle_operation_message(m, deps) for m in messages), return_exceptions=True), 60
+    )
+    assert outcomes == ["succeeded"] * len(messages)
+    assert stalled == []
