@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -82,7 +83,9 @@ class _ResultChannel:
                 self._client.post_event(conversation_id, token, name, carried, WORKER_ID, best_effort=best_effort)
 
             async with self._lock:
-                await asyncio.get_running_loop().run_in_executor(self._threads, post_sync)
+                # As asyncio.to_thread does, the thread runs in a copy of this context (log and trace context).
+                context = contextvars.copy_context()
+                await asyncio.get_running_loop().run_in_executor(self._threads, context.run, post_sync)
 
 
 async def handle_operation_message(
