@@ -150,6 +150,7 @@ def print_banner(stack: LocalStack, log_dir: Path) -> None:
         f"  Agent console (human handoff):     {stack.directline.agent_console_url}\n"
         f"{keyed_routes(stack)}"
         f"  Logs:                              {log_dir}/\n"
+        f"  Traces (a line per span):          grep ' trace ' {log_dir}/functions*.log\n"
         "Press Ctrl-C to stop everything.\n"
     )
 
