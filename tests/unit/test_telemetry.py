@@ -11,7 +11,9 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +31,7 @@ from bot_logic.operation_protocol import (
 )
 from handlers.operations_worker import QueueMessageData, WorkerDependencies, handle_operation_message
 from localdev.processes import PROJECT_ROOT
-from localdev.settings_file import read_values
+from localdev.settings_file import create_local_settings, read_values
 from services import telemetry
 from services.telemetry import Tracing
 from tests.support.clock import FakeClock
@@ -264,7 +266,10 @@ def test_a_configuration_that_fails_leaves_traces_off_and_the_work_running(caplo
 
 
 def _fresh_python(code: str, **environment: str) -> str:
-    env = {**os.environ, **read_values(), **environment}
+    """`code` in a fresh interpreter with the sample's settings (fresh secrets), as `make run` starts."""
+    with tempfile.TemporaryDirectory() as folder:
+        settings = read_values(create_local_settings(Path(folder) / "local.settings.json"))
+    env = {**os.environ, **settings, **environment}
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120
     )
