@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .registry import ProgressCallback
@@ -11,13 +14,26 @@ from .registry import ProgressCallback
 T = TypeVar("T")
 
 
+_workers: ThreadPoolExecutor | None = None
+
+
+def _operation_threads() -> ThreadPoolExecutor:
+    """The operations' own threads, made on first use: never the event loop's default executor, where
+    the SDK sends the bot's replies (a batch of long chunks there would hold those replies up)."""
+    global _workers
+    if _workers is None:
+        _workers = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="operation")
+    return _workers
+
+
 async def in_thread(work: Callable[..., T], *args: Any) -> T:
-    """Run a chunk of CPU work off the event loop.
+    """Run a chunk of CPU work off the event loop, on the operations' threads.
 
     If the operation is cancelled (the worker's deadline), the chunk already running finishes
     before the cancellation goes on: a thread cannot be stopped, and no work may outlive its operation.
     """
-    chunk = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    context = contextvars.copy_context()  # as asyncio.to_thread does
+    chunk = asyncio.get_running_loop().run_in_executor(_operation_threads(), context.run, work, *args)
     try:
         return await asyncio.shield(chunk)
     except asyncio.CancelledError:
