@@ -221,6 +221,10 @@ def start_stack(
         started.append(directline.process)
 
         host_argv = ["--shutdown-timeout", str(shutdown_timeout), *host_args]
+        if settings_file is None and not use_func:
+            # The stack's settings only: not the project's local.settings.json, which the local host
+            # (like func start) reads by default and which may hold a developer's own values.
+            settings_file = _empty_settings_file(log_dir, prefix)
         # One key for every instance, so a keyed request works whichever instance the balancer picks.
         function_key = None if use_func else secrets.token_urlsafe(24)
         if use_func:
@@ -317,6 +321,13 @@ def _spawn_instances(
     if errors:
         raise errors[0]
     return hosts
+
+
+def _empty_settings_file(log_dir: Path, prefix: str) -> Path:
+    path = log_dir / f"{prefix}local.settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"IsEncrypted": false, "Values": {}}\n')
+    return path
 
 
 # The queues infra/main.bicep creates in Azure, by the setting that names them; each with its poison
