@@ -118,12 +118,18 @@ class MessagesDependencies:
 _EVENT_SPANS = {RESULT_EVENT: "resumed turn", PROGRESS_EVENT: "progress turn"}
 
 
+def _worker_event_span(activity: Activity) -> str | None:
+    """The span name of a worker's event (a result or progress); None for any other activity."""
+    return _EVENT_SPANS.get(activity.name or "") if activity.type == "event" else None
+
+
 def _span_of(activity: Activity) -> tuple[str, str | None]:
     """The turn's span name, and the traceparent it continues: a worker's event carries the one of the
     worker's post (unsigned, beside the payload: it only places the span, and the turn verifies the
     event as always)."""
-    if activity.type == "event" and activity.name in _EVENT_SPANS:
-        return _EVENT_SPANS[activity.name], carried_traceparent(activity.value)
+    event_span = _worker_event_span(activity)
+    if event_span is not None:
+        return event_span, carried_traceparent(activity.value)
     return f"{activity.type} turn", None
 
 
@@ -141,7 +147,7 @@ def traced_turn(run_turn: Turn, tracing: Tracing) -> Turn:
     async def turn(context: TurnContext) -> None:
         activity = context.activity
         attributes = {CONVERSATION_ID: activity.conversation.id}
-        if activity.type == "event" and activity.name in _EVENT_SPANS and isinstance(activity.value, dict):
+        if _worker_event_span(activity) is not None and isinstance(activity.value, dict):
             attributes.update({**trace_attributes(activity.value), "bot.event.verified": True})
         tracing.annotate(attributes)
         await run_turn(context)

@@ -66,7 +66,8 @@ def test_a_long_operation_is_one_trace_from_the_choice_to_the_resumed_turn(bot: 
         output = bot.host.wait_for_output(whole_path_in, timeout=30)
     except TimeoutError:
         output = bot.host.output  # a broken chain: the assertions below show where it breaks
-    resumed_in(output) or pytest.fail("no resumed turn span:\n" + output[-4000:])
+    if not resumed_in(output):
+        pytest.fail("no resumed turn span:\n" + output[-4000:])
     spans = parse_span_lines(output)
     [resumed] = resumed_in(output)
     path = chain(spans, resumed)

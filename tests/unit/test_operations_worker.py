@@ -58,8 +58,9 @@ def poisoned() -> list[bytes]:
     return []
 
 
-@pytest.fixture
-def deps(directline: RecordingDirectLine, poisoned: list[bytes]) -> WorkerDependencies:
+def worker_deps(directline: RecordingDirectLine, poisoned: list[bytes], **overrides: Any) -> WorkerDependencies:
+    """The worker's dependencies for a test: `directline` records posts, poisoned bodies go to `poisoned`."""
+
     async def to_poison(body: bytes) -> None:
         poisoned.append(body)
 
@@ -70,7 +71,13 @@ def deps(directline: RecordingDirectLine, poisoned: list[bytes]) -> WorkerDepend
         send_to_poison=to_poison,
         clock=FakeClock(1000.0),
         progress_interval=0.0,
+        **overrides,
     )
+
+
+@pytest.fixture
+def deps(directline: RecordingDirectLine, poisoned: list[bytes]) -> WorkerDependencies:
+    return worker_deps(directline, poisoned)
 
 
 def temporary(name: str, run: Any) -> Iterator[None]:

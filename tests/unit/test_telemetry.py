@@ -34,8 +34,7 @@ from localdev.processes import PROJECT_ROOT
 from localdev.settings_file import create_local_settings, read_values
 from services import telemetry
 from services.telemetry import Tracing
-from tests.support.clock import FakeClock
-from tests.unit.test_operations_worker import KEY, RecordingDirectLine, counting_operation, request
+from tests.unit.test_operations_worker import KEY, RecordingDirectLine, counting_operation, request, worker_deps
 
 # The Functions host's trace context of an invocation, as context.trace_context.trace_parent gives it.
 HOST_TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -66,18 +65,7 @@ def directline() -> RecordingDirectLine:
 
 @pytest.fixture
 def deps(directline: RecordingDirectLine, tracing: Tracing) -> WorkerDependencies:
-    async def to_poison(body: bytes) -> None:
-        pass
-
-    return WorkerDependencies(
-        directline=directline,  # type: ignore[arg-type]
-        signing_key=KEY,
-        max_dequeue_count=3,
-        send_to_poison=to_poison,
-        clock=FakeClock(1000.0),
-        progress_interval=0.0,
-        tracing=tracing,
-    )
+    return worker_deps(directline, [], tracing=tracing)
 
 
 def spans(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
