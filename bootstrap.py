@@ -54,7 +54,9 @@ def startup_warnings(settings: Settings) -> list[str]:
             f"SweepSchedule='{settings.sweep_schedule}' ({needed} s in all): Cosmos DB may delete idle "
             "conversations before the sweeper can notify their users. Raise CosmosDbTimeToLive."
         )
-    if settings.local_mode:
+    if settings.messages_refusal:
+        warnings.append(settings.messages_refusal)
+    elif settings.local_mode:
         warnings.append("MicrosoftAppId is empty: Bot Framework authentication is off. Fine locally; never deploy so.")
     return warnings
 
@@ -83,7 +85,9 @@ class Composition:
             signing_key=self.settings.operation_signing_key,
             clock=self.clock,
         )
-        return MessagesDependencies(adapter=self.adapter, turn=router, tracing=self.tracing)
+        return MessagesDependencies(
+            adapter=self.adapter, turn=router, tracing=self.tracing, refusal=self.settings.messages_refusal
+        )
 
     @cached_property
     def worker(self) -> WorkerDependencies:
@@ -299,6 +303,7 @@ class Composition:
     @cached_property
     def bot(self) -> LongOperationBot:
         from bot_logic.bot import LongOperationBot
+        from bot_logic.operation_quota import OperationQuota
         from services.transcripts import HandoffTranscripts
 
         scopes = self.unit_of_work.scopes
@@ -313,6 +318,9 @@ class Composition:
             transcripts=HandoffTranscripts(self.transcripts, self.transcript_store),
             handoff_timeout_seconds=self.settings.handoff_timeout_seconds,
             handoff_after_misunderstandings=self.settings.handoff_after_misunderstandings,
+            operation_quota=OperationQuota(
+                self.settings.max_running_operations_per_user, self.settings.operation_starts_per_user_per_hour
+            ),
         )
 
     async def close(self) -> None:

@@ -10,7 +10,10 @@ from handlers.http_types import HttpRequestData, HttpResponseData
 # Read the settings now: a missing or malformed one stops the app at start-up, naming it.
 composition()
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
+# A new HTTP function needs a function key unless it says otherwise: only the routes that authenticate
+# their callers another way (the Bot Framework JWT, the browser's token exchange) or say nothing
+# private (health) are anonymous.
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
 def _request_data(req: func.HttpRequest) -> HttpRequestData:

@@ -27,6 +27,9 @@ BENCH_SETTINGS = {
     "CosmosDbTimeToLive": "86400",
     "SweepSchedule": "0 0 0 1 1 *",
     "HandoffAfterMisunderstandings": "0",
+    # The load starts many operations per user: no per-user quota.
+    "MaxRunningOperationsPerUser": "0",
+    "OperationStartsPerUserPerHour": "0",
 }
 
 

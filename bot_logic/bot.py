@@ -47,7 +47,8 @@ from bot_logic.handoff import (
     timed_out,
 )
 from bot_logic.notifications import NotificationSubscriptions
-from bot_logic.operation_protocol import PROGRESS_EVENT
+from bot_logic.operation_protocol import PROGRESS_EVENT, reply_address_matches
+from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, new_usage, record_end
 from bot_logic.pending_operation import result_reply, timeout_notice_once
 from bot_logic.turn_routing import is_operation_event
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
@@ -77,6 +78,7 @@ class LongOperationBot(ActivityHandler):
         transcripts: TranscriptSource,
         handoff_timeout_seconds: int,
         handoff_after_misunderstandings: int,
+        operation_quota: OperationQuota,
     ) -> None:
         self._conversation_state = conversation_state
         self._expire_after_seconds = expire_after_seconds
@@ -88,6 +90,7 @@ class LongOperationBot(ActivityHandler):
         self._dialog_state = conversation_state.create_property(DIALOG_STATE_PROPERTY)
         self._user_state = user_state
         self.profiles = user_state.create_property(PROFILE_PROPERTY)
+        self._quota_usage = user_state.create_property(QUOTA_PROPERTY)
         self._clock = clock
         self._dialog = MainDialog(
             self.profiles,
@@ -97,6 +100,8 @@ class LongOperationBot(ActivityHandler):
             operation_timeout_seconds,
             hand_off=self._hand_off,
             handoff_after_misunderstandings=handoff_after_misunderstandings,
+            quota=operation_quota,
+            quota_usage=self._quota_usage,
         )
 
     async def on_turn(self, turn_context: TurnContext) -> None:
@@ -141,6 +146,15 @@ class LongOperationBot(ActivityHandler):
                 turn_context.activity.conversation.id,
             )
             return
+        if not reply_address_matches(value.get("conversation"), pending.get("reference") or record.get("reference")):
+            # Before anything is sent: a reply would go, with the bot's outbound token, to the carried address.
+            logger.warning(
+                "refused %s for operation %s: the reply address it carries is not conversation %s's",
+                turn_context.activity.name,
+                value.get("operationId"),
+                turn_context.activity.conversation.id,
+            )
+            return
         if turn_context.activity.name == PROGRESS_EVENT:
             await turn_context.send_activity(f"{pending['name']}: {value.get('percent', 0)}% done.")
             return
@@ -149,6 +163,7 @@ class LongOperationBot(ActivityHandler):
             # No dialogs run while a person has the conversation, but the result is still told; the
             # dialog that waited for it restarts when the handoff ends.
             record["pendingOperation"] = None
+            record_end(await self._quota_usage.get(turn_context, new_usage), pending["id"])
             self._effects.reply_durably(turn_context, result_reply(pending["name"], value))
             return
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)

@@ -41,15 +41,38 @@ FAILED = "failed"
 # --- the queue message -------------------------------------------------------------------
 
 
-def operation_request(pending: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-    """The queue message for a pending operation."""
+def operation_request(pending: dict[str, Any]) -> dict[str, Any]:
+    """The queue message for a pending operation. It carries the conversation's reference so the
+    result event can name the conversation, but the bot tells the result only where the reference
+    stored with the pending operation points (see `reply_address_matches`)."""
     return {
         "operationId": pending["id"],
         "operation": pending["name"],
         "parameters": pending.get("parameters", {}),
-        "conversation": reference,
+        "conversation": pending["reference"],
         "deadline": pending["deadline"],
     }
+
+
+def _address(reference: Mapping[str, Any]) -> tuple[object, ...]:
+    conversation = reference.get("conversation")
+    bot = reference.get("bot")
+    return (
+        reference.get("serviceUrl"),
+        reference.get("channelId"),
+        conversation.get("id") if isinstance(conversation, Mapping) else None,
+        bot.get("id") if isinstance(bot, Mapping) else None,
+    )
+
+
+def reply_address_matches(carried: object, stored: object) -> bool:
+    """Whether the conversation reference an event carries (from the queue message, through the worker)
+    points where the one stored with the pending operation does: the same service URL, channel,
+    conversation and bot. Whoever can write to the queue must not redirect a result, nor the bot's
+    outbound token that goes with every reply, to an address of their choosing."""
+    if not isinstance(carried, Mapping) or not isinstance(stored, Mapping):
+        return False
+    return _address(carried) == _address(stored)
 
 
 class MalformedRequest(ValueError):

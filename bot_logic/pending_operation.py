@@ -6,13 +6,18 @@ import uuid
 from typing import Any
 
 
-def start_pending(name: str, parameters: dict[str, int], now: float, timeout_seconds: int) -> dict[str, Any]:
+def start_pending(
+    name: str, parameters: dict[str, int], now: float, timeout_seconds: int, reference: dict[str, Any]
+) -> dict[str, Any]:
+    """`reference`: the conversation's own, stored with the operation; its result is told there and
+    nowhere else (bot_logic/turn_routing.py compares the address a result event carries with it)."""
     return {
         "id": str(uuid.uuid4()),
         "name": name,
         "parameters": parameters,
         "startedAt": now,
         "deadline": now + timeout_seconds,
+        "reference": reference,
     }
 
 

@@ -112,6 +112,8 @@ class MessagesDependencies:
     adapter: CloudAdapterBase  # authenticates requests and runs turns
     turn: Turn  # routes and runs one inbound activity (bot_logic/turn_routing)
     tracing: Tracing = field(default_factory=Tracing)  # off unless bootstrap passes the app's
+    # Set when the app must not serve messages at all (Settings.messages_refusal): every request gets 503.
+    refusal: str | None = None
 
 
 # Span names of the worker's events, as Application Insights' transaction view lists them.
@@ -160,6 +162,14 @@ async def handle_messages(
 ) -> HttpResponseData:
     """`trace_parent`: the Functions host's trace context of this request (the turn's span parent,
     unless a worker's event continues another trace; then it is linked)."""
+    if deps.refusal is not None:
+        # Never serve unauthenticated in Azure: refuse loudly until the operator sets the credentials.
+        logger.error(deps.refusal)
+        return error(
+            503,
+            "NotConfigured",
+            "The bot is not configured to accept messages: its Bot Framework credentials are missing.",
+        )
     parsed = _parse_activity(request)
     if isinstance(parsed, HttpResponseData):
         return parsed

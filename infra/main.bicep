@@ -159,6 +159,14 @@ param externalEventsQueueName string = 'external-events'
 @description('Proactive notifications sent per second by each instance (NotificationsPerSecond).')
 param notificationsPerSecond string = '10'
 
+@description('Operations one user may have running at once, across their conversations; 0: no limit (MaxRunningOperationsPerUser).')
+@minValue(0)
+param maxRunningOperationsPerUser int = 3
+
+@description('Operations one user may start per hour; 0: no limit (OperationStartsPerUserPerHour).')
+@minValue(0)
+param operationStartsPerUserPerHour int = 20
+
 @description('HMAC key the worker signs operation results with. Default: a new random GUID on every deployment. Pass your own (at least 32 characters) to keep it stable.')
 @secure()
 @minLength(32)
@@ -580,6 +588,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CosmosDbReferenceContainerId: referenceContainerName
     ExternalEventsQueueName: externalEventsQueueName
     NotificationsPerSecond: notificationsPerSecond
+    MaxRunningOperationsPerUser: string(maxRunningOperationsPerUser)
+    OperationStartsPerUserPerHour: string(operationStartsPerUserPerHour)
   }
   dependsOn: [
     deploymentStorageRole

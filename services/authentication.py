@@ -44,7 +44,7 @@ from botframework.connector.auth import (
 )
 from jwt.algorithms import RSAAlgorithm
 
-from services.settings import Settings
+from services.settings import Settings, is_secure_address
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ class OpenIdKeySource:
     """
 
     def __init__(self, metadata_url: str, options: KeySources) -> None:
+        if not is_secure_address(metadata_url):
+            raise ValueError(f"OpenID metadata must come over https (or from this machine), not {metadata_url}")
         self.metadata_url = metadata_url
         self._options = options
         self._keys: dict[str, SigningKey] = {}
@@ -190,6 +192,8 @@ class OpenIdKeySource:
             jwks_uri = metadata.get("jwks_uri") if isinstance(metadata, dict) else None
             if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
                 raise _KeySetError("the OpenID configuration has no jwks_uri")
+            if not is_secure_address(jwks_uri):  # keys fetched in the clear could be swapped on the way
+                raise _KeySetError("the OpenID configuration's jwks_uri is not https")
             return _signing_keys(await _get_json(session, jwks_uri))
 
 

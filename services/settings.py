@@ -59,11 +59,31 @@ class Settings:
     # Where the app's spans go when the Python worker has not configured Azure Monitor itself
     # (services/telemetry.py); empty: no spans, unless a tracer provider is installed (local host).
     application_insights_connection_string: str = ""
+    # Per user, across their conversations; 0: no limit (benchmarks).
+    max_running_operations_per_user: int = 3
+    operation_starts_per_user_per_hour: int = 20
+    # The App Service platform sets WEBSITE_SITE_NAME on every Azure Functions instance.
+    azure_site_name: str = ""
 
     @property
     def local_mode(self) -> bool:
         """No app id: Bot Framework authentication is off (local development only)."""
         return not self.microsoft_app_id
+
+    @property
+    def running_in_azure(self) -> bool:
+        return bool(self.azure_site_name)
+
+    @property
+    def messages_refusal(self) -> str | None:
+        """Why /api/messages must refuse every request, if it must: in Azure, never without bot credentials."""
+        if self.running_in_azure and self.local_mode:
+            return (
+                "Setting MicrosoftAppId is empty on an Azure deployment: /api/messages refuses every request, "
+                "because without it Bot Framework authentication would be off. Set MicrosoftAppId (and its "
+                "credentials) in the app's settings."
+            )
+        return None
 
 
 def _text(environ: Mapping[str, str], name: str, default: str | None = None) -> str:
@@ -117,9 +137,24 @@ def _bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback_host(host: str | None) -> bool:
+    return (host or "").lower() in LOOPBACK_HOSTS or (host or "").startswith("127.")
+
+
+def is_secure_address(url: str) -> bool:
+    """An https URL, or plain http to this machine only (the local stand-ins): secrets, tokens and keys
+    travel to and from these addresses."""
+    parsed = urlparse(url)
+    if not parsed.netloc or parsed.scheme not in ("http", "https"):
+        return False
+    return parsed.scheme == "https" or is_loopback_host(parsed.hostname)
+
+
 def _url(raw: str) -> str:
-    parsed = urlparse(raw)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if not is_secure_address(raw):
         raise ValueError(raw)
     return raw
 
@@ -234,6 +269,9 @@ def _cron_values(field: str, count: int, lowest: int) -> set[int] | None:
     return values
 
 
+_URL_EXPECTED = "an https URL (http only for this machine: localhost, 127.0.0.1, ::1)"
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad one."""
     env = os.environ if environ is None else environ
@@ -245,7 +283,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         microsoft_app_tenant_id=env.get("MicrosoftAppTenantId", "").strip(),
         microsoft_app_type=app_type,
         expire_after_seconds=_parsed(env, "ExpireAfterSeconds", "1800", _positive_int, "a positive number of seconds"),
-        cosmos_endpoint=_parsed(env, "CosmosDbEndpoint", None, _url, "an http(s) URL"),
+        cosmos_endpoint=_parsed(env, "CosmosDbEndpoint", None, _url, _URL_EXPECTED),
         cosmos_auth_key=env.get("CosmosDbAuthKey", "").strip(),
         cosmos_database_id=_text(env, "CosmosDbDatabaseId", "bot-db"),
         cosmos_conversation_container_id=_text(env, "CosmosDbConversationStateContainerId", "conversation-state"),
@@ -260,7 +298,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "ProgressIntervalSeconds", "5", _positive_int, "a positive number of seconds"
         ),
         direct_line_endpoint=_parsed(
-            env, "DirectLineEndpoint", "https://directline.botframework.com/v3/directline", _url, "an http(s) URL"
+            env, "DirectLineEndpoint", "https://directline.botframework.com/v3/directline", _url, _URL_EXPECTED
         ),
         direct_line_secret=_text(env, "DirectLineSecret"),
         operation_signing_key=_parsed(
@@ -302,6 +340,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "NotificationsPerSecond", "10", _positive_float, "a positive number (messages per second)"
         ),
         application_insights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip(),
+        max_running_operations_per_user=_parsed(
+            env, "MaxRunningOperationsPerUser", "3", _non_negative_int, "a number of operations, 0 for no limit"
+        ),
+        operation_starts_per_user_per_hour=_parsed(
+            env, "OperationStartsPerUserPerHour", "20", _non_negative_int, "a number of operations, 0 for no limit"
+        ),
+        azure_site_name=env.get("WEBSITE_SITE_NAME", "").strip(),
     )
     if app_id and app_type != "UserAssignedMSI" and not settings.microsoft_app_password:
         raise SettingsError("Setting MicrosoftAppPassword is required when MicrosoftAppId is set.")

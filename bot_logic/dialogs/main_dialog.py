@@ -17,6 +17,7 @@ from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOp
 from bot_logic.effects import DurableEffects
 from bot_logic.handoff import NOT_UNDERSTOOD, note_misunderstanding, note_understood
 from bot_logic.operation_protocol import operation_request
+from bot_logic.operation_quota import OperationQuota, new_usage, record_end, record_start
 from bot_logic.pending_operation import describe_duration, result_reply, start_pending, timeout_notice_once
 from bot_logic.user_profile import display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
@@ -60,8 +61,12 @@ class MainDialog(ComponentDialog):
         operation_timeout_seconds: int,
         hand_off: Callable[[TurnContext, str], Awaitable[None]],
         handoff_after_misunderstandings: int,
+        quota: OperationQuota,
+        quota_usage: StatePropertyAccessor,
     ) -> None:
         super().__init__(MainDialog.__name__)
+        self._quota = quota
+        self._quota_usage = quota_usage
         self._hand_off = hand_off
         self._misunderstandings_limit = handoff_after_misunderstandings
         self._profiles = profiles
@@ -133,12 +138,19 @@ class MainDialog(ComponentDialog):
         except InvalidParameters as error:
             await step.context.send_activity(f"I can't run the {operation.name} like that: {error}")
             return await step.replace_dialog(WATERFALL)
+        usage = await self._quota_usage.get(step.context, new_usage)
+        now = self._clock()
+        refusal = self._quota.refusal(usage, now)
+        if refusal:
+            await step.context.send_activity(refusal)
+            return await step.replace_dialog(WATERFALL)
         record = await self._records.get(step.context, new_record)
-        pending = start_pending(operation.name, parameters, self._clock(), self._timeout)
+        pending = start_pending(operation.name, parameters, now, self._timeout, record["reference"])
+        record_start(usage, pending["id"], pending["deadline"], now)
         record["pendingOperation"] = pending
         self._effects.request_operation(
             step.context,
-            operation_request(pending, record["reference"]),
+            operation_request(pending),
             deadline=pending["deadline"],
             failure_reply=f"The {operation.name} has not started yet: its work queue is not answering. "
             "I'll keep trying; write 'cancel' to stop waiting.",
@@ -155,6 +167,8 @@ class MainDialog(ComponentDialog):
         result: dict[str, Any] = step.result or {}
         name = result.get("name", "operation")
         outcome = result.get("outcome")
+        if isinstance(result.get("operationId"), str):
+            record_end(await self._quota_usage.get(step.context, new_usage), result["operationId"])
         # A result or failure must reach the user: durable replies, kept until delivered.
         if outcome == TIMED_OUT:
             notice = timeout_notice_once(result)

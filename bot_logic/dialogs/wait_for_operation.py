@@ -55,10 +55,12 @@ class WaitForOperationDialog(Dialog):
         now = self._clock()
         if now >= pending["deadline"]:
             record["pendingOperation"] = None
-            return await dialog_context.end_dialog({"outcome": TIMED_OUT, **pending})
+            return await dialog_context.end_dialog({"outcome": TIMED_OUT, "operationId": pending["id"], **pending})
         if (activity.text or "").strip().lower() in CANCEL_WORDS:
             record["pendingOperation"] = None
-            return await dialog_context.end_dialog({"outcome": CANCELLED, "name": pending["name"]})
+            return await dialog_context.end_dialog(
+                {"outcome": CANCELLED, "name": pending["name"], "operationId": pending["id"]}
+            )
 
         await context.send_activity(Activity(type=ActivityTypes.typing))
         elapsed = describe_duration(now - pending["startedAt"])

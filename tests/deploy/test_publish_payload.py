@@ -6,6 +6,7 @@ reports the functions as the host sees them (get_function_json())."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -236,3 +237,29 @@ def test_every_published_module_imports_with_requirements_txt_only(probe: dict[s
     assert "function_app" in probe["modules"]
     assert probe["import_errors"] == {}, "\n".join(f"{k}:\n{v}" for k, v in probe["import_errors"].items())
     assert probe["outside_payload"] == []
+
+
+# Routes that authenticate their callers another way or tell nothing private; every other route needs a key.
+ANONYMOUS_ROUTES = {"messages", "health"}
+
+
+@pytest.mark.slow
+def test_only_routes_that_authenticate_otherwise_are_anonymous(probe: dict[str, Any]) -> None:
+    anonymous = {
+        function["name"]
+        for function in probe["functions"]
+        for binding in function["bindings"]
+        if binding["type"] == "httpTrigger" and binding["authLevel"].upper() == "ANONYMOUS"
+    }
+    assert anonymous == ANONYMOUS_ROUTES
+
+
+def test_a_new_route_needs_a_function_key_unless_it_says_otherwise() -> None:
+    tree = ast.parse((ROOT / "function_app.py").read_text())
+    [app] = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and ast.unparse(node.func) in ("func.FunctionApp", "FunctionApp")
+    ]
+    defaults = {keyword.arg: ast.unparse(keyword.value) for keyword in app.keywords}
+    assert defaults.get("http_auth_level") == "func.AuthLevel.FUNCTION"

@@ -162,7 +162,7 @@ def test_duplicated_queue_message_gives_one_result(
             settings["CosmosDbConversationStateContainerId"]
         )
         record = container.read_item(doc_id, doc_id)["document"]["ConversationRecord"]
-    duplicate = operation_request(record["pendingOperation"], record["reference"])
+    duplicate = operation_request(record["pendingOperation"])
     with QueueClient.from_connection_string(
         settings["AzureWebJobsStorage"], settings["OperationsQueueName"], message_encode_policy=TextBase64EncodePolicy()
     ) as queue:

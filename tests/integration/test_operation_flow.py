@@ -21,9 +21,10 @@ from bot_logic.operation_protocol import (
     result_payload,
     sign,
 )
+from localdev.emulators import Azurite, CosmosStandIn
 from services.cosmos_storage import escape_key
 from tests.support.activities import activity, joined
-from tests.support.app import send
+from tests.support.app import composed_app, send
 from tests.support.clock import FakeClock
 from tests.support.connector import RecordingConnector
 
@@ -217,3 +218,94 @@ async def test_bad_parameters_are_explained_and_the_menu_offered_again(
     await send(app, activity(conversation, url, text="route report size=999999"))
     assert connector.messages(conversation)[-2].startswith("I can't run the route report like that: size must be")
     assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Kay?")
+
+
+async def test_a_result_redirected_through_the_queue_is_refused_and_nothing_reaches_the_other_address(
+    app: Composition, connector: RecordingConnector
+) -> None:
+    """Whoever can write to the queue puts the real operation's id with their own serviceUrl: the worker
+    signs what the message says, but the bot tells a result only where the conversation lives."""
+    conversation, request = await start_operation(app, connector)
+    async with RecordingConnector() as attacker:
+        redirected = {**request, "conversation": {**request["conversation"], "serviceUrl": attacker.service_url}}
+        for name, payload in (
+            (PROGRESS_EVENT, progress_payload(redirected, 50)),
+            (RESULT_EVENT, result_payload(redirected, "succeeded", "42 primes.")),
+        ):
+            event = worker_event(attacker, name, sign(payload, app.settings.operation_signing_key))
+            assert (await send(app, event)).status == 200
+        assert attacker.activities == []  # no reply, so no bearer token either, went to the carried address
+    assert not any("42 primes" in text for text in connector.messages(conversation))
+    # The genuine result still reaches the user, where the conversation lives.
+    await send(app, worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "7 primes.")))
+    assert connector.messages(conversation)[-2] == "Thanks for waiting. 7 primes."
+
+
+async def new_user_conversation(app: Composition, connector: RecordingConnector, user: str) -> str:
+    conversation = f"c-{uuid.uuid4()}"
+    account = {"id": user, "name": "User", "role": "user"}
+    await send(app, {**joined(conversation, connector.service_url), "from": account})
+    await send(app, activity(conversation, connector.service_url, text="Quinn", **{"from": account}))
+    return conversation
+
+
+async def choose(app: Composition, connector: RecordingConnector, conversation: str, user: str, text: str) -> str:
+    """The bot's first reply to `text`."""
+    account = {"id": user, "name": "User", "role": "user"}
+    before = len(connector.messages(conversation))
+    await send(app, activity(conversation, connector.service_url, text=text, **{"from": account}))
+    return connector.messages(conversation)[before]
+
+
+async def test_a_user_may_run_only_so_many_operations_at_once(
+    azurite: Azurite, cosmos: CosmosStandIn, clock: FakeClock, connector: RecordingConnector
+) -> None:
+    async with composed_app(azurite, cosmos, clock, MaxRunningOperationsPerUser="2") as app:
+        user = f"dl_{uuid.uuid4().hex}"
+        conversations = [await new_user_conversation(app, connector, user) for _ in range(3)]
+        assert (await choose(app, connector, conversations[0], user, "1 end=1000")).startswith("Starting")
+        assert (await choose(app, connector, conversations[1], user, "1 end=1000")).startswith("Starting")
+        refused = await choose(app, connector, conversations[2], user, "1 end=1000")
+        assert refused == (
+            "You already have 2 operations running, the most one person may run at once. "
+            "Wait for one of them to finish (or cancel it), then ask again."
+        )
+        assert len([r for r in await queued_requests(app) if r["conversation"]["user"]["id"] == user]) == 2
+        # Another user is not held back by this one.
+        other = f"dl_{uuid.uuid4().hex}"
+        others = await new_user_conversation(app, connector, other)
+        assert (await choose(app, connector, others, other, "1")).startswith("Starting")
+        # One finishes (cancelled here): the user may start again.
+        await send(app, activity(conversations[0], connector.service_url, text="cancel", **{"from": {"id": user}}))
+        assert (await choose(app, connector, conversations[2], user, "1 end=1000")).startswith("Starting")
+
+
+async def test_a_user_may_start_only_so_many_operations_an_hour(
+    azurite: Azurite, cosmos: CosmosStandIn, clock: FakeClock, connector: RecordingConnector
+) -> None:
+    # Conversations stay open across the hour, so the quota, not expiry, is what the user meets.
+    hours = {"ExpireAfterSeconds": "7200", "CosmosDbTimeToLive": "86400"}
+    async with composed_app(azurite, cosmos, clock, OperationStartsPerUserPerHour="2", **hours) as app:
+        user = f"dl_{uuid.uuid4().hex}"
+        conversation = await new_user_conversation(app, connector, user)
+        for _ in range(2):
+            assert (await choose(app, connector, conversation, user, "1 end=1000")).startswith("Starting")
+            await send(app, activity(conversation, connector.service_url, text="cancel", **{"from": {"id": user}}))
+        clock.now += 600
+        refused = await choose(app, connector, conversation, user, "1 end=1000")
+        assert refused.startswith("You have started 2 operations in the last hour, the most allowed.")
+        assert refused.endswith("You can start the next one in 50 min.")
+        clock.now += 3000  # an hour after the first start
+        assert (await choose(app, connector, conversation, user, "1 end=1000")).startswith("Starting")
+
+
+async def test_in_azure_without_bot_credentials_messages_are_refused_not_served_unauthenticated(
+    azurite: Azurite, cosmos: CosmosStandIn, connector: RecordingConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with composed_app(azurite, cosmos, WEBSITE_SITE_NAME="contoso-bot", MicrosoftAppId="") as app:
+        conversation = f"c-{uuid.uuid4()}"
+        response = await send(app, activity(conversation, connector.service_url, text="hello"))
+        assert response.status == 503
+        assert "credentials are missing" in response.body_bytes().decode()
+        assert connector.activities == []
+        assert any(r.levelname == "ERROR" and "MicrosoftAppId" in r.getMessage() for r in caplog.records)

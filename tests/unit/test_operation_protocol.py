@@ -76,3 +76,25 @@ def test_refusals_name_their_reason() -> None:
     # A genuine result replayed as a progress event is refused.
     assert reason(event(signed, PROGRESS_EVENT)) == "it was signed for another event"
     assert reason(event(result_payload(REQUEST, "succeeded", "you won"))) == "its signature does not verify"
+
+
+def test_a_reply_address_matches_only_the_stored_conversation() -> None:
+    from bot_logic.operation_protocol import reply_address_matches
+
+    stored = {
+        "serviceUrl": "https://directline.botframework.com/",
+        "channelId": "directline",
+        "conversation": {"id": "c1"},
+        "bot": {"id": "bot"},
+        "user": {"id": "dl_1"},
+    }
+    assert reply_address_matches({**stored, "user": {"id": "dl_1", "name": "Ada"}, "locale": "en"}, stored)
+    for changed in (
+        {"serviceUrl": "https://evil.example/"},
+        {"channelId": "webchat"},
+        {"conversation": {"id": "c2"}},
+        {"bot": {"id": "other-bot"}},
+    ):
+        assert not reply_address_matches({**stored, **changed}, stored), changed
+    assert not reply_address_matches(None, stored)
+    assert not reply_address_matches(stored, None)

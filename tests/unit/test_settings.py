@@ -116,3 +116,42 @@ def test_the_worker_knows_the_hosts_max_dequeue_count_also_when_an_app_setting_o
     assert max_dequeue_count(overridden.max_dequeue_count_override) == 7
     with pytest.raises(SettingsError, match="AzureFunctionsJobHost__extensions__queues__maxDequeueCount"):
         load_settings({**VALID, "AzureFunctionsJobHost__extensions__queues__maxDequeueCount": "many"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("CosmosDbEndpoint", "https://contoso.documents.azure.com:443/", True),
+        ("CosmosDbEndpoint", "http://contoso.documents.azure.com:443/", False),
+        ("CosmosDbEndpoint", "http://127.0.0.1:8081/", True),
+        ("CosmosDbEndpoint", "http://localhost:8081/", True),
+        ("CosmosDbEndpoint", "http://[::1]:8081/", True),
+        ("DirectLineEndpoint", "http://directline.botframework.com/v3/directline", False),
+        ("DirectLineEndpoint", "https://europe.directline.botframework.com/v3/directline", True),
+        ("DirectLineEndpoint", "http://127.0.0.1:7072/v3/directline", True),
+    ],
+)
+def test_remote_addresses_must_be_https(name: str, value: str, accepted: bool) -> None:
+    if accepted:
+        load_settings({**VALID, name: value})
+    else:
+        with pytest.raises(SettingsError, match=f"{name}.*https"):
+            load_settings({**VALID, name: value})
+
+
+def test_in_azure_an_empty_app_id_refuses_messages_instead_of_switching_authentication_off() -> None:
+    assert load_settings(VALID).messages_refusal is None  # locally: authentication off, by design
+    in_azure = load_settings({**VALID, "WEBSITE_SITE_NAME": "contoso-bot"})
+    assert in_azure.running_in_azure
+    assert in_azure.messages_refusal is not None and "MicrosoftAppId" in in_azure.messages_refusal
+    configured = {**VALID, "WEBSITE_SITE_NAME": "contoso-bot", "MicrosoftAppId": "id", "MicrosoftAppPassword": "p"}
+    assert load_settings(configured).messages_refusal is None
+
+
+def test_quotas_default_and_zero_means_no_limit() -> None:
+    settings = load_settings(VALID)
+    assert (settings.max_running_operations_per_user, settings.operation_starts_per_user_per_hour) == (3, 20)
+    unlimited = load_settings({**VALID, "MaxRunningOperationsPerUser": "0", "OperationStartsPerUserPerHour": "0"})
+    assert (unlimited.max_running_operations_per_user, unlimited.operation_starts_per_user_per_hour) == (0, 0)
+    with pytest.raises(SettingsError, match="MaxRunningOperationsPerUser"):
+        load_settings({**VALID, "MaxRunningOperationsPerUser": "-1"})
