@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot_logic.clock import Clock, system_clock
 from services.settings import Settings, load_settings, longest_sweep_gap
@@ -105,7 +105,11 @@ class Composition:
             progress_interval=settings.progress_interval_seconds,
             tracing=self.tracing,
             blocking_io=ThreadPoolExecutor(max_workers=DIRECT_LINE_THREADS, thread_name_prefix="directline"),
+            read_conversation=self._read_conversation,
         )
+
+    async def _read_conversation(self, key: str) -> dict[str, Any] | None:
+        return (await self.conversations.read([key])).get(key)
 
     @cached_property
     def sweeper(self) -> SweeperDependencies:

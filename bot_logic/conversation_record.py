@@ -3,7 +3,7 @@ it proactively, which inbound activities it has already handled; and the one way
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # botbuilder is slow to import; keep this module cheap
@@ -15,6 +15,12 @@ DIALOG_STATE_PROPERTY = "DialogState"
 # (the storage's own bookkeeping, such as the etag, stays, so the clearing write is conditional).
 CONVERSATION_PROPERTIES = (RECORD_PROPERTY, DIALOG_STATE_PROPERTY)
 RECENT_ACTIVITY_IDS = 32  # enough to recognise a channel's redelivery of a recent activity
+
+
+def state_key(reference: Mapping[str, Any]) -> str:
+    """The conversation state's storage key for a serialised conversation reference, as the SDK's
+    ConversationState builds it from a turn ("<channelId>/conversations/<conversation id>")."""
+    return f"{reference['channelId']}/conversations/{reference['conversation']['id']}"
 
 
 def new_record() -> dict[str, Any]:

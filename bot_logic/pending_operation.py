@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -17,8 +19,21 @@ def start_pending(
         "parameters": parameters,
         "startedAt": now,
         "deadline": now + timeout_seconds,
-        "reference": reference,
+        # A copy: the record's own reference is the same object, and the state's serialiser would
+        # store the second occurrence as a back-reference, unreadable to anything but itself.
+        "reference": copy.deepcopy(reference),
     }
+
+
+def still_waiting(conversation_state: Mapping[str, Any] | None, operation_id: str) -> bool:
+    """Whether a conversation (its whole stored state; None if it is gone) still waits for an operation.
+    The one rule for stopping work: cancel, expiry, a timeout or a new start all replace or clear the
+    pending operation, so the worker running it may stop."""
+    from bot_logic.conversation_record import RECORD_PROPERTY
+
+    record = (conversation_state or {}).get(RECORD_PROPERTY)
+    pending = record.get("pendingOperation") if isinstance(record, Mapping) else None
+    return isinstance(pending, Mapping) and pending.get("id") == operation_id
 
 
 def describe_duration(seconds: float) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot_logic.clock import Clock, system_clock
+from bot_logic.conversation_record import state_key
 from bot_logic.operation_protocol import (
     FAILED,
     PROGRESS_EVENT,
@@ -26,6 +27,7 @@ from bot_logic.operation_protocol import (
     trace_attributes,
     with_traceparent,
 )
+from bot_logic.pending_operation import still_waiting
 from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
 from services.directline_client import DirectLineClient
@@ -34,6 +36,12 @@ from services.telemetry import OUTCOME, Tracing
 logger = logging.getLogger(__name__)
 
 REPORT_MARGIN_SECONDS = 30.0  # time kept back from the deadline to post the result
+# How often a running operation asks whether its conversation still waits for it: work stops at most
+# this long (plus one chunk of the operation, 0.1-0.2 s) after the user cancels, on whichever instance runs it.
+CANCEL_CHECK_SECONDS = 2.0
+
+# The conversation's stored state by its storage key (None when it is gone).
+ConversationReader = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 
 @dataclass
@@ -50,10 +58,31 @@ class WorkerDependencies:
     # waits for its replies: with the posts of a full batch of invocations holding every default
     # thread, nothing would move until timeouts broke the circle.
     blocking_io: Executor = field(default_factory=lambda: ThreadPoolExecutor(thread_name_prefix="directline"))
+    # Reads the conversation an operation works for; None: never checked (the work always runs to its end).
+    read_conversation: ConversationReader | None = None
+    cancel_check_interval: float = CANCEL_CHECK_SECONDS
 
 
 class RetryOperation(Exception):
     """Raised to let the queue deliver the message again (the host retries, then poisons)."""
+
+
+class OperationNoLongerWanted(Exception):
+    """The conversation stopped waiting (cancel, expiry, timeout): the work stops, nothing is posted."""
+
+
+async def _still_wanted(request: dict[str, Any], deps: WorkerDependencies) -> bool:
+    """Whether the conversation still waits for this operation. When its state cannot be read now, the
+    work goes on: a passing storage problem must not cost a user the result they wait for."""
+    if deps.read_conversation is None:
+        return True
+    try:
+        state = await deps.read_conversation(state_key(request["conversation"]))
+    except Exception as error:
+        operation_id = request["operationId"]
+        logger.warning("operation %s: cannot tell whether it is still wanted (%s); going on", operation_id, error)
+        return True
+    return still_waiting(state, request["operationId"])
 
 
 # Span names, as Application Insights' transaction view lists them.
@@ -129,6 +158,10 @@ async def _run(request: dict[str, Any], message: QueueMessageData, deps: WorkerD
         logger.warning("operation %s picked up after its deadline; dropped", operation_id)
         return "expired"
 
+    if not await _still_wanted(request, deps):
+        # Cancelled (or expired) before any worker picked it up: it never runs.
+        logger.info("operation %s not run: its conversation no longer waits for it", operation_id)
+        return "cancelled"
     channel = _ResultChannel(deps.directline, deps.tracing, request, deps.blocking_io)
 
     async def report(outcome: str, text: str) -> str:
@@ -152,6 +185,10 @@ async def _run(request: dict[str, Any], message: QueueMessageData, deps: WorkerD
             text = await asyncio.wait_for(operation.run(parameters, progress), timeout=max(1.0, time_left))
         finally:
             await progress.settle()  # a progress post on its way must not arrive after the result
+    except OperationNoLongerWanted:
+        stopped_at = progress.percent
+        logger.info("operation %s stopped at %d%%: its conversation no longer waits for it", operation_id, stopped_at)
+        return "cancelled"
     except TimeoutError:
         return await report(FAILED, "It ran out of time and was stopped.")
     except OperationFailed as error:
@@ -185,11 +222,20 @@ class _ProgressRelay:
         self._deps = deps
         self._last_percent = 0
         self._last_time = deps.clock()
+        self._last_check = deps.clock()
         self._posting: asyncio.Task[None] | None = None
+        self.percent = 0  # the latest the operation reported
 
     async def __call__(self, fraction: float) -> None:
         percent = int(max(0.0, min(1.0, fraction)) * 100)
+        self.percent = percent
         now = self._deps.clock()
+        if now - self._last_check >= self._deps.cancel_check_interval:
+            # Between two chunks of the operation: the one place work can stop.
+            self._last_check = now
+            if not await _still_wanted(self._request, self._deps):
+                raise OperationNoLongerWanted
+            now = self._deps.clock()
         if percent >= 100 or percent - self._last_percent < 10 or now - self._last_time < self._deps.progress_interval:
             return
         if self._posting is not None and not self._posting.done():

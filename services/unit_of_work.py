@@ -299,7 +299,9 @@ class UnitOfWork:
         key = user.get_storage_key(context)
         if not await update_state(self.scopes.user_storage, key, lambda s: _apply(s, changes), create=True):
             # The conversation is committed and must be answered; the user-state change is lost.
-            logger.error("conversation %s: user state not saved: %s", _id(context), changes)
+            # Property names only: their values are the user's own (their name, say).
+            changed = [".".join(path) for path, _ in changes]
+            logger.error("conversation %s: user state not saved: %s changed", _id(context), changed)
 
 
 class _StateStorage(Protocol):

@@ -69,9 +69,8 @@ def worker_deps(directline: RecordingDirectLine, poisoned: list[bytes], **overri
         signing_key=KEY,
         max_dequeue_count=3,
         send_to_poison=to_poison,
-        clock=FakeClock(1000.0),
         progress_interval=0.0,
-        **overrides,
+        **{"clock": FakeClock(1000.0), **overrides},
     )
 
 
@@ -221,3 +220,87 @@ async def test_a_full_batch_of_result_posts_never_starves_the_bots_own_replies(
     )
     assert outcomes == ["succeeded"] * len(messages)
     assert stalled == []
+
+
+class Conversation:
+    """The stored conversation an operation works for, as the worker reads it; the user can cancel."""
+
+    def __init__(self, operation_id: str = "op-1") -> None:
+        self.operation_id: str | None = operation_id
+        self.reads: list[str] = []
+
+    def cancel(self) -> None:
+        self.operation_id = None
+
+    async def read(self, key: str) -> dict[str, Any] | None:
+        self.reads.append(key)
+        return {"ConversationRecord": {"pendingOperation": self.operation_id and {"id": self.operation_id}}}
+
+
+@pytest.fixture
+def worker_clock() -> FakeClock:
+    return FakeClock(1000.0)
+
+
+@pytest.fixture
+def slow_operation(worker_clock: FakeClock) -> Iterator[list[int]]:
+    """100 chunks of 0.5 s each (on the worker's clock); records the chunks it ran."""
+    chunks: list[int] = []
+
+    async def run(parameters: Any, progress: Any) -> str:
+        for chunk in range(100):
+            chunks.append(chunk)
+            worker_clock.now += 0.5
+            await progress(chunk / 100)
+        return "done"
+
+    for _ in temporary("slow test", run):
+        yield chunks
+
+
+async def test_cancel_stops_the_work_within_the_check_interval_and_posts_nothing(
+    directline: RecordingDirectLine, poisoned: list[bytes], slow_operation: list[int], worker_clock: FakeClock
+) -> None:
+    conversation = Conversation()
+
+    async def read_and_cancel_at_chunk_10(key: str) -> dict[str, Any] | None:
+        if len(slow_operation) >= 10:
+            conversation.cancel()
+        return await conversation.read(key)
+
+    deps = worker_deps(directline, poisoned, clock=worker_clock, read_conversation=read_and_cancel_at_chunk_10)
+    outcome = await handle_operation_message(QueueMessageData("m1", request("slow test"), 1), deps)
+    assert outcome == "cancelled"
+    # Checked every 2 s of the clock, i.e. every 4 chunks: stopped by chunk 10 + 4, far from 100.
+    assert 10 <= len(slow_operation) <= 14
+    assert RESULT_EVENT not in [name for name, _ in directline.posts]
+    assert set(conversation.reads) == {"directline/conversations/c1"}
+
+
+async def test_a_request_cancelled_before_it_is_picked_up_never_runs(
+    directline: RecordingDirectLine, poisoned: list[bytes], slow_operation: list[int]
+) -> None:
+    conversation = Conversation()
+    conversation.cancel()
+    deps = worker_deps(directline, poisoned, read_conversation=conversation.read)
+    assert await handle_operation_message(QueueMessageData("m1", request("slow test"), 1), deps) == "cancelled"
+    assert slow_operation == [] and directline.posts == []
+
+
+async def test_a_conversation_waiting_for_another_operation_stops_this_one(
+    directline: RecordingDirectLine, poisoned: list[bytes], slow_operation: list[int]
+) -> None:
+    conversation = Conversation(operation_id="op-2")  # the user started a new one meanwhile
+    deps = worker_deps(directline, poisoned, read_conversation=conversation.read)
+    assert await handle_operation_message(QueueMessageData("m1", request("slow test"), 1), deps) == "cancelled"
+
+
+async def test_when_the_conversation_cannot_be_read_the_work_goes_on(
+    directline: RecordingDirectLine, poisoned: list[bytes], slow_operation: list[int], worker_clock: FakeClock
+) -> None:
+    async def unavailable(key: str) -> dict[str, Any] | None:
+        raise ConnectionError("Cosmos DB is not answering")
+
+    deps = worker_deps(directline, poisoned, clock=worker_clock, read_conversation=unavailable)
+    assert await handle_operation_message(QueueMessageData("m1", request("slow test"), 1), deps) == "succeeded"
+    assert len(slow_operation) == 100
