@@ -325,6 +325,7 @@ class Composition:
             operation_quota=OperationQuota(
                 self.settings.max_running_operations_per_user, self.settings.operation_starts_per_user_per_hour
             ),
+            progress_messages_per_operation=self.settings.progress_messages_per_operation,
         )
 
     async def close(self) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
 from botbuilder.dialogs import DialogExtensions
-from botbuilder.schema import ActivityTypes, ChannelAccount
+from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 
 from bot_logic.clock import Clock
 from bot_logic.conversation_record import (
@@ -49,7 +49,7 @@ from bot_logic.handoff import (
 from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT, reply_address_matches
 from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, new_usage, record_end
-from bot_logic.pending_operation import result_reply, timeout_notice_once
+from bot_logic.pending_operation import progress_message_due, progress_text, result_reply, timeout_notice_once
 from bot_logic.turn_routing import is_operation_event
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
 
@@ -79,7 +79,9 @@ class LongOperationBot(ActivityHandler):
         handoff_timeout_seconds: int,
         handoff_after_misunderstandings: int,
         operation_quota: OperationQuota,
+        progress_messages_per_operation: int = 2,
     ) -> None:
+        self._progress_messages = progress_messages_per_operation
         self._conversation_state = conversation_state
         self._expire_after_seconds = expire_after_seconds
         self._effects = effects
@@ -156,7 +158,10 @@ class LongOperationBot(ActivityHandler):
             )
             return
         if turn_context.activity.name == PROGRESS_EVENT:
-            await turn_context.send_activity(f"{pending['name']}: {value.get('percent', 0)}% done.")
+            if progress_message_due(pending, self._clock(), self._progress_messages):
+                await turn_context.send_activity(progress_text(pending, value.get("percent")))
+            else:
+                await turn_context.send_activity(Activity(type=ActivityTypes.typing))
             return
         record["lastAccessAt"] = self._clock()
         if active_handoff(record):

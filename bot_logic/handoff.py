@@ -34,6 +34,7 @@ ACCEPTED, FAILED, COMPLETED = "accepted", "failed", "completed"
 WAITING = "waiting"
 HANDOFF_KEY = "handoff"  # in the conversation record
 MISUNDERSTOOD_KEY = "misunderstood"  # consecutive messages the bot did not understand
+OFFERED_KEY = "handoffOffered"  # the bot asked whether to bring in a person; the next message answers
 USER_ASKED = "the user asked for a person"
 NOT_UNDERSTOOD = "the bot did not understand the user {count} times in a row"
 TIMED_OUT_MESSAGE = "nobody accepted the handoff in time"
@@ -44,6 +45,7 @@ ACCEPTED_TEXT = "{agent} has joined the conversation: you're now talking to a pe
 FAILED_TEXT = "Sorry, no person could take over ({reason}). You're back with the bot."
 TIMED_OUT_TEXT = "Sorry, no person was available within {duration}. You're back with the bot: send anything to go on."
 COMPLETED_TEXT = "The person has left the conversation. You're back with the bot."
+OFFER_TEXT = "Sorry, I keep misunderstanding you. Shall I bring in a person to help?"
 
 _PEOPLE = r"(?:(?:a|an|some|the|real|live)\s+)*(?:human|person|agent|someone|somebody|operator|representative|people)"
 _REQUEST = re.compile(
@@ -113,6 +115,22 @@ def note_misunderstanding(record: MutableMapping[str, Any], limit: int) -> bool:
 
 def note_understood(record: MutableMapping[str, Any]) -> None:
     record[MISUNDERSTOOD_KEY] = 0
+
+
+def offer_handoff(record: MutableMapping[str, Any]) -> None:
+    """The bot asked "Shall I bring in a person?": the next message answers it."""
+    record[OFFERED_KEY] = True
+
+
+def answer_offer(record: MutableMapping[str, Any], answer: bool | None) -> bool | None:
+    """The user's answer to an offered handoff: True (hand off), False (declined: the count starts again),
+    None when no offer was open or the message was no answer (it is then taken as usual; the offer lapses)."""
+    if not record.get(OFFERED_KEY):
+        return None
+    record[OFFERED_KEY] = False
+    if answer is False:
+        note_understood(record)
+    return answer
 
 
 def _handoff_event(name: str, value: Any, conversation: Any) -> Activity:

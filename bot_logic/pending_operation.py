@@ -36,6 +36,26 @@ def still_waiting(conversation_state: Mapping[str, Any] | None, operation_id: st
     return isinstance(pending, Mapping) and pending.get("id") == operation_id
 
 
+# A progress message tells the user something new only now and then; in between they see typing.
+PROGRESS_MESSAGE_GAP_SECONDS = 15
+
+
+def progress_message_due(pending: dict[str, Any], now: float, limit: int) -> bool:
+    """Whether a progress event becomes a message (and count it): at most `limit` per operation, none
+    sooner than PROGRESS_MESSAGE_GAP_SECONDS after the start or the previous one; otherwise typing."""
+    told = int(pending.get("progressTold") or 0)
+    last = pending.get("progressToldAt") or pending["startedAt"]
+    if told >= limit or now - last < PROGRESS_MESSAGE_GAP_SECONDS:
+        return False
+    pending["progressTold"], pending["progressToldAt"] = told + 1, now
+    return True
+
+
+def progress_text(pending: dict[str, Any], percent: object) -> str:
+    done = percent if isinstance(percent, int) and 0 <= percent <= 100 else 0
+    return f"Still working on the {pending['name']}: {done}% done."
+
+
 def describe_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:

@@ -7,6 +7,7 @@ from typing import Any
 from botbuilder.core import StatePropertyAccessor, TurnContext
 
 PROFILE_PROPERTY = "UserProfile"
+MENU_SEEN = "menuSeen"  # the user has seen the full menu once; later prompts are short
 
 
 async def get_profile(accessor: StatePropertyAccessor, context: TurnContext) -> dict[str, Any]:

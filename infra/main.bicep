@@ -573,6 +573,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     OperationsQueueName: operationsQueueName
     OperationTimeoutSeconds: string(operationTimeoutSeconds)
     ProgressIntervalSeconds: '5'
+    ProgressMessagesPerOperation: '2'
     DirectLineEndpoint: directLineEndpoint
     DirectLineSecret: directLine.listChannelWithKeys().properties.properties.sites[0].key
     OperationSigningKey: operationSigningKey

@@ -121,9 +121,13 @@ def register(operation: Operation) -> Callable[[], None]:
     return unregister
 
 
+def _allowed(parameter: Parameter) -> str:
+    return f"a whole number from {parameter.minimum:,} to {parameter.maximum:,} (default {parameter.default:,})"
+
+
 def _as_int(parameter: Parameter, value: object) -> int:
     if isinstance(value, bool):  # bool is an int subclass, but True is not a count
-        raise InvalidParameters(f"{parameter.name} must be a whole number, not {value}.")
+        raise InvalidParameters(f"{parameter.name} must be {_allowed(parameter)}, not {value}.")
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -133,7 +137,9 @@ def _as_int(parameter: Parameter, value: object) -> int:
         text = value.strip().replace(",", "").replace("_", "").replace(" ", "")
         if text.lstrip("+-").isdigit() and text.isascii():
             return int(text)
-    raise InvalidParameters(f"{parameter.name} must be a whole number, not {value!r}.")
+    if value == "":
+        raise InvalidParameters(f"{parameter.name} needs a value: {_allowed(parameter)}.")
+    raise InvalidParameters(f"{parameter.name} must be {_allowed(parameter)}, not {value!r}.")
 
 
 def resolve_parameters(operation: Operation, given: Mapping[str, object] | None) -> dict[str, int]:
@@ -151,8 +157,6 @@ def resolve_parameters(operation: Operation, given: Mapping[str, object] | None)
             raise InvalidParameters(f"{operation.name} has no parameter called {raw_name!r} (it takes: {known}).")
         value = _as_int(parameter, raw_value)
         if not parameter.minimum <= value <= parameter.maximum:
-            raise InvalidParameters(
-                f"{parameter.name} must be between {parameter.minimum:,} and {parameter.maximum:,} (got {value:,})."
-            )
+            raise InvalidParameters(f"{parameter.name} must be {_allowed(parameter)}, not {value:,}.")
         values[parameter.name] = value
     return values

@@ -62,6 +62,7 @@ class Settings:
     # Per user, across their conversations; 0: no limit (benchmarks).
     max_running_operations_per_user: int = 3
     operation_starts_per_user_per_hour: int = 20
+    progress_messages_per_operation: int = 2
     # The App Service platform sets WEBSITE_SITE_NAME on every Azure Functions instance.
     azure_site_name: str = ""
 
@@ -345,6 +346,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         operation_starts_per_user_per_hour=_parsed(
             env, "OperationStartsPerUserPerHour", "20", _non_negative_int, "a number of operations, 0 for no limit"
+        ),
+        progress_messages_per_operation=_parsed(
+            env, "ProgressMessagesPerOperation", "2", _non_negative_int, "a number of messages, 0 for typing only"
         ),
         azure_site_name=env.get("WEBSITE_SITE_NAME", "").strip(),
     )

@@ -36,6 +36,7 @@ from botbuilder.schema import Activity, ActivityTypes
 from bench.baseline import TURN_ERROR_LOG
 from bot_logic.bot import LongOperationBot
 from bot_logic.clock import Clock, system_clock
+from bot_logic.operation_quota import OperationQuota
 from services.operation_queue import OperationQueue
 from services.settings import Settings, load_settings
 
@@ -145,6 +146,10 @@ class BaselineBot(LongOperationBot):
             transcripts=NoTranscripts(),
             handoff_timeout_seconds=settings.handoff_timeout_seconds,
             handoff_after_misunderstandings=settings.handoff_after_misunderstandings,
+            operation_quota=OperationQuota(
+                settings.max_running_operations_per_user, settings.operation_starts_per_user_per_hour
+            ),
+            progress_messages_per_operation=settings.progress_messages_per_operation,
         )
         self.conversation_state = conversation_state
         self.user_state = user_state

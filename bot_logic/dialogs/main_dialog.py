@@ -7,23 +7,41 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from botbuilder.core import MessageFactory, StatePropertyAccessor, TurnContext
-from botbuilder.dialogs import ComponentDialog, DialogTurnResult, WaterfallDialog, WaterfallStepContext
+from botbuilder.dialogs import (
+    ComponentDialog,
+    Dialog,
+    DialogContext,
+    DialogTurnResult,
+    WaterfallDialog,
+    WaterfallStepContext,
+)
 from botbuilder.dialogs.choices import Choice, ListStyle
 from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, PromptValidatorContext, TextPrompt
+from botbuilder.schema import ActionTypes, CardAction
 
 from bot_logic.clock import Clock
+from bot_logic.commands import CANCEL, HELP, MENU, command_in, yes_or_no
 from bot_logic.conversation_record import new_record
 from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog, with_cancel_button
 from bot_logic.effects import DurableEffects
-from bot_logic.handoff import NOT_UNDERSTOOD, note_misunderstanding, note_understood
+from bot_logic.handoff import (
+    NOT_UNDERSTOOD,
+    OFFER_TEXT,
+    answer_offer,
+    note_misunderstanding,
+    note_understood,
+    offer_handoff,
+)
 from bot_logic.operation_protocol import operation_request
 from bot_logic.operation_quota import OperationQuota, new_usage, record_end, record_start
 from bot_logic.pending_operation import describe_duration, result_reply, start_pending, timeout_notice_once
-from bot_logic.user_profile import display_name, get_profile
+from bot_logic.user_profile import MENU_SEEN, display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
 
 NAME_PROMPT = "What's your name?"
 NAME_RETRY_PROMPT = "Hello to you too! What name shall I call you?"
+NOT_A_NAME_PROMPT = "I'd like to call you by your name: what is it? (Just the name, please.)"
+NAME_TOO_LONG_PROMPT = "That's longer than I can remember ({limit} characters at most). What shall I call you?"
 # A first message is often a greeting, not the answer to "What's your name?".
 GREETINGS = {
     "hi", "hello", "hey", "hallo", "hiya", "howdy", "yo", "greetings", "sup", "whats up", "good morning",
@@ -32,7 +50,21 @@ GREETINGS = {
 MAX_NAME_LENGTH = 60
 WATERFALL = "main"
 PARAMETERS_HINT = "\n\nAnswer with a number or a name; add parameters to change the size, e.g. `1 end=1000000`."
-_PARAMETER = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*([\d][\d,_]*)")
+MENU_QUESTION = "Which long operation shall I run, {name}?"
+# After the first full menu: the question and the buttons; the list comes back with "help".
+SHORT_MENU = MENU_QUESTION + " Tap one, or say 'help' to see what each does."
+NOT_UNDERSTOOD_TEXT = (
+    "Sorry, I didn't understand “{text}”. Pick one of the operations: tap a button, or type its number or name."
+)
+HELP_TEXT = (
+    "I run long operations for you and tell you here when they're done; you can go on chatting meanwhile.\n\n"
+    "{operations}{hint}\n\n"
+    "Say 'cancel' to stop a running operation, 'menu' to start over, 'agent' to talk to a person, "
+    "or 'notify me about <topic>' to hear of outside events."
+)
+NOTHING_TO_CANCEL = "There's nothing running to cancel."
+# Every `name=value` in a choice, whatever the value: the registry checks names and values, in one place.
+_PARAMETER = re.compile(r"\b([A-Za-z_]\w*)\s*=\s*([^\s=]*)")
 
 
 def is_greeting(text: str) -> bool:
@@ -40,15 +72,40 @@ def is_greeting(text: str) -> bool:
     return " ".join(words) in GREETINGS
 
 
+def name_problem(text: str) -> str | None:
+    """What to ask again when `text` is not a name (a greeting, too long, no letters); None for a name.
+    Commands never get here: the dialog takes them first."""
+    name = " ".join(text.split())
+    if is_greeting(name):
+        return NAME_RETRY_PROMPT
+    if len(name) > MAX_NAME_LENGTH:
+        return NAME_TOO_LONG_PROMPT.format(limit=MAX_NAME_LENGTH)
+    if not any(character.isalpha() for character in name):
+        return NOT_A_NAME_PROMPT
+    return None
+
+
 async def _is_a_name(prompt: PromptValidatorContext) -> bool:
-    return bool(prompt.recognized.succeeded and str(prompt.recognized.value).strip()) and not is_greeting(
-        str(prompt.recognized.value)
-    )
+    problem = name_problem(str(prompt.recognized.value or "")) if prompt.recognized.succeeded else NOT_A_NAME_PROMPT
+    if problem is None:
+        return True
+    prompt.options.retry_prompt = MessageFactory.text(problem)  # the prompt asks again with this
+    return False
+
+
+def operation_list() -> str:
+    return "\n".join(f"{n}. {op.name} — {op.description}" for n, op in enumerate(all_operations(), start=1))
 
 
 def parameters_in(text: str) -> dict[str, str]:
     """`name=value` pairs a user added to a choice, e.g. "prime report end=1000000"."""
     return {name: value for name, value in _PARAMETER.findall(text)}
+
+
+_YES_NO = [
+    CardAction(type=ActionTypes.im_back, title="Yes, a person please", value="yes"),
+    CardAction(type=ActionTypes.im_back, title="No, thanks", value="no"),
+]
 
 
 class MainDialog(ComponentDialog):
@@ -85,16 +142,64 @@ class MainDialog(ComponentDialog):
         )
         self.initial_dialog_id = WATERFALL
 
+    async def on_continue_dialog(self, inner_dc: DialogContext) -> DialogTurnResult:
+        """Commands at any prompt, and the answer to "Shall I bring in a person?", before the prompt sees them."""
+        context = inner_dc.context
+        if context.activity.type != "message":
+            return await super().on_continue_dialog(inner_dc)
+        text = context.activity.text
+        record = await self._records.get(context, new_record)
+        offered = answer_offer(record, yes_or_no(text))
+        if offered is True:
+            await self._hand_off(context, NOT_UNDERSTOOD.format(count=self._misunderstandings_limit))
+            return Dialog.end_of_turn
+        if offered is False:
+            await context.send_activity("OK, let's carry on.")
+            await inner_dc.reprompt_dialog()
+            return Dialog.end_of_turn
+        command = command_in(text)
+        if command == HELP:
+            await context.send_activity(HELP_TEXT.format(operations=operation_list(), hint=PARAMETERS_HINT))
+            pending = record.get("pendingOperation")
+            if pending:
+                await context.send_activity(with_cancel_button(f"Right now I'm running the {pending['name']}."))
+            await inner_dc.reprompt_dialog()
+            return Dialog.end_of_turn
+        if command == MENU:
+            await self._stop_pending(context, record)
+            await inner_dc.cancel_all_dialogs()
+            return await inner_dc.begin_dialog(WATERFALL)
+        waiting = inner_dc.active_dialog is not None and inner_dc.active_dialog.id == WaitForOperationDialog.__name__
+        if command == CANCEL and not waiting:
+            await context.send_activity(NOTHING_TO_CANCEL)
+            await inner_dc.reprompt_dialog()
+            return Dialog.end_of_turn
+        return await super().on_continue_dialog(inner_dc)
+
+    async def _stop_pending(self, context: TurnContext, record: dict[str, Any]) -> None:
+        """Stop the running operation, if any (its worker stops at its next check)."""
+        pending = record.get("pendingOperation")
+        if not pending:
+            return
+        record["pendingOperation"] = None
+        record_end(await self._quota_usage.get(context, new_usage), pending["id"])
+        await context.send_activity(f"Stopped the {pending['name']}.")
+
     async def _understood(self, prompt: PromptValidatorContext) -> bool:
-        """A choice not understood N times in a row (HandoffAfterMisunderstandings) hands the conversation to
-        a person: the handoff's replies stand in for the re-prompt (a prompt re-asks only if nothing was said)."""
+        """A choice not understood is said so, with what the bot expects; after N in a row
+        (HandoffAfterMisunderstandings) the bot offers a person instead (the offer stands in for the
+        re-prompt: a prompt re-asks only if nothing was said)."""
         record = await self._records.get(prompt.context, new_record)
         if prompt.recognized.succeeded:
             note_understood(record)
             return True
-        limit = self._misunderstandings_limit
-        if note_misunderstanding(record, limit):
-            await self._hand_off(prompt.context, NOT_UNDERSTOOD.format(count=limit))
+        if note_misunderstanding(record, self._misunderstandings_limit):
+            offer_handoff(record)
+            await prompt.context.send_activity(MessageFactory.suggested_actions(_YES_NO, OFFER_TEXT))
+            return False
+        said = " ".join((prompt.context.activity.text or "").split())
+        said = said if len(said) <= 40 else said[:39] + "…"
+        prompt.options.retry_prompt = MessageFactory.text(NOT_UNDERSTOOD_TEXT.format(text=said))
         return False
 
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
@@ -108,17 +213,21 @@ class MainDialog(ComponentDialog):
     async def _remember_name(self, step: WaterfallStepContext) -> DialogTurnResult:
         if step.result is not None:
             profile = await get_profile(self._profiles, step.context)
-            name = " ".join(str(step.result).split())[:MAX_NAME_LENGTH] or "friend"
+            name = " ".join(str(step.result).split())
             profile["name"] = name
             await step.context.send_activity(f"Nice to meet you, {name}! I'll remember your name.")
         return await step.next(None)
 
     async def _offer_operations(self, step: WaterfallStepContext) -> DialogTurnResult:
         operations = all_operations()
-        name = display_name(await get_profile(self._profiles, step.context)) or "friend"
-        lines = [f"{n}. {op.name} — {op.description}" for n, op in enumerate(operations, start=1)]
-        text = f"Which long operation shall I run, {name}?\n\n" + "\n".join(lines) + PARAMETERS_HINT
-        # No separate retry prompt: the prompt is asked again. Prompt options live in dialog state,
+        profile = await get_profile(self._profiles, step.context)
+        name = display_name(profile) or "friend"
+        if profile.get(MENU_SEEN):
+            text = SHORT_MENU.format(name=name)
+        else:
+            text = MENU_QUESTION.format(name=name) + "\n\n" + operation_list() + PARAMETERS_HINT
+            profile[MENU_SEEN] = True
+        # The retry prompt is set when a choice is not understood (_understood). Prompt options live in dialog state,
         # which is serialised on every turn; one copy of the menu keeps that state small. The text
         # lists the choices for channels without buttons; Web Chat also shows one button per operation
         # (suggested actions, built when prompting, so not stored); typed answers still work.
@@ -175,7 +284,7 @@ class MainDialog(ComponentDialog):
             if notice:
                 await step.context.send_activity(notice)
         elif outcome == CANCELLED:
-            await step.context.send_activity(f"Cancelled the {name}. If its result still arrives, I'll ignore it.")
+            await step.context.send_activity(f"Cancelled the {name}.")
         else:
             self._effects.reply_durably(step.context, result_reply(name, result))
         return await step.replace_dialog(WATERFALL)

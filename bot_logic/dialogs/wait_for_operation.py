@@ -10,11 +10,11 @@ from botbuilder.dialogs import Dialog, DialogContext, DialogTurnResult
 from botbuilder.schema import ActionTypes, Activity, ActivityTypes, CardAction
 
 from bot_logic.clock import Clock
+from bot_logic.commands import CANCEL, command_in
 from bot_logic.conversation_record import new_record
 from bot_logic.operation_protocol import RESULT_EVENT
 from bot_logic.pending_operation import describe_duration
 
-CANCEL_WORDS = {"cancel", "stop", "abort"}
 TIMED_OUT = "timed_out"
 _CANCEL_BUTTON = CardAction(type=ActionTypes.im_back, title="Cancel", value="cancel")
 CANCELLED = "cancelled"
@@ -56,7 +56,7 @@ class WaitForOperationDialog(Dialog):
         if now >= pending["deadline"]:
             record["pendingOperation"] = None
             return await dialog_context.end_dialog({"outcome": TIMED_OUT, "operationId": pending["id"], **pending})
-        if (activity.text or "").strip().lower() in CANCEL_WORDS:
+        if command_in(activity.text) == CANCEL:
             record["pendingOperation"] = None
             return await dialog_context.end_dialog(
                 {"outcome": CANCELLED, "name": pending["name"], "operationId": pending["id"]}
@@ -66,8 +66,8 @@ class WaitForOperationDialog(Dialog):
         elapsed = describe_duration(now - pending["startedAt"])
         await context.send_activity(
             with_cancel_button(
-                f"Still performing the long operation: {pending['name']} ... (running for {elapsed}). "
-                "Write 'cancel' to stop waiting."
+                f"Still working on the {pending['name']} (running for {elapsed}). "
+                "I'll tell you here when it's done; say 'cancel' to stop it."
             )
         )
         return Dialog.end_of_turn

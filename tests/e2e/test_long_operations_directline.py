@@ -1,5 +1,5 @@
 """A person's view, through the local Direct Line with Microsoft's own client (botframework-directlinejs):
-name, choice, quick acknowledgement, "Still performing", the proactive result; forgeries, failures,
+name, choice, quick acknowledgement, "Still working on", the proactive result; forgeries, failures,
 duplicates and cancel."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def test_long_operation_end_to_end(client: DirectLineJsClient) -> None:
     mark = client.mark()
     client.send("is it done?")
     client.wait_for_activity(
-        is_bot_text(r"^Still performing the long operation: prime report \.\.\. \(running for"), since=mark
+        is_bot_text(r"^Still working on the prime report \(running for \d+ s\)\. I'll tell you here"), since=mark
     )
     result = client.wait_for_activity(
         is_bot_text("^Thanks for waiting. Prime report for 1 to 150,000,000:\n- "), timeout=90

@@ -112,7 +112,7 @@ def test_the_whole_flow_in_web_chat_with_buttons(bot: LocalStack, page: Page) ->
     button(page, "prime report").click()
     bot_says(page, "^Starting the prime report.")
     button(page, "Cancel")
-    bot_says(page, "^prime report: \\d+% done.")
+    bot_says(page, "^Still working on the prime report: \\d+% done.")
     screenshot(page, "2-progress")
     result = bot_says(page, "^Thanks for waiting. Prime report for 1 to 500,000,000:")
     # The figures are a list in Web Chat (Markdown), one item per figure.

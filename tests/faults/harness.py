@@ -39,7 +39,7 @@ QUICK_OPERATION = "prime report end=1000"
 RESULT_PREFIX = "Thanks for waiting. Prime report"
 STARTED_PREFIX = "Starting the prime report"
 NOT_STARTED = "The prime report has not started yet: its work queue is not answering."
-STILL_RUNNING = "Still performing the long operation: prime report"
+STILL_RUNNING = "Still working on the prime report"
 CONNECTOR_PATH = r"^/v3/conversations/"
 RESULT_POST_PATH = r"/activities$"
 # The host makes a failed message visible again after host.json's visibilityTimeout (10 s); shortened.

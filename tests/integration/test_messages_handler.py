@@ -106,7 +106,7 @@ async def test_concurrent_messages_to_one_conversation_each_answered_once(
     responses = await asyncio.gather(*(send(app, a) for a in incoming))
 
     assert [r.status for r in responses] == [200] * len(texts)
-    still = [m for m in connector.messages(conversation) if m.startswith("Still performing the long operation")]
+    still = [m for m in connector.messages(conversation) if m.startswith("Still working on the prime report")]
     assert len(still) == len(texts)
     # Re-run turns did not start the operation again.
     assert app.operation_queue.sent == 1

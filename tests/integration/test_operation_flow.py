@@ -82,16 +82,17 @@ async def conversation_doc(app: Composition, conversation: str) -> dict[str, Any
 
 
 async def test_result_resumes_the_dialog_once_with_thanks_and_the_menu(
-    app: Composition, connector: RecordingConnector
+    app: Composition, connector: RecordingConnector, clock: FakeClock
 ) -> None:
     conversation, request = await start_operation(app, connector)
+    clock.now += 20  # progress is told now and then, never right after the start
     await send(app, activity(conversation, connector.service_url, text="done?"))
-    assert connector.messages(conversation)[-1].startswith("Still performing the long operation: prime report")
+    assert connector.messages(conversation)[-1].startswith("Still working on the prime report (running for")
     assert any(a["type"] == "typing" for a in connector.activities if a["_conversation"] == conversation)
 
     progress = sign(progress_payload(request, 40), app.settings.operation_signing_key)
     assert (await send(app, worker_event(connector, PROGRESS_EVENT, progress))).status == 200
-    assert connector.messages(conversation)[-1] == "prime report: 40% done."
+    assert connector.messages(conversation)[-1] == "Still working on the prime report: 40% done."
 
     result = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "42 primes."))
     assert (await send(app, result)).status == 200
@@ -103,6 +104,30 @@ async def test_result_resumes_the_dialog_once_with_thanks_and_the_menu(
     duplicate = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "42 primes."))
     await send(app, duplicate)
     assert len(connector.activities) == count
+
+
+async def test_progress_is_a_few_messages_and_typing_in_between(
+    app: Composition, connector: RecordingConnector, clock: FakeClock
+) -> None:
+    _, request = await start_operation(app, connector)
+
+    async def progress(percent: int) -> str:
+        """What the user sees of one progress event: a message's text, or "typing"."""
+        before = len(connector.activities)
+        payload = sign(progress_payload(request, percent), app.settings.operation_signing_key)
+        await send(app, worker_event(connector, PROGRESS_EVENT, payload))
+        [shown] = connector.activities[before:]
+        return shown["text"] if shown["type"] == "message" else shown["type"]
+
+    assert await progress(10) == "typing"  # right after "Starting the prime report"
+    clock.now += 16
+    assert await progress(20) == "Still working on the prime report: 20% done."
+    clock.now += 5
+    assert await progress(30) == "typing"  # too soon after the last message
+    clock.now += 16
+    assert await progress(40) == "Still working on the prime report: 40% done."
+    clock.now += 60
+    assert await progress(90) == "typing"  # ProgressMessagesPerOperation (2) told already
 
 
 async def test_failure_is_told_in_plain_words(app: Composition, connector: RecordingConnector) -> None:
@@ -141,7 +166,7 @@ async def test_cancel_drops_the_late_result(app: Composition, connector: Recordi
     await send(app, activity(conversation, connector.service_url, text="cancel"))
     assert (
         connector.messages(conversation)[-2]
-        == "Cancelled the prime report. If its result still arrives, I'll ignore it."
+        == "Cancelled the prime report."
     )
     count = len(connector.activities)
     late = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "late"))

@@ -93,8 +93,18 @@ def test_non_integers_rejected(value: object) -> None:
 
 @pytest.mark.parametrize("value", [0, -5, 5_000_000_001])
 def test_out_of_range_rejected(value: int) -> None:
-    with pytest.raises(InvalidParameters, match="between 1 and 5,000,000,000"):
+    with pytest.raises(InvalidParameters) as refusal:
         resolve_parameters(get_operation("prime report"), {"end": value})
+    allowed = "a whole number from 1 to 5,000,000,000 (default 500,000,000)"
+    assert str(refusal.value) == f"end must be {allowed}, not {value:,}."
+
+
+def test_a_value_that_is_not_a_number_is_named_with_what_is_allowed() -> None:
+    with pytest.raises(InvalidParameters) as refusal:
+        resolve_parameters(get_operation("prime report"), {"end": "abc"})
+    assert str(refusal.value) == "end must be a whole number from 1 to 5,000,000,000 (default 500,000,000), not 'abc'."
+    with pytest.raises(InvalidParameters, match="end needs a value: a whole number from 1"):
+        resolve_parameters(get_operation("prime report"), {"end": ""})
 
 
 def test_range_bounds_are_inclusive() -> None:
