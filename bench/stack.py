@@ -52,7 +52,6 @@ def bot_stack(
     stack: Emulators,
     name: str,
     app_dir: Path = PROJECT_ROOT,
-    max_conversations: int = 5000,
     instances: int = 1,
     **overrides: str,
 ) -> LocalStack:
@@ -63,7 +62,7 @@ def bot_stack(
         emulators=stack,
         app_dir=app_dir,
         settings={**BENCH_SETTINGS, **overrides},
-        directline_args=["--max-conversations", str(max_conversations), "--log-level", "WARNING"],
+        directline_args=["--log-level", "WARNING"],
         name=name,
         instances=instances,
     )

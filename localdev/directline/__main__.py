@@ -23,8 +23,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token-ttl", type=int, default=1800, help="token lifetime, seconds")
     parser.add_argument("--bot-timeout", type=float, default=15.0, help="seconds to wait for the bot's answer")
     parser.add_argument("--max-activities", type=int, default=1000, help="kept per conversation")
-    parser.add_argument("--max-conversations", type=int, default=200)
-    parser.add_argument("--idle-ttl", type=float, default=7200.0, help="seconds before an idle conversation goes")
+    parser.add_argument(
+        "--max-stored-activities",
+        type=int,
+        default=200_000,
+        help="all conversations together; beyond it the least recently used idle ones go early",
+    )
+    parser.add_argument("--idle-minutes", type=float, default=120.0, help="minutes before an idle conversation goes")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -41,8 +46,8 @@ async def serve(args: argparse.Namespace) -> None:
         token_ttl=args.token_ttl,
         bot_timeout=args.bot_timeout,
         max_activities=args.max_activities,
-        max_conversations=args.max_conversations,
-        idle_ttl=args.idle_ttl,
+        max_stored_activities=args.max_stored_activities,
+        idle_ttl=args.idle_minutes * 60,
     )
     await server.start()
     print(f"Direct Line listening on {server.domain}", flush=True)

@@ -34,7 +34,7 @@ def create_app(
     stream_ttl: int = 120,
     bot_timeout: float = 15.0,
     max_activities: int = 1000,
-    max_conversations: int = 200,
+    max_stored_activities: int = 200_000,
     idle_ttl: float = 7200.0,
     sweep_interval: float = 60.0,
     webchat_js: Path | None = DEFAULT_WEBCHAT_JS,
@@ -56,11 +56,11 @@ def create_app(
         stream_ttl=stream_ttl,
         bot_timeout=bot_timeout,
         max_activities=max_activities,
-        max_conversations=max_conversations,
+        max_stored_activities=max_stored_activities,
         idle_ttl=idle_ttl,
         webchat_js=webchat_js,
     )
-    store = ConversationStore(max_activities, max_conversations, idle_ttl, clock)
+    store = ConversationStore(max_activities, idle_ttl, clock, max_stored_activities)
     channel = Channel(settings, store, TokenService(secret, settings.domain, clock), secret)
 
     # Uploads are read part by part with their own cap; this only bounds plain JSON bodies.

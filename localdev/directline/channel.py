@@ -34,7 +34,7 @@ class Settings:
     stream_ttl: int = 120  # the credential in streamUrl only has to last until the socket opens
     bot_timeout: float = 15.0  # what Azure Bot Service gives a bot before reporting a timeout
     max_activities: int = 1000
-    max_conversations: int = 200
+    max_stored_activities: int = 200_000  # all conversations together; beyond it idle ones go early
     idle_ttl: float = 7200.0
     max_upload_bytes: int = 4 * 1024 * 1024  # the real service's limit per file
     ws_heartbeat: float = 30.0

@@ -8,7 +8,7 @@ agent_console.py) answers with `handoff.status` events whose `value.state` is `a
 or `completed`. A bot that gives up sends `handoff.status` `failed` itself: the handoff is withdrawn.
 
 The desk keeps the latest handoff of each conversation and forgets it with the conversation, so its
-memory is bounded by the store's (at most `max_conversations` handoffs, each transcript capped at
+memory is bounded by the store's (at most one handoff per stored conversation, each transcript capped at
 `max_activities`).
 """
 

@@ -4,22 +4,27 @@ Like the real service, a conversation has at most one open stream: opening anoth
 before ("collision"); the displaced client reconnects with its watermark and misses nothing.
 
 Limits (all configurable through create_app): each conversation keeps its last
-`max_activities` activities (older ones can no longer be fetched with an old watermark);
-a conversation with no open stream that is idle for `idle_ttl` seconds is dropped, and
-beyond `max_conversations` the least recently used idle ones are dropped first. Uploaded
-files are kept per conversation (at most `MAX_ATTACHMENTS`, oldest dropped). A dropped
-conversation answers 404, which Microsoft's client reads as "conversation ended".
+`max_activities` activities (older ones can no longer be fetched with an old watermark), and a
+conversation with no open stream is dropped once idle for `idle_ttl` (two hours by default: as the
+service, it keeps every conversation a client may still use, however many there are). Only when all
+conversations together hold more than `max_stored_activities` activities are the least recently used
+idle ones dropped early, to bound memory. Uploaded files are kept per conversation (at most
+`MAX_ATTACHMENTS`, oldest dropped). Every drop is logged. A dropped conversation answers 404, which
+Microsoft's client reads as "conversation ended".
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from localdev.directline.activities import Activity, activity_id, is_visible_to_client, random_id, utc_timestamp
+
+log = logging.getLogger("localdev.directline")
 
 MAX_ATTACHMENTS = 50
 # A stream whose reader falls this far behind is closed; the client reconnects with its watermark.
@@ -173,10 +178,14 @@ class Conversation:
 
 class ConversationStore:
     def __init__(
-        self, max_activities: int, max_conversations: int, idle_ttl: float, clock: Callable[[], float]
+        self,
+        max_activities: int,
+        idle_ttl: float,
+        clock: Callable[[], float],
+        max_stored_activities: int = 200_000,
     ) -> None:
         self.max_activities = max_activities
-        self.max_conversations = max_conversations
+        self.max_stored_activities = max_stored_activities
         self.idle_ttl = idle_ttl
         self._clock = clock
         self._conversations: dict[str, Conversation] = {}
@@ -185,7 +194,7 @@ class ConversationStore:
         return len(self._conversations)
 
     def create(self, conversation_id: str | None = None) -> Conversation:
-        self.sweep(room=1)
+        self.sweep()
         conversation = Conversation(conversation_id or random_id(), self.max_activities, self._clock())
         self._conversations[conversation.id] = conversation
         return conversation
@@ -203,17 +212,29 @@ class ConversationStore:
     def all(self) -> list[Conversation]:
         return list(self._conversations.values())
 
-    def sweep(self, room: int = 0) -> list[str]:
-        """Drop idle conversations, then the least recently used idle ones above the cap (less `room`)."""
+    def sweep(self) -> list[str]:
+        """Drop conversations idle for idle_ttl; then, only while all of them hold more than
+        max_stored_activities, the least recently used idle ones. Returns the dropped ids, each logged."""
         now = self._clock()
         idle = sorted((c for c in self._conversations.values() if c.stream is None), key=lambda c: c.last_used)
+        stored = sum(len(c.entries) for c in self._conversations.values())
         dropped: list[str] = []
-        excess = len(self._conversations) - self.max_conversations + room
         for conversation in idle:
-            if now - conversation.last_used >= self.idle_ttl or excess > 0:
-                dropped.append(conversation.id)
-                excess -= 1
-                del self._conversations[conversation.id]
+            idle_minutes = (now - conversation.last_used) / 60
+            if now - conversation.last_used >= self.idle_ttl:
+                log.info("conversation %s dropped: idle for %.0f min", conversation.id, idle_minutes)
+            elif stored > self.max_stored_activities:
+                log.warning(
+                    "conversation %s dropped early, idle for %.1f min: all conversations hold more than %d activities",
+                    conversation.id,
+                    idle_minutes,
+                    self.max_stored_activities,
+                )
+            else:
+                continue
+            stored -= len(conversation.entries)
+            dropped.append(conversation.id)
+            del self._conversations[conversation.id]
         return dropped
 
     def close_all_streams(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -427,12 +428,42 @@ def test_webchat_page_script_and_local_token(stack: Stack) -> None:
     assert stack.bot.sent_in(conversation_id)[0]["text"] == f"welcome {local.json()['userId']}"
 
 
-def test_idle_and_excess_conversations_are_dropped(clock: FakeClock) -> None:
-    with running_stack(clock=clock, idle_ttl=100, max_conversations=3) as small:
+def test_every_conversation_a_client_may_use_is_kept_however_many_there_are(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The service keeps conversations for its retention period: many short ones (a worker's, say) never
+    push out a user's conversation that is merely unpolled for a while."""
+    with running_stack(clock=clock, idle_ttl=3600) as stack:
+        user = start(stack, user_id=None)["conversationId"]
+        clock.advance(1800)  # half an hour without polling
+        for _ in range(250):  # more than any fixed count would allow
+            start(stack, user_id=None)
+        assert call(stack, "GET", f"/conversations/{user}/activities").status_code == 200
+        assert len(stack.server.channel.store) == 251
+        assert not any("dropped" in record.getMessage() for record in caplog.records)
+
+
+def test_idle_conversations_go_after_their_time_and_every_drop_is_logged(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="localdev.directline")
+    with running_stack(clock=clock, idle_ttl=100) as small:
         first = start(small, user_id=None)["conversationId"]
         clock.advance(101)
         start(small, user_id=None)  # creating sweeps: the first has been idle too long
         assert call(small, "GET", f"/conversations/{first}/activities").status_code == 404  # "conversation ended"
-        kept = [start(small, user_id=None)["conversationId"] for _ in range(3)]
-        assert len(small.server.channel.store) == 3
-        assert call(small, "GET", f"/conversations/{kept[-1]}/activities").status_code == 200
+        assert f"conversation {first} dropped: idle for 2 min" in caplog.text
+
+
+def test_memory_is_bounded_by_activities_and_the_least_recently_used_go_first(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with running_stack(clock=clock, idle_ttl=3600, max_stored_activities=4) as small:
+        conversations = []
+        for _ in range(6):
+            conversations.append(start(small, user_id=None)["conversationId"])
+            clock.advance(1)
+        assert len(small.server.channel.store) < 6  # checked as conversations are made: a bound, not a count
+        assert call(small, "GET", f"/conversations/{conversations[-1]}/activities").status_code == 200
+        assert call(small, "GET", f"/conversations/{conversations[0]}/activities").status_code == 404
+        assert f"conversation {conversations[0]} dropped early" in caplog.text
