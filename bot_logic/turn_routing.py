@@ -77,5 +77,8 @@ class TurnRouter:
         # get_continuation_activity() carries no value: put the event back, as the C# sample does.
         continuation.name = activity.name
         continuation.value = payload
+        # It runs as the user's turn (their state, their address), but the worker posted it: say so,
+        # for the transcript and anyone reading it.
+        continuation.channel_data = {"postedBy": WORKER_ID}
         claims = self.adapter.create_claims_identity(self.bot_app_id)
         await self.adapter.process_proactive(claims, continuation, None, self.run_turn)

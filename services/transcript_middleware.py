@@ -9,8 +9,10 @@ transaction) that is written in the background, so the turn never waits for it o
 
 Recorded: the user's activities, the bot's replies, proactive ones too (results, progress,
 expiry notices: they are sent in a turn or a continued conversation, both pass this middleware),
-and events the bot acted on. Not recorded: the worker's own Direct Line conversation (its
-events never enter a unit of work, and nothing is sent there), typing indicators and traces.
+and events the bot acted on, i.e. answered (a result told, a handoff status taken). Not recorded:
+events the bot refused or ignored (a forged status, the late result of a cancelled operation), the
+worker's own Direct Line conversation (its events never enter a unit of work, and nothing is sent
+there), typing indicators and traces.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ class TurnTranscript:
 
     received: dict[str, Any] | None = None
     sent: list[dict[str, Any]] = field(default_factory=list)
+    answered: bool = False  # the turn sent anything at all, typing included
 
     def add_sent(self, activities: list[Activity], responses: list[ResourceResponse]) -> None:
+        self.answered = self.answered or bool(activities)
         for activity, response in zip(activities, responses, strict=False):
             if activity.type in _NOT_RECORDED:
                 continue
@@ -73,13 +77,21 @@ class CommittedTranscriptMiddleware(Middleware):
         try:
             await logic()
         finally:
-            if sends_of(context) is not None and context.activity.type not in _NOT_RECORDED:
-                # A unit of work ran it as a turn of its user's conversation (not the worker's).
+            if _acted_on(context, turn):
                 turn.received = context.activity.serialize()
             activities = turn.in_order()
             conversation = context.activity.conversation
             if activities and conversation is not None and conversation.id:
                 self._recorder.record(conversation.id, activities)
+
+
+def _acted_on(context: TurnContext, turn: TurnTranscript) -> bool:
+    """A unit of work ran it as a turn of its user's conversation (not the worker's), and, for an event,
+    the bot answered it: an event it refused or ignored is not part of what happened."""
+    activity = context.activity
+    if sends_of(context) is None or activity.type in _NOT_RECORDED:
+        return False
+    return activity.type != ActivityTypes.event or turn.answered
 
 
 class RecordsSentActivities:

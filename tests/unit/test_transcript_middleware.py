@@ -100,3 +100,21 @@ async def test_what_no_unit_of_work_took_in_is_not_recorded_but_what_was_sent_is
 
     await run_turn(adapter, new_turn(adapter, kind="event"), proactive)
     assert recorder.texts() == [("bot", "Closed.")]
+
+
+async def test_an_event_the_bot_refused_is_not_recorded_but_one_it_answered_is(unit_of_work: UnitOfWork) -> None:
+    recorder = ListRecorder()
+    adapter = recording_adapter(recorder)
+
+    async def refuse(context: TurnContext) -> None:
+        return None  # e.g. the late result of a cancelled operation: nothing said
+
+    await run_turn(adapter, new_turn(adapter, kind="event"), lambda ctx: unit_of_work.run(ctx, refuse))
+    assert recorder.batches == []
+
+    async def answer(context: TurnContext) -> None:
+        await context.send_activity(Activity(type="message", text="Thanks for waiting."))
+
+    await run_turn(adapter, new_turn(adapter, kind="event"), lambda ctx: unit_of_work.run(ctx, answer))
+    [(_, [received, sent])] = recorder.batches
+    assert received["type"] == "event" and sent["text"] == "Thanks for waiting."
