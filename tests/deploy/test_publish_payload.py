@@ -201,6 +201,13 @@ def test_health_is_an_anonymous_get_for_probes(probe: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def test_the_directline_token_function_is_an_anonymous_post_for_pages(probe: dict[str, Any]) -> None:
+    trigger = _binding(_function(probe, "directline_token"), "httpTrigger")
+    assert (trigger["route"], [m.upper() for m in trigger["methods"]]) == ("directline/token", ["POST"])
+    assert trigger["authLevel"].upper() == "ANONYMOUS"
+
+
+@pytest.mark.slow
 def test_notifications_and_transcripts_need_a_function_key(probe: dict[str, Any]) -> None:
     notify = _binding(_function(probe, "notify"), "httpTrigger")
     assert (notify["route"], [m.upper() for m in notify["methods"]]) == ("notify", ["POST"])
@@ -227,6 +234,7 @@ def test_only_the_expected_functions_are_indexed(probe: dict[str, Any]) -> None:
             "notify",
             "external_events",
             "health",
+            "directline_token",
         ]
     )
 
