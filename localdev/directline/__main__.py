@@ -25,6 +25,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-activities", type=int, default=1000, help="kept per conversation")
     parser.add_argument("--max-conversations", type=int, default=200)
     parser.add_argument("--idle-ttl", type=float, default=7200.0, help="seconds before an idle conversation goes")
+    parser.add_argument(
+        "--token-endpoint",
+        help="where the Web Chat page gets a token: POST {} or {userId, userProof} -> {token, userId, userProof} "
+        "(the app's /api/directline/token)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -43,6 +48,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_activities=args.max_activities,
         max_conversations=args.max_conversations,
         idle_ttl=args.idle_ttl,
+        token_endpoint=args.token_endpoint,
     )
     await server.start()
     print(f"Direct Line listening on {server.domain}", flush=True)
