@@ -20,6 +20,7 @@ from services.settings import Settings, load_settings, longest_sweep_gap
 
 if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
     from bot_logic.bot import LongOperationBot
+    from handlers.directline_token import DirectLineTokenDependencies
     from handlers.health import HealthDependencies
     from handlers.messages import MessagesDependencies
     from handlers.notifications import ExternalEventDependencies, NotifyDependencies
@@ -110,6 +111,28 @@ class Composition:
 
     async def _read_conversation(self, key: str) -> dict[str, Any] | None:
         return (await self.conversations.read([key])).get(key)
+
+    @cached_property
+    def directline_token(self) -> DirectLineTokenDependencies:
+        import asyncio
+
+        from handlers.directline_token import DirectLineTokenDependencies, proof_key
+        from services.directline_client import DirectLineClient
+
+        settings = self.settings
+        # A browser waits for this answer: a few short attempts, then the handler's 503.
+        client = DirectLineClient(
+            settings.direct_line_endpoint,
+            settings.web_chat_direct_line_secret,
+            max_attempts=3,
+            base_delay=0.25,
+            max_delay=2.0,
+            timeout=5.0,
+        )
+        return DirectLineTokenDependencies(
+            generate_token=lambda user_id: asyncio.to_thread(client.generate_token, user_id),
+            proof_key=proof_key(settings.operation_signing_key),
+        )
 
     @cached_property
     def sweeper(self) -> SweeperDependencies:

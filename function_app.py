@@ -103,6 +103,16 @@ async def external_events(message: func.QueueMessage) -> None:
     await handle_external_event(data, composition().external_events)
 
 
+@app.function_name("directline_token")
+@app.route(route="directline/token", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+async def directline_token(req: func.HttpRequest) -> func.HttpResponse:
+    # Anonymous: a browser page (Web Chat) calls it; its token is bound to a user id the caller cannot
+    # choose (a new one, or one it proves it was given). The app's CORS origins decide which pages may.
+    from handlers.directline_token import handle_directline_token
+
+    return _http_response(await handle_directline_token(_request_data(req), composition().directline_token))
+
+
 @app.function_name("health")
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 async def health(req: func.HttpRequest) -> func.HttpResponse:

@@ -172,6 +172,9 @@ param operationStartsPerUserPerHour int = 20
 @minLength(32)
 param operationSigningKey string = newGuid()
 
+@description('Origins of the web pages that call /api/directline/token (Web Chat), e.g. https://www.example.com. Empty: no browser page may call the app.')
+param webChatOrigins array = []
+
 @description('Log Analytics retention, days.')
 @minValue(30)
 param logRetentionDays int = 30
@@ -323,6 +326,10 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     siteConfig: {
       minTlsVersion: '1.2'
+      // The Web Chat pages that may call /api/directline/token (the platform answers CORS preflights).
+      cors: {
+        allowedOrigins: webChatOrigins
+      }
     }
     functionAppConfig: {
       deployment: {
@@ -576,6 +583,9 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     ProgressMessagesPerOperation: '2'
     DirectLineEndpoint: directLineEndpoint
     DirectLineSecret: directLine.listChannelWithKeys().properties.properties.sites[0].key
+    // Empty: /api/directline/token exchanges DirectLineSecret. Set to the key of a Direct Line site of
+    // its own for browsers (enhanced authentication on, trusted origins set).
+    DirectLineClientSecret: ''
     OperationSigningKey: operationSigningKey
     SweepSchedule: sweepSchedule
     ExpiryNoticeEnabled: expiryNoticeEnabled ? 'true' : 'false'

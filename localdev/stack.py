@@ -50,6 +50,8 @@ from localdev.directline import DirectLineProcess, start_directline_process
 from localdev.emulators import Emulators, start_emulators
 from localdev.functions_host import HostProcess, spawn_host
 from localdev.functions_host.balancer import spawn_balancer
+from localdev.functions_host.settings import SettingsError as LocalSettingsError
+from localdev.functions_host.settings import read_local_settings
 from localdev.processes import (
     PROJECT_ROOT,
     ManagedProcess,
@@ -209,12 +211,14 @@ def start_stack(
         values, passed = _app_settings(settings_file, dict(settings or {}), emulators, domain)
         create_queues(values, emulators)
 
+        # The Web Chat page gets its token from the app's token function, as a production page does.
+        token_endpoint = f"{functions_url}/api/directline/token"
         directline = start_directline_process(
             f"{functions_url}/api/messages",
             values["DirectLineSecret"],
             port=directline_port,
             log_dir=log_dir,
-            extra_args=directline_args,
+            extra_args=["--token-endpoint", token_endpoint, *directline_args],
             timeout=30.0,
             name=f"{prefix}directline",
         )
@@ -225,13 +229,15 @@ def start_stack(
             # The stack's settings only: not the project's local.settings.json, which the local host
             # (like func start) reads by default and which may hold a developer's own values.
             settings_file = _empty_settings_file(log_dir, prefix)
+        cors = ["--cors", web_chat_cors(settings_file or func_settings, directline_port)]
+        host_argv += cors
         # One key for every instance, so a keyed request works whichever instance the balancer picks.
         function_key = None if use_func else secrets.token_urlsafe(24)
         if use_func:
             func = shutil.which("func")
             if func is None:
                 raise RuntimeError("`func` (Azure Functions Core Tools) is not installed")
-            argv = [func, "start", "--port", str(functions_port)]
+            argv = [func, "start", "--port", str(functions_port), *cors]
             functions = spawn(f"{prefix}functions", argv, log_dir, env={**os.environ, **passed}, cwd=app_dir)
             started.append(functions)
             wait_for_port("127.0.0.1", functions_port, READY_TIMEOUT, functions.popen)
@@ -321,6 +327,17 @@ def _spawn_instances(
     if errors:
         raise errors[0]
     return hosts
+
+
+def web_chat_cors(settings_file: Path, directline_port: int) -> str:
+    """`--cors` for the app (func start's option, which replaces Host.CORS): the settings file's own
+    origins plus the local Web Chat page's, which calls the app's /api/directline/token."""
+    try:
+        origins = list(read_local_settings(settings_file).cors_origins)
+    except LocalSettingsError:
+        origins = []  # the host reports what is wrong with the file
+    page = [f"http://{host}:{directline_port}" for host in ("127.0.0.1", "localhost")]
+    return ",".join(dict.fromkeys([*origins, *page]))
 
 
 def _empty_settings_file(log_dir: Path, prefix: str) -> Path:

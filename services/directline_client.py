@@ -1,6 +1,7 @@
-"""The worker's side of Direct Line (REST API 3.0, with requests): start a conversation
-with the secret and post event activities to the bot. 429, 5xx and network errors are
-retried with backoff, honouring Retry-After, a bounded number of times.
+"""The app's side of Direct Line (REST API 3.0, with requests): the worker starts a conversation
+with the secret and posts event activities to the bot; the token function exchanges the secret
+for a token bound to a user id. 429, 5xx and network errors are retried with backoff, honouring
+Retry-After, a bounded number of times.
 
 Posting the result twice is safe (a timeout after the service took it makes the worker
 post again): the bot accepts one result per operation id and ignores the rest. Progress
@@ -17,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -29,6 +31,15 @@ RETRYABLE = {429, 500, 502, 503, 504}
 
 class DirectLineError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class GeneratedToken:
+    """A conversation token from POST /tokens/generate, bound to the user id it was asked for."""
+
+    token: str
+    expires_in: int  # seconds
+    conversation_id: str | None
 
 
 class DirectLineClient:
@@ -76,7 +87,7 @@ class DirectLineClient:
                 status, retry_after, reason = None, None, str(error)
             else:
                 if response.status_code < 400:
-                    return response.json() if response.content else {}
+                    return _json_object(response, method, path)
                 status, retry_after, reason = response.status_code, response.headers.get("Retry-After"), response.text
                 if status not in RETRYABLE:
                     raise DirectLineError(f"{method} {path}: HTTP {status}: {reason[:200]}")
@@ -98,6 +109,15 @@ class DirectLineClient:
         answer = self._request("POST", "/conversations", self._secret, {})
         return answer["conversationId"], answer.get("token") or self._secret
 
+    def generate_token(self, user_id: str) -> GeneratedToken:
+        """A token for a new conversation, carrying `user_id`: with enhanced authentication on, the
+        service makes it the `from.id` of whatever the token's holder posts. The bot hears nothing yet."""
+        answer = self._request("POST", "/tokens/generate", self._secret, {"user": {"id": user_id}})
+        token, expires_in, conversation_id = answer.get("token"), answer.get("expires_in"), answer.get("conversationId")
+        if not isinstance(token, str) or not token or not isinstance(expires_in, int) or isinstance(expires_in, bool):
+            raise DirectLineError("POST /tokens/generate: the answer holds no token and lifetime")
+        return GeneratedToken(token, expires_in, conversation_id if isinstance(conversation_id, str) else None)
+
     def post_event(
         self, conversation_id: str, token: str, name: str, value: Any, sender_id: str, best_effort: bool = False
     ) -> str:
@@ -110,6 +130,18 @@ class DirectLineClient:
             else self._request("POST", path, token, activity)
         )
         return str(answer.get("id", ""))
+
+
+def _json_object(response: requests.Response, method: str, path: str) -> dict[str, Any]:
+    if not response.content:
+        return {}
+    try:
+        answer = response.json()
+    except ValueError:
+        raise DirectLineError(f"{method} {path}: the answer is not JSON") from None
+    if not isinstance(answer, dict):
+        raise DirectLineError(f"{method} {path}: the answer is not a JSON object")
+    return answer
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

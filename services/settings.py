@@ -65,6 +65,14 @@ class Settings:
     progress_messages_per_operation: int = 2
     # The App Service platform sets WEBSITE_SITE_NAME on every Azure Functions instance.
     azure_site_name: str = ""
+    # The Direct Line site whose secret the token function exchanges for browsers' tokens; empty: the
+    # worker's own (DirectLineSecret). Read it through web_chat_direct_line_secret.
+    direct_line_client_secret: str = ""
+
+    @property
+    def web_chat_direct_line_secret(self) -> str:
+        """The secret behind the tokens /api/directline/token hands to browsers."""
+        return self.direct_line_client_secret or self.direct_line_secret
 
     @property
     def local_mode(self) -> bool:
@@ -302,6 +310,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "DirectLineEndpoint", "https://directline.botframework.com/v3/directline", _url, _URL_EXPECTED
         ),
         direct_line_secret=_text(env, "DirectLineSecret"),
+        direct_line_client_secret=env.get("DirectLineClientSecret", "").strip(),
         operation_signing_key=_parsed(
             env, "OperationSigningKey", None, _signing_key, "a random string of at least 32 characters"
         ),

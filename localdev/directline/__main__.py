@@ -30,6 +30,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="all conversations together; beyond it the least recently used idle ones go early",
     )
     parser.add_argument("--idle-minutes", type=float, default=120.0, help="minutes before an idle conversation goes")
+    parser.add_argument(
+        "--token-endpoint",
+        help="where the Web Chat page gets a token: POST {} or {userId, userProof} -> {token, userId, userProof} "
+        "(the app's /api/directline/token)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -48,6 +53,7 @@ async def serve(args: argparse.Namespace) -> None:
         max_activities=args.max_activities,
         max_stored_activities=args.max_stored_activities,
         idle_ttl=args.idle_minutes * 60,
+        token_endpoint=args.token_endpoint,
     )
     await server.start()
     print(f"Direct Line listening on {server.domain}", flush=True)

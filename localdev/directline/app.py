@@ -38,11 +38,14 @@ def create_app(
     idle_ttl: float = 7200.0,
     sweep_interval: float = 60.0,
     webchat_js: Path | None = DEFAULT_WEBCHAT_JS,
+    token_endpoint: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """Build the local Direct Line. `public_url` is what clients and the bot use to reach it (serviceUrl).
 
-    `clock` (seconds since the epoch) drives token expiry and idle expiry; tests pass a fake one.
+    `token_endpoint`: where the Web Chat page gets its token (a server holding the secret, e.g. the
+    app's /api/directline/token). `clock` (seconds since the epoch) drives token expiry and idle
+    expiry; tests pass a fake one.
     """
     if not secret:
         raise ValueError("a Direct Line secret is required")
@@ -59,6 +62,7 @@ def create_app(
         max_stored_activities=max_stored_activities,
         idle_ttl=idle_ttl,
         webchat_js=webchat_js,
+        token_endpoint=token_endpoint,
     )
     store = ConversationStore(max_activities, idle_ttl, clock, max_stored_activities)
     channel = Channel(settings, store, TokenService(secret, settings.domain, clock), secret)

@@ -39,6 +39,8 @@ class Settings:
     max_upload_bytes: int = 4 * 1024 * 1024  # the real service's limit per file
     ws_heartbeat: float = 30.0
     webchat_js: Path | None = None
+    # Where the Web Chat page asks for its token (the app's /api/directline/token); None: the page says so.
+    token_endpoint: str | None = None
 
     @property
     def domain(self) -> str:

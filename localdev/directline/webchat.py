@@ -1,4 +1,7 @@
-"""A Web Chat page served by the local Direct Line: the page gets a token here, so the secret stays server-side."""
+"""A Web Chat page served by the local Direct Line. Like a production page, it gets its token from a
+server that holds the secret (the app's /api/directline/token, `token_endpoint`): the first visit gets
+a new user id and its proof, which the page keeps in localStorage and sends on every later visit, so
+a reload is the same user (and the bot still knows their name)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import json
 
 from aiohttp import web
 
-from localdev.directline.activities import random_id
 from localdev.directline.client_api import CHANNEL
 
 _PAGE = """<!DOCTYPE html>
@@ -37,10 +39,23 @@ _PAGE = """<!DOCTYPE html>
   <script>
     (async function () {
       const domain = __DOMAIN__;
+      const tokenEndpoint = __TOKEN_ENDPOINT__;
+      const saved = 'localWebChatUser';  // {userId, userProof}: who this browser is, across reloads
       try {
-        const res = await fetch('/local/token', { method: 'POST' });
-        if (!res.ok) throw new Error('token request failed: ' + res.status);
-        const { token } = await res.json();
+        if (!tokenEndpoint) {
+          throw new Error('no token endpoint: start the local Direct Line with --token-endpoint URL ' +
+                          "(make run passes the app's /api/directline/token)");
+        }
+        const ask = (user) => fetch(tokenEndpoint, {
+          method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(user)
+        });
+        let user = {};
+        try { user = JSON.parse(localStorage.getItem(saved) || '{}') || {}; } catch (ignored) { user = {}; }
+        let res = await ask(user.userId && user.userProof ? { userId: user.userId, userProof: user.userProof } : {});
+        if (res.status === 403) res = await ask({});  // the proof's key changed: start as a new user
+        if (!res.ok) throw new Error('token request failed: ' + res.status + ' ' + (await res.text()));
+        const { token, userId, userProof } = await res.json();
+        localStorage.setItem(saved, JSON.stringify({ userId, userProof }));
         window.WebChat.renderWebChat(
           { directLine: window.WebChat.createDirectLine({ token, domain, webSocket: true }) },
           document.getElementById('webchat')
@@ -59,8 +74,10 @@ _PAGE = """<!DOCTYPE html>
 
 async def page(request: web.Request) -> web.Response:
     settings = request.app[CHANNEL].settings
-    body = _PAGE.replace("__TITLE__", html.escape(settings.bot_name)).replace(
-        "__DOMAIN__", json.dumps(settings.domain).replace("</", "<\\/")
+    body = (
+        _PAGE.replace("__TITLE__", html.escape(settings.bot_name))
+        .replace("__DOMAIN__", _script_value(settings.domain))
+        .replace("__TOKEN_ENDPOINT__", _script_value(settings.token_endpoint))
     )
     return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
 
@@ -72,15 +89,11 @@ async def webchat_js(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(path, headers={"Content-Type": "application/javascript"})
 
 
-async def local_token(request: web.Request) -> web.Response:
-    """A token for a new conversation and a fresh user id (dl_ prefix: the user id is embedded in the token)."""
-    channel = request.app[CHANNEL]
-    user_id = f"dl_{random_id(12)}"
-    conversation = channel.store.create()
-    return web.json_response({**channel.token_answer(conversation.id, user_id), "userId": user_id})
+def _script_value(value: str | None) -> str:
+    """A JSON literal safe inside <script> (no "</script>" in it can end the script early)."""
+    return json.dumps(value).replace("</", "<\\/")
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/", page)
     app.router.add_get("/webchat.js", webchat_js)
-    app.router.add_post("/local/token", local_token)

@@ -48,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="app setting applied after the settings file, overriding it and the environment (repeatable)",
     )
+    parser.add_argument(
+        "--cors",
+        help="comma-separated CORS origins, no spaces, as func start's --cors (replaces local.settings.json Host.CORS)",
+    )
     parser.add_argument("--function-key", help="key for function/admin-level HTTP functions (default: generated)")
     parser.add_argument(
         "--shutdown-timeout",
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         singleton_lock_dir=args.singleton_lock_dir.resolve() if args.singleton_lock_dir else None,
         singleton_recovery_interval=args.singleton_recovery_interval,
         timer_status_dir=args.timer_status_dir.resolve() if args.timer_status_dir else None,
+        cors=args.cors,
     )
     code = asyncio.run(serve(options))
     sys.stdout.flush()

@@ -65,6 +65,8 @@ class HostOptions:
     # Where timers with useMonitor keep their schedule status across restarts (the real host: in
     # AzureWebJobsStorage); None: in memory, so no run is ever past due after a restart.
     timer_status_dir: Path | None = None
+    # func start's --cors: comma-separated origins replacing local.settings.json Host.CORS; None: that.
+    cors: str | None = None
 
 
 def _valid_queue_name(name: str) -> bool:
@@ -153,7 +155,7 @@ class FunctionsHost:
             self.http_routes,
             self._invoker,
             self.function_key,
-            cors_origins=self.local_settings.cors_origins,
+            cors_origins=self._cors_origins(),
             cors_credentials=self.local_settings.cors_credentials,
         )
         self._runner = web.AppRunner(server.application(), access_log=None, shutdown_timeout=options.shutdown_timeout)
@@ -166,6 +168,14 @@ class FunctionsHost:
         for timer in self._timers:
             timer.start()
         self._announce()
+
+    def _cors_origins(self) -> tuple[str, ...]:
+        if self.options.cors is None:
+            return self.local_settings.cors_origins
+        origins = tuple(origin for origin in self.options.cors.split(",") if origin)
+        if "*" in origins and self.local_settings.cors_credentials:
+            raise HostStartupError("--cors '*' with Host.CORSCredentials: list the origins instead")
+        return origins
 
     def _core_tools_settings(self) -> dict[str, str | None]:
         """What func start adds to the app's settings (StartHostAction.GetConfigurationSettings)."""
@@ -321,6 +331,7 @@ async def start_host(
     shutdown_timeout: float = 10.0,
     message_lease: int = DEFAULT_MESSAGE_LEASE,
     restore_environment: bool = True,
+    cors: str | None = None,
 ) -> FunctionsHost:
     """Start a host in this process and event loop; `await host.stop()` when done."""
     functions_host = FunctionsHost(
@@ -334,6 +345,7 @@ async def start_host(
             shutdown_timeout=shutdown_timeout,
             message_lease=message_lease,
             restore_environment=restore_environment,
+            cors=cors,
         )
     )
     await functions_host.start()

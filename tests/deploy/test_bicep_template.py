@@ -184,6 +184,19 @@ def test_direct_line_secret_comes_from_the_channel() -> None:
     assert refs == {"directLine", "listChannelWithKeys"}
 
 
+def test_web_chat_pages_reach_the_token_function_only_from_the_origins_given() -> None:
+    # CORS on the app: no browser page may call it unless the deployment names the page's origin.
+    cors = path(function_app(TPL).value, "properties", "siteConfig", "cors", "allowedOrigins")
+    assert isinstance(cors, bicep.Raw) and cors.single_identifier == "webChatOrigins"
+    assert to_python(TPL, cors) == []
+    # The token function exchanges the worker's secret unless given a browser site's key.
+    assert setting_literal("DirectLineClientSecret") == ""
+
+
+def setting_literal(name: str) -> object:
+    return to_python(TPL, SETTINGS[name])
+
+
 def test_no_secret_literal_in_the_template_or_parameters() -> None:
     text = TEMPLATE.read_text() + PARAMETERS.read_text()
     for marker in ("AccountKey=", "SharedAccessSignature", "-----BEGIN"):

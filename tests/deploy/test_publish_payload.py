@@ -202,6 +202,13 @@ def test_health_is_an_anonymous_get_for_probes(probe: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+def test_the_directline_token_function_is_an_anonymous_post_for_pages(probe: dict[str, Any]) -> None:
+    trigger = _binding(_function(probe, "directline_token"), "httpTrigger")
+    assert (trigger["route"], [m.upper() for m in trigger["methods"]]) == ("directline/token", ["POST"])
+    assert trigger["authLevel"].upper() == "ANONYMOUS"
+
+
+@pytest.mark.slow
 def test_notifications_and_transcripts_need_a_function_key(probe: dict[str, Any]) -> None:
     notify = _binding(_function(probe, "notify"), "httpTrigger")
     assert (notify["route"], [m.upper() for m in notify["methods"]]) == ("notify", ["POST"])
@@ -228,6 +235,7 @@ def test_only_the_expected_functions_are_indexed(probe: dict[str, Any]) -> None:
             "notify",
             "external_events",
             "health",
+            "directline_token",
         ]
     )
 
@@ -240,7 +248,7 @@ def test_every_published_module_imports_with_requirements_txt_only(probe: dict[s
 
 
 # Routes that authenticate their callers another way or tell nothing private; every other route needs a key.
-ANONYMOUS_ROUTES = {"messages", "health"}
+ANONYMOUS_ROUTES = {"messages", "health", "directline_token"}
 
 
 @pytest.mark.slow

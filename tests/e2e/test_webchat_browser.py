@@ -1,5 +1,6 @@
 """Web Chat in a real, headless Chromium, as a person uses it: the page the local Direct Line serves,
-Microsoft's Web Chat bundle, the bot in the local Functions host. Buttons are clicked, not typed.
+Microsoft's Web Chat bundle, its token from the app's /api/directline/token (across origins, as in
+production), the bot in the local Functions host. Buttons are clicked, not typed; a reload keeps the user.
 
 Screenshots of each step land in .localdev/test-output/webchat/ (README.md shows the menu one).
 """
@@ -132,6 +133,13 @@ def test_the_whole_flow_in_web_chat_with_buttons(bot: LocalStack, page: Page) ->
     # Left alone, the conversation is closed with a notice, which the page shows as it arrives.
     bot_says(page, f"closed after {EXPIRE_AFTER_SECONDS} s")
     screenshot(page, "5-expired")
+
+    # A reload starts a new conversation as the same user: the page keeps its user id and proof (from
+    # the app's /api/directline/token), so the bot greets them by name instead of asking it again.
+    page.reload()
+    bot_says(page, "^Welcome back, Ada!")
+    bot_says(page, "^Which long operation shall I run, Ada\\?")
+    screenshot(page, "6-reloaded")
 
     assert not errors, f"the page logged errors: {errors}"
     assert not failed_requests, f"requests failed: {failed_requests}"

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import requests
 from aiohttp import web
 
 from localdev.directline import DirectLineServer
@@ -174,6 +175,19 @@ def running_stack(
         loop.run(runner.cleanup())
         loop.run(bot.close())
         loop.close()
+
+
+def user_token(stack: Stack, user_id: str) -> dict[str, Any]:
+    """What a token server (the app's /api/directline/token) does: the secret exchanged for a token
+    bound to a new conversation and `user_id`. {conversationId, token, expires_in}."""
+    generated = requests.post(
+        f"{stack.domain}/tokens/generate",
+        headers={"Authorization": f"Bearer {SECRET}"},
+        json={"user": {"id": user_id}},
+        timeout=10,
+    )
+    generated.raise_for_status()
+    return dict(generated.json())
 
 
 class FakeClock:

@@ -6,10 +6,9 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-import requests
 
 from localdev.directline.tests.directline_js import DirectLineJsClient
-from localdev.directline.tests.support import SECRET, Stack, running_stack
+from localdev.directline.tests.support import SECRET, Stack, running_stack, user_token
 from localdev.processes import NODE_MODULES
 
 pytestmark = [
@@ -57,22 +56,23 @@ def test_send_and_receive_with_the_secret(stack: Stack, mode: str) -> None:
 
 
 def test_webchat_style_token_with_embedded_user(stack: Stack) -> None:
-    local = requests.post(f"{stack.url}local/token", timeout=10).json()
-    with DirectLineJsClient().start(stack.domain, token=local["token"], user_id=local["userId"]) as client:
-        client.wait_for_text(f"welcome {local['userId']}")
+    local = user_token(stack, "dl_webchat")
+    # The client is told another user id (as a page might): the token's user is who speaks.
+    with DirectLineJsClient().start(stack.domain, token=local["token"], user_id="dl_claimed") as client:
+        client.wait_for_text("welcome dl_webchat")
         client.send("from web chat")
         reply = client.wait_for_text("echo: from web chat")
-        assert reply["recipient"]["id"] == local["userId"] and reply["conversation"]["id"] == local["conversationId"]
+        assert reply["recipient"]["id"] == "dl_webchat" and reply["conversation"]["id"] == local["conversationId"]
 
 
 def test_two_tabs_of_one_conversation_take_turns_on_the_stream_and_miss_nothing(stack: Stack) -> None:
     """As in Azure, a conversation has one WebSocket: a second tab's stream closes the first's ("collision").
     Microsoft's client (the one inside Web Chat) ignores the reason and reconnects with its watermark after a
     pause (3-15 s in a browser, 300 ms here), displacing the other tab in turn: both show everything, once, late."""
-    local = requests.post(f"{stack.url}local/token", timeout=10).json()
-    tab = {"token": local["token"], "user_id": local["userId"], "retry_delay_ms": 300}
+    local = user_token(stack, "dl_tabs")
+    tab = {"token": local["token"], "user_id": "dl_tabs", "retry_delay_ms": 300}
     with DirectLineJsClient().start(stack.domain, **tab) as first:
-        first.wait_for_text(f"welcome {local['userId']}")
+        first.wait_for_text("welcome dl_tabs")
         with DirectLineJsClient().start(stack.domain, conversation_id=local["conversationId"], **tab) as second:
             assert first.wait_for_socket_close("collision")["code"] == 1008
             second.send("from the second tab")

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from localdev.directline import DirectLineServer
-from localdev.directline.tests.support import SECRET, BackgroundLoop, FakeClock, Stack, running_stack
+from localdev.directline.tests.support import SECRET, BackgroundLoop, FakeClock, Stack, running_stack, user_token
 from localdev.processes import free_port
 
 Json = dict[str, Any]
@@ -410,22 +410,35 @@ def test_cors_preflight_allows_the_client_headers(stack: Stack) -> None:
 
 
 # --- Web Chat page --------------------------------------------------------------------------------------
-def test_webchat_page_script_and_local_token(stack: Stack) -> None:
+def test_webchat_page_gets_its_token_from_the_token_endpoint(stack: Stack) -> None:
     page = requests.get(stack.url, timeout=10)
     assert page.status_code == 200 and '<script src="/webchat.js">' in page.text
     assert stack.domain in page.text and SECRET not in page.text
     assert '<link rel="icon" href="data:,">' in page.text  # the browser does not ask for /favicon.ico (a 404)
+    assert "const tokenEndpoint = null;" in page.text and "--token-endpoint" in page.text  # says what is missing
     script = requests.get(f"{stack.url}webchat.js", timeout=10)
     assert script.status_code == 200 and "javascript" in script.headers["Content-Type"]
     assert len(script.content) > 1_000_000
+    # The server hands out no tokens of its own to pages: a token server holding the secret does.
+    assert requests.post(f"{stack.url}local/token", timeout=10).status_code in (404, 405)
 
-    local = requests.post(f"{stack.url}local/token", timeout=10)
-    assert local.status_code == 200 and local.json()["userId"].startswith("dl_")
-    started = call(stack, "POST", "/conversations", local.json()["token"])
-    assert started.status_code == 201
-    conversation_id = started.json()["conversationId"]
-    stack.bot.wait_for(lambda bot: len(bot.sent_in(conversation_id)) == 1)
-    assert stack.bot.sent_in(conversation_id)[0]["text"] == f"welcome {local.json()['userId']}"
+    endpoint = "http://127.0.0.1:7071/api/directline/token?x=</script>"
+    with running_stack(token_endpoint=endpoint) as configured:
+        page = requests.get(configured.url, timeout=10).text
+        assert 'const tokenEndpoint = "http://127.0.0.1:7071/api/directline/token?x=<\\/script>";' in page
+
+
+def test_a_user_bound_token_speaks_only_as_its_user_in_uploads_too(stack: Stack) -> None:
+    token = user_token(stack, "dl_dora")
+    conversation_id = token["conversationId"]
+    assert call(stack, "POST", "/conversations", token["token"]).status_code == 201
+    files = {
+        "activity": (None, '{"type":"message","text":"a file","from":{"id":"mallory"}}', "application/json"),
+        "file": ("note.txt", b"hello", "text/plain"),
+    }
+    path = f"/conversations/{conversation_id}/upload?userId=mallory"
+    assert call(stack, "POST", path, token["token"], files=files).status_code == 200
+    assert stack.bot.received_in(conversation_id)[-1]["from"]["id"] == "dl_dora"
 
 
 def test_every_conversation_a_client_may_use_is_kept_however_many_there_are(

@@ -127,6 +127,22 @@ async def test_cors_from_local_settings_as_func_start_applies_it(tmp_path: Path)
         await host.stop()
 
 
+async def test_cors_on_the_command_line_replaces_the_settings_files_as_func_start_does(tmp_path: Path) -> None:
+    app_dir = copy_app("http_app", tmp_path)
+    host_section = {"CORS": "http://from-file.test"}
+    (app_dir / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Host": host_section}))
+    host = await start_host(app_dir, settings={"RECORD_DIR": str(tmp_path)}, cors="http://page.test,http://b.test")
+    base = f"{host.base_url}/{PREFIX}/hello/x"
+    try:
+        for origin in ("http://page.test", "http://b.test"):
+            status, answer, _ = await fetch("GET", base, headers={"Origin": origin})
+            assert status == 200 and answer["Access-Control-Allow-Origin"] == origin
+        status, answer, _ = await fetch("GET", base, headers={"Origin": "http://from-file.test"})
+        assert status == 200 and "Access-Control-Allow-Origin" not in answer
+    finally:
+        await host.stop()
+
+
 async def test_function_and_admin_levels_accept_key_header(http_host: HostProcess) -> None:
     headers = {"x-functions-key": http_host.function_key}
     assert (await fetch("GET", f"{http_host.base_url}/{PREFIX}/items/1", headers=headers))[0] == 200
