@@ -313,6 +313,7 @@ class Composition:
             transcripts=HandoffTranscripts(self.transcripts, self.transcript_store),
             handoff_timeout_seconds=self.settings.handoff_timeout_seconds,
             handoff_after_misunderstandings=self.settings.handoff_after_misunderstandings,
+            handoff_signing_key=self.settings.handoff_signing_key,
         )
 
     async def close(self) -> None:

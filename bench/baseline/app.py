@@ -145,6 +145,7 @@ class BaselineBot(LongOperationBot):
             transcripts=NoTranscripts(),
             handoff_timeout_seconds=settings.handoff_timeout_seconds,
             handoff_after_misunderstandings=settings.handoff_after_misunderstandings,
+            handoff_signing_key=settings.handoff_signing_key,
         )
         self.conversation_state = conversation_state
         self.user_state = user_state
