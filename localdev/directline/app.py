@@ -39,10 +39,14 @@ def create_app(
     sweep_interval: float = 60.0,
     webchat_js: Path | None = DEFAULT_WEBCHAT_JS,
     clock: Callable[[], float] = time.time,
+    handoff_signing_key: str | None = None,
+    console_key: str | None = None,
 ) -> web.Application:
     """Build the local Direct Line. `public_url` is what clients and the bot use to reach it (serviceUrl).
 
     `clock` (seconds since the epoch) drives token expiry and idle expiry; tests pass a fake one.
+    `handoff_signing_key` (the app's HandoffSigningKey) signs the agent console's handoff.status events;
+    `console_key` guards the console (agent_console.py; a random one when not given).
     """
     if not secret:
         raise ValueError("a Direct Line secret is required")
@@ -64,8 +68,11 @@ def create_app(
     channel = Channel(settings, store, TokenService(secret, settings.domain, clock), secret)
 
     # Uploads are read part by part with their own cap; this only bounds plain JSON bodies.
-    app = web.Application(middlewares=[cors_and_errors], client_max_size=settings.max_upload_bytes * 4)
+    app = web.Application(
+        middlewares=[cors_and_errors, agent_console.console_guard], client_max_size=settings.max_upload_bytes * 4
+    )
     app[CHANNEL] = channel
+    app[agent_console.CONSOLE] = agent_console.ConsoleSettings.create(console_key, handoff_signing_key, clock)
     handoffs = HandoffDesk(store, max_activities)
     app[HANDOFFS] = handoffs
 
