@@ -211,6 +211,7 @@ class LongOperationBot(ActivityHandler):
         """Whether the hub signed this handoff.status for the conversation's active handoff (the rule:
         bot_logic/handoff.verified_status); the verified status waits in the turn state."""
         activity = turn_context.activity
+        turn_context.turn_state.pop(VERIFIED_STATUS_KEY, None)  # an earlier attempt's (the unit of work re-runs)
         record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY) or {}
         status, reason = verified_status(
             activity.value, activity.conversation.id, record, self._handoff_signing_key, self._clock()
