@@ -349,6 +349,7 @@ class Composition:
                 self.settings.max_running_operations_per_user, self.settings.operation_starts_per_user_per_hour
             ),
             progress_messages_per_operation=self.settings.progress_messages_per_operation,
+            handoff_signing_key=self.settings.handoff_signing_key,
         )
 
     async def close(self) -> None:

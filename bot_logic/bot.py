@@ -36,6 +36,7 @@ from bot_logic.handoff import (
     TIMED_OUT_MESSAGE,
     USER_ASKED,
     WAITING,
+    HandoffStatus,
     TranscriptSource,
     active_handoff,
     asks_for_a_person,
@@ -45,6 +46,7 @@ from bot_logic.handoff import (
     start_handoff,
     status_event,
     timed_out,
+    verified_status,
 )
 from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT, reply_address_matches
@@ -61,6 +63,8 @@ WELCOME_BACK = "Welcome back, {name}!"
 NOTIFY_ME = re.compile(r"^(?:please\s+)?notify me (?:about|of|on)\s+(?P<topic>\S.{0,79}?)[\s.!]*$", re.IGNORECASE)
 STOP_NOTIFICATIONS = re.compile(r"^(?:please\s+)?(?:stop|unsubscribe)(?: all)? notifications[\s.!]*$", re.IGNORECASE)
 SUBSCRIPTION_TIMEOUT_SECONDS = 5.0
+# Where a turn keeps the handoff.status it verified before anything else ran.
+VERIFIED_STATUS_KEY = "handoff.verifiedStatus"
 # A message the bot could not take in (its conversation stayed busy); {text} is the message.
 BUSY_TEXT = "Sorry, I couldn't take in “{text}”: I was still busy with your earlier messages. Please send it again."
 
@@ -79,10 +83,12 @@ class LongOperationBot(ActivityHandler):
         handoff_timeout_seconds: int,
         handoff_after_misunderstandings: int,
         operation_quota: OperationQuota,
+        handoff_signing_key: str,
         progress_messages_per_operation: int = 2,
     ) -> None:
         self._progress_messages = progress_messages_per_operation
         self._conversation_state = conversation_state
+        self._handoff_signing_key = handoff_signing_key
         self._expire_after_seconds = expire_after_seconds
         self._effects = effects
         self._subscriptions = subscriptions
@@ -113,6 +119,9 @@ class LongOperationBot(ActivityHandler):
             record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY)
             await self._on_operation_event(turn_context, record or {})
             return
+        is_status = activity.type == ActivityTypes.event and activity.name == STATUS_EVENT
+        if is_status and not self._verify_status(turn_context):
+            return  # refused before anything: no state touched, no profile loaded, nothing sent
         record = await self.records.get(turn_context, new_record)
         if already_handled(record, activity):
             logger.info(
@@ -206,37 +215,55 @@ class LongOperationBot(ActivityHandler):
         """Ask the channel for a person, with the conversation's transcript, and tell the user."""
         activity = turn_context.activity
         record = await self.records.get(turn_context, new_record)
-        start_handoff(record, reason, self._clock(), self._handoff_timeout)
+        handoff_id = start_handoff(record, reason, self._clock(), self._handoff_timeout)
         transcript = await self._transcripts.transcript(activity)
         name = display_name(await get_profile(self.profiles, turn_context))
-        handoff_context = {"reason": reason, "userName": name, "conversationId": activity.conversation.id}
+        handoff_context = {
+            "reason": reason,
+            "userName": name,
+            "conversationId": activity.conversation.id,
+            "handoffId": handoff_id,  # the hub's statuses must name it (and sign it)
+        }
         await turn_context.send_activity(REQUESTED_TEXT)
-        await turn_context.send_activity(
-            initiation_event(activity, handoff_context, transcript)
+        await turn_context.send_activity(initiation_event(activity, handoff_context, transcript))
+
+    def _verify_status(self, turn_context: TurnContext) -> bool:
+        """Whether the hub signed this handoff.status for the conversation's active handoff (the rule:
+        bot_logic/handoff.verified_status); the verified status waits in the turn state."""
+        activity = turn_context.activity
+        turn_context.turn_state.pop(VERIFIED_STATUS_KEY, None)  # an earlier attempt's (the unit of work re-runs)
+        record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY) or {}
+        status, reason = verified_status(
+            activity.value, activity.conversation.id, record, self._handoff_signing_key, self._clock()
         )
+        if status is None:
+            # Ids only: the value may be anyone's text.
+            logger.warning("refused handoff.status in conversation %s: %s", activity.conversation.id, reason)
+            return False
+        handoff = active_handoff(record)
+        assert handoff is not None  # verified_status refuses a status when none is active
+        turn_context.turn_state[VERIFIED_STATUS_KEY] = (status, handoff["id"])
+        return True
 
     async def _on_handoff_status(self, turn_context: TurnContext) -> None:
-        activity = turn_context.activity
-        value = activity.value if isinstance(activity.value, dict) else {}
-        state, message = value.get("state"), value.get("message")
-        agent = (activity.from_property.name if activity.from_property else None) or "A person"
-        record = await self.records.get(turn_context, new_record)
-        await self._as_conversation_user(turn_context, record)
-        handoff = active_handoff(record)
-        if handoff is None:
-            if state == ACCEPTED:  # too late (failed back meanwhile): tell the agent hub so
-                await turn_context.send_activity(
-                    status_event(activity.conversation, FAILED, "the bot is no longer waiting for a person here")
-                )
+        verified: tuple[HandoffStatus, str] | None = turn_context.turn_state.get(VERIFIED_STATUS_KEY)
+        if verified is None:
             return
-        if state == ACCEPTED and handoff["state"] == WAITING:
+        status, handoff_id = verified
+        record = await self.records.get(turn_context, new_record)
+        handoff = active_handoff(record)
+        if handoff is None or handoff.get("id") != handoff_id:
+            return  # this very turn failed the handoff back (its deadline had passed)
+        await self._as_conversation_user(turn_context, record)
+        if status.state == ACCEPTED:
+            agent = status.agent_name or "A person"
             handoff.update(state=ACCEPTED, agent=agent)
             await turn_context.send_activity(ACCEPTED_TEXT.format(agent=agent))
-        elif state == FAILED:
+        elif status.state == FAILED:
             end_handoff(record)
-            await turn_context.send_activity(FAILED_TEXT.format(reason=message or "the agents are unavailable"))
+            await turn_context.send_activity(FAILED_TEXT.format(reason=status.message or "the agents are unavailable"))
             await self._resume_after_handoff(turn_context, record)
-        elif state == COMPLETED:
+        elif status.state == COMPLETED:
             end_handoff(record)
             await turn_context.send_activity(COMPLETED_TEXT)
             await self._resume_after_handoff(turn_context, record)

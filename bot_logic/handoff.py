@@ -5,15 +5,24 @@
     conversation so far (the shape the C# and JavaScript SDKs' `EventFactory` give it; the Python
     SDK has no factory, so `initiation_event` is the small equivalent).
   * The channel (an agent hub; locally the agent console of localdev/directline) answers with
-    `handoff.status` events: `accepted`, `failed` or `completed`.
+    `handoff.status` events: `accepted`, `failed` or `completed`, each signed by the hub with
+    HandoffSigningKey (`verified_status` is the one rule that decides whether the bot acts on one).
   * While a handoff waits or runs, the bot runs no dialogs in that conversation; a running long
     operation still reports its result.
   * A handoff nobody accepts before its deadline is failed back to the user, by the next turn or
     the sweeper (bot_logic/expiry.py), and the bot withdraws it with a `handoff.status` event of
     state `failed` sent to the channel, so the agent hub stops offering it.
 
-The handoff lives in the conversation record: {"state": "waiting" | "accepted", "requestedAt",
-"deadline", "reason", "agent"?}.
+The handoff lives in the conversation record: {"id", "state": "waiting" | "accepted", "requestedAt",
+"deadline", "reason", "agent"?}; `id` (the handoffId) goes to the hub in the initiate event's value.
+
+Why the hub signs: on Direct Line any client can post an event named handoff.status into its own
+conversation, so the event's name and its `from` prove nothing. The status still arrives in the
+conversation itself (the Bot Framework's handoff protocol, unchanged; the channel authenticates the
+address), and carries `value` = {"payload": "<JSON text>", "signature": "<hex HMAC-SHA256 of that
+text with HandoffSigningKey>"} (bot_logic/signing.py), the payload naming the conversation and the
+handoffId: a status for another conversation, or one replayed from an earlier handoff, is refused
+even with a good signature. Any hub that can compute an HMAC (as webhook senders do) can sign.
 """
 
 from __future__ import annotations
@@ -21,8 +30,11 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from bot_logic.signing import is_signed_shape, sign, verified_payload
 
 if TYPE_CHECKING:  # botbuilder is slow to import; keep this module cheap
     from botbuilder.schema import Activity
@@ -38,6 +50,14 @@ OFFERED_KEY = "handoffOffered"  # the bot asked whether to bring in a person; th
 USER_ASKED = "the user asked for a person"
 NOT_UNDERSTOOD = "the bot did not understand the user {count} times in a row"
 TIMED_OUT_MESSAGE = "nobody accepted the handoff in time"
+# How long a hub's signed status is good for (what the local agent console gives it), and the most
+# the bot accepts: a status is meant for now, and a short life bounds any replay.
+STATUS_LIFETIME_SECONDS = 300
+MAX_STATUS_LIFETIME_SECONDS = 600
+# What a hub may say, from each state of the bot's handoff.
+LEGAL_STATUSES = {WAITING: frozenset({ACCEPTED, FAILED}), ACCEPTED: frozenset({COMPLETED, FAILED})}
+MAX_AGENT_NAME = 64
+MAX_STATUS_MESSAGE = 1000
 
 REQUESTED_TEXT = "I'm asking a person to take over; they'll see our conversation so far. Please wait here."
 STILL_WAITING_TEXT = "Still waiting for a person to join; they will see your messages."
@@ -72,9 +92,18 @@ def active_handoff(record: Mapping[str, Any]) -> dict[str, Any] | None:
     return handoff if isinstance(handoff, dict) else None
 
 
-def start_handoff(record: MutableMapping[str, Any], reason: str, now: float, timeout_seconds: int) -> None:
-    record[HANDOFF_KEY] = {"state": WAITING, "requestedAt": now, "deadline": now + timeout_seconds, "reason": reason}
+def start_handoff(record: MutableMapping[str, Any], reason: str, now: float, timeout_seconds: int) -> str:
+    """Start a waiting handoff; returns its fresh id (the handoffId the hub's statuses must name)."""
+    handoff_id = uuid.uuid4().hex
+    record[HANDOFF_KEY] = {
+        "id": handoff_id,
+        "state": WAITING,
+        "requestedAt": now,
+        "deadline": now + timeout_seconds,
+        "reason": reason,
+    }
     record[MISUNDERSTOOD_KEY] = 0
+    return handoff_id
 
 
 def waiting_deadline(record: Mapping[str, Any]) -> float | None:
@@ -131,6 +160,92 @@ def answer_offer(record: MutableMapping[str, Any], answer: bool | None) -> bool 
     if answer is False:
         note_understood(record)
     return answer
+
+
+# --- the hub's signed statuses ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HandoffStatus:
+    """A status the hub signed for the conversation's active handoff."""
+
+    state: str  # accepted | failed | completed
+    message: str | None
+    agent_name: str | None  # who accepted, as the hub names them (never the event's `from`)
+
+
+def status_payload(
+    conversation_id: str,
+    handoff_id: str,
+    state: str,
+    now: float,
+    message: str | None = None,
+    agent_name: str | None = None,
+    lifetime_seconds: float = STATUS_LIFETIME_SECONDS,
+) -> dict[str, Any]:
+    """What a hub signs for a handoff.status (the local agent console does; see the docs for hubs)."""
+    payload: dict[str, Any] = {
+        "conversationId": conversation_id,
+        "handoffId": handoff_id,
+        "state": state,
+        "issuedAt": now,
+        "expiresAt": now + lifetime_seconds,
+    }
+    if message is not None:
+        payload["message"] = message
+    if agent_name is not None:
+        payload["agentName"] = agent_name
+    return payload
+
+
+def signed_status(payload: Mapping[str, Any], key: str) -> dict[str, str]:
+    """The handoff.status event value carrying `payload`, signed with HandoffSigningKey."""
+    return sign(payload, key)
+
+
+def _optional_text(payload: Mapping[str, Any], name: str, limit: int) -> str | None:
+    value = payload.get(name)
+    return (value.strip()[:limit] or None) if isinstance(value, str) else None
+
+
+def verified_status(
+    value: object, conversation_id: str, record: Mapping[str, Any], key: str, now: float
+) -> tuple[HandoffStatus | None, str | None]:
+    """The one rule for a handoff.status event: (status, None) when the bot acts on it, else (None, why not).
+
+    Refused: unsigned, a bad signature, expired (or meant to live too long), for another conversation,
+    for another handoff than the active one (or none is active: this makes a replayed status of an
+    earlier handoff harmless), or a step the active handoff cannot take (completed while waiting, ...)."""
+    if not is_signed_shape(value):
+        return None, "it is not signed"
+    payload = verified_payload(value, key)
+    if payload is None:
+        return None, "its signature does not verify"
+    expires_at, issued_at = payload.get("expiresAt"), payload.get("issuedAt")
+    if not isinstance(expires_at, (int, float)) or not isinstance(issued_at, (int, float)):
+        return None, "it has no issuedAt and expiresAt times"
+    if now >= expires_at:
+        return None, "it has expired"
+    if expires_at - max(issued_at, now) > MAX_STATUS_LIFETIME_SECONDS:
+        return None, f"it would live longer than {MAX_STATUS_LIFETIME_SECONDS} s"
+    if payload.get("conversationId") != conversation_id:
+        return None, "it was signed for another conversation"
+    handoff = active_handoff(record)
+    if handoff is None:
+        return None, "no handoff is active in this conversation"
+    if not isinstance(payload.get("handoffId"), str) or payload["handoffId"] != handoff.get("id"):
+        return None, "it was signed for another handoff"
+    state = payload.get("state")
+    if state not in LEGAL_STATUSES.get(handoff["state"], frozenset()):
+        return None, f"{state!r} is not a step a {handoff['state']} handoff can take"
+    return HandoffStatus(
+        state=state,
+        message=_optional_text(payload, "message", MAX_STATUS_MESSAGE),
+        agent_name=_optional_text(payload, "agentName", MAX_AGENT_NAME),
+    ), None
+
+
+# --- the bot's own events ---------------------------------------------------------------------
 
 
 def _handoff_event(name: str, value: Any, conversation: Any) -> Activity:

@@ -5,10 +5,8 @@
   * The trace context both carry beside their data (`with_traceparent`, `carried_traceparent`).
 
 Signing: any Direct Line client can post an event named LongOperationResponse; only the
-worker knows OperationSigningKey. The worker signs the exact JSON text of the payload and
-sends that text, not an object: Direct Line re-serialises event values on the way (and may
-drop empty objects or reformat numbers and dates), so verifying the text received is the
-only check a faithful-but-different serialisation cannot break.
+worker knows OperationSigningKey. The worker signs the exact JSON text of the payload
+(bot_logic/signing.py: the scheme the agent hub's handoff statuses use too).
 
     value = {"payload": "<JSON text>", "signature": "<hex HMAC-SHA256 of that text>", "traceparent": "..."}
 
@@ -21,11 +19,11 @@ at worst put spans in the wrong trace, never change what the bot does.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
+
+from bot_logic.signing import sign, verified_payload  # noqa: F401 - sign: the worker signs through this module
 
 # The worker's Direct Line identity; the bot keeps no state for the worker's own conversations.
 WORKER_ID = "operations-worker"
@@ -144,32 +142,6 @@ def result_payload(request: dict[str, Any], outcome: str, text: str) -> dict[str
 
 def progress_payload(request: dict[str, Any], percent: int) -> dict[str, Any]:
     return {**_signed_fields(PROGRESS_EVENT, request), "percent": percent}
-
-
-def _digest(text: str, key: str) -> str:
-    return hmac.new(key.encode(), text.encode(), hashlib.sha256).hexdigest()
-
-
-def sign(payload: Mapping[str, Any], key: str) -> dict[str, str]:
-    """The event value carrying `payload` and its signature."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return {"payload": text, "signature": _digest(text, key)}
-
-
-def verified_payload(value: object, key: str) -> dict[str, Any] | None:
-    """The payload if `value` carries a valid signature over it, else None."""
-    if not isinstance(value, Mapping):
-        return None
-    text, signature = value.get("payload"), value.get("signature")
-    if not isinstance(text, str) or not isinstance(signature, str):
-        return None
-    if not hmac.compare_digest(signature, _digest(text, key)):
-        return None
-    try:
-        payload = json.loads(text)
-    except ValueError:
-        return None
-    return payload if isinstance(payload, dict) else None
 
 
 def trusted_payload(

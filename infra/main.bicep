@@ -48,6 +48,8 @@
 //     deployment that does not pass it generates a fresh key (122 random bits). Pass
 //     operationSigningKey=<value> to keep one across deployments (azd's preprovision hook
 //     generates one once and passes it every time); see docs/deploy.md.
+//   * HandoffSigningKey: the same, for the key the agent hub signs its handoff.status events with
+//     (the hub must hold the same key: keep it stable with handoffSigningKey=<value>).
 //   * Application Insights: local (instrumentation key) authentication is off, as in
 //     Microsoft's Flex Consumption samples. The host sends telemetry with the app's
 //     system-assigned identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD),
@@ -174,6 +176,11 @@ param operationSigningKey string = newGuid()
 
 @description('Origins of the web pages that call /api/directline/token (Web Chat), e.g. https://www.example.com. Empty: no browser page may call the app.')
 param webChatOrigins array = []
+
+@description('HMAC key the agent hub signs its handoff.status events with (the hub holds the same key). Default: a new random GUID on every deployment. Pass your own (at least 32 characters) to keep it stable.')
+@secure()
+@minLength(32)
+param handoffSigningKey string = newGuid()
 
 @description('Log Analytics retention, days.')
 @minValue(30)
@@ -587,6 +594,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // its own for browsers (enhanced authentication on, trusted origins set).
     DirectLineClientSecret: ''
     OperationSigningKey: operationSigningKey
+    HandoffSigningKey: handoffSigningKey
     SweepSchedule: sweepSchedule
     ExpiryNoticeEnabled: expiryNoticeEnabled ? 'true' : 'false'
     ExpiryNoticeText: expiryNoticeText

@@ -26,6 +26,7 @@ def app_settings(azurite: Azurite, cosmos: CosmosStandIn, **overrides: str) -> d
         "DirectLineEndpoint": "http://127.0.0.1:9/v3/directline",
         "DirectLineSecret": secrets.token_urlsafe(24),
         "OperationSigningKey": secrets.token_urlsafe(32),
+        "HandoffSigningKey": secrets.token_urlsafe(32),
         "SweepSchedule": "*/5 * * * * *",
         "TranscriptTableName": f"transcripts{secrets.token_hex(4)}",
         "ExternalEventsQueueName": f"events-{secrets.token_hex(4)}",

@@ -221,6 +221,7 @@ def start_stack(
             extra_args=["--token-endpoint", token_endpoint, *directline_args],
             timeout=30.0,
             name=f"{prefix}directline",
+            handoff_signing_key=values.get("HandoffSigningKey"),
         )
         started.append(directline.process)
 

@@ -43,6 +43,7 @@ class Settings:
     direct_line_endpoint: str
     direct_line_secret: str
     operation_signing_key: str
+    handoff_signing_key: str  # the agent hub signs its handoff.status events with it
     sweep_schedule: str
     expiry_notice_enabled: bool
     expiry_notice_text: str
@@ -313,6 +314,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         direct_line_client_secret=env.get("DirectLineClientSecret", "").strip(),
         operation_signing_key=_parsed(
             env, "OperationSigningKey", None, _signing_key, "a random string of at least 32 characters"
+        ),
+        handoff_signing_key=_parsed(
+            env, "HandoffSigningKey", None, _signing_key, "a random string of at least 32 characters"
         ),
         sweep_schedule=_parsed(
             env,

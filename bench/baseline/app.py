@@ -150,6 +150,7 @@ class BaselineBot(LongOperationBot):
                 settings.max_running_operations_per_user, settings.operation_starts_per_user_per_hour
             ),
             progress_messages_per_operation=settings.progress_messages_per_operation,
+            handoff_signing_key=settings.handoff_signing_key,
         )
         self.conversation_state = conversation_state
         self.user_state = user_state

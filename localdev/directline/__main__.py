@@ -17,6 +17,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=7072, help="0 picks a free port")
     parser.add_argument("--bot-endpoint", default="http://127.0.0.1:7071/api/messages")
     parser.add_argument("--secret", required=True, help="the Direct Line secret clients authenticate with")
+    parser.add_argument(
+        "--handoff-signing-key", help="the bot's HandoffSigningKey: the agent console signs handoff.status with it"
+    )
+    parser.add_argument("--console-key", help="the agent console's key (default: a random one, printed)")
     parser.add_argument("--public-url", help="base URL clients and the bot use (default http://HOST:PORT/)")
     parser.add_argument("--bot-id", default="bot")
     parser.add_argument("--bot-name", default="Bot")
@@ -54,12 +58,16 @@ async def serve(args: argparse.Namespace) -> None:
         max_stored_activities=args.max_stored_activities,
         idle_ttl=args.idle_minutes * 60,
         token_endpoint=args.token_endpoint,
+        handoff_signing_key=args.handoff_signing_key,
+        console_key=args.console_key,
     )
     await server.start()
     print(f"Direct Line listening on {server.domain}", flush=True)
     print(f"Web Chat: {server.url}", flush=True)
-    # A line of its own, after the two above (scripts read those by position).
+    # A line of its own, after the two above (scripts read those by position); it carries the console key.
     print(f"Agent console: {server.agent_console_url}", flush=True)
+    if not args.handoff_signing_key:
+        print("No --handoff-signing-key: the agent console cannot send handoff.status to the bot.", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

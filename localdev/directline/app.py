@@ -40,12 +40,16 @@ def create_app(
     webchat_js: Path | None = DEFAULT_WEBCHAT_JS,
     token_endpoint: str | None = None,
     clock: Callable[[], float] = time.time,
+    handoff_signing_key: str | None = None,
+    console_key: str | None = None,
 ) -> web.Application:
     """Build the local Direct Line. `public_url` is what clients and the bot use to reach it (serviceUrl).
 
     `token_endpoint`: where the Web Chat page gets its token (a server holding the secret, e.g. the
     app's /api/directline/token). `clock` (seconds since the epoch) drives token expiry and idle
     expiry; tests pass a fake one.
+    `handoff_signing_key` (the app's HandoffSigningKey) signs the agent console's handoff.status events;
+    `console_key` guards the console (agent_console.py; a random one when not given).
     """
     if not secret:
         raise ValueError("a Direct Line secret is required")
@@ -68,8 +72,11 @@ def create_app(
     channel = Channel(settings, store, TokenService(secret, settings.domain, clock), secret)
 
     # Uploads are read part by part with their own cap; this only bounds plain JSON bodies.
-    app = web.Application(middlewares=[cors_and_errors], client_max_size=settings.max_upload_bytes * 4)
+    app = web.Application(
+        middlewares=[cors_and_errors, agent_console.console_guard], client_max_size=settings.max_upload_bytes * 4
+    )
     app[CHANNEL] = channel
+    app[agent_console.CONSOLE] = agent_console.ConsoleSettings.create(console_key, handoff_signing_key, clock)
     handoffs = HandoffDesk(store, max_activities)
     app[HANDOFFS] = handoffs
 

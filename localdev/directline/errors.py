@@ -1,4 +1,10 @@
-"""JSON errors shaped like the real service's, and the middleware that renders them (plus CORS)."""
+"""JSON errors shaped like the real service's, and the middleware that renders them (plus CORS).
+
+CORS: only the Direct Line client API (/v3/directline/...) answers pages of other origins, as the
+real service does (a Web Chat page is served from anywhere; every call carries its Bearer secret or
+token, never a cookie). Everything else (the Web Chat page and its token, the agent console, the
+Connector API the bot calls server-side) gets no CORS headers: only pages of this server's own
+origin, which need none, can read it."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Headers Microsoft's client and Web Chat send; preflight echoes whatever else is asked for.
 _ALLOWED_HEADERS = "Authorization, Content-Type, Accept, x-ms-bot-agent, X-Requested-With"
 _ALLOWED_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+CLIENT_API_PREFIX = "/v3/directline/"
 
 
 class ApiError(Exception):
@@ -39,6 +46,8 @@ def not_found(message: str = "Conversation not found") -> ApiError:
 
 
 def _cors_headers(request: web.Request) -> dict[str, str]:
+    if not request.path.startswith(CLIENT_API_PREFIX):
+        return {}
     origin = request.headers.get("Origin")
     headers = {
         # Echo the origin (not "*") because the client sends withCredentials on getsessionid.

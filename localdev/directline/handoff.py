@@ -4,8 +4,10 @@ The bot asks for a person with the Bot Framework's handoff protocol (what the C#
 `EventFactory` builds): an event `handoff.initiate` sent into the user's conversation through the
 Connector API, its `value` the context and an `application/vnd.microsoft.activity.transcript`
 attachment the conversation so far. The channel (an agent hub; here the agent console,
-agent_console.py) answers with `handoff.status` events whose `value.state` is `accepted`, `failed`
-or `completed`. A bot that gives up sends `handoff.status` `failed` itself: the handoff is withdrawn.
+agent_console.py) answers with `handoff.status` events whose `value` is signed (bot_logic/handoff.py:
+the state `accepted`, `failed` or `completed`, and the `handoffId` the initiate's value carried).
+A bot that gives up sends `handoff.status` `failed` itself (unsigned: the bot speaks for itself
+there): the handoff is withdrawn.
 
 The desk keeps the latest handoff of each conversation and forgets it with the conversation, so its
 memory is bounded by the store's (at most one handoff per stored conversation, each transcript capped at
@@ -86,6 +88,12 @@ class Handoff:
         return self.conversation.id
 
     @property
+    def handoff_id(self) -> str | None:
+        """The bot's id for this handoff (its initiate's value.handoffId): the console's statuses name it."""
+        handoff_id = self.context.get("handoffId") if isinstance(self.context, dict) else None
+        return handoff_id if isinstance(handoff_id, str) and handoff_id else None
+
+    @property
     def is_open(self) -> bool:
         return self.state in OPEN_STATES
 
@@ -144,6 +152,7 @@ class Handoff:
     def to_json(self) -> dict[str, Any]:
         return {
             "conversationId": self.conversation_id,
+            "handoffId": self.handoff_id,
             "state": str(self.state),
             "pending": self.pending,
             "initiatedAt": self.initiated_at,

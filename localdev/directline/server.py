@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 from aiohttp import web
 
+from localdev.directline.agent_console import CONSOLE
 from localdev.directline.app import create_app
 from localdev.directline.channel import Channel
 from localdev.directline.client_api import CHANNEL
@@ -60,8 +63,13 @@ class DirectLineServer:
 
     @property
     def agent_console_url(self) -> str:
-        """The agent console page (human handoff): <url>agent."""
-        return f"{self.url.rstrip('/')}/agent"
+        """The agent console page (human handoff), with this run's console key: <url>agent?key=<key>."""
+        return f"{self.url.rstrip('/')}/agent?key={quote(self.console_key, safe='')}"
+
+    @property
+    def console_key(self) -> str:
+        assert self.app is not None, "not started"
+        return self.app[CONSOLE].key
 
     @property
     def channel(self) -> Channel:
@@ -97,6 +105,7 @@ class DirectLineProcess:
     process: ManagedProcess
     host: str
     port: int
+    console_key: str  # the agent console's key for this run (agent_console.py)
 
     @property
     def url(self) -> str:
@@ -108,7 +117,7 @@ class DirectLineProcess:
 
     @property
     def agent_console_url(self) -> str:
-        return f"{self.url}agent"
+        return f"{self.url}agent?key={quote(self.console_key, safe='')}"
 
     def stop(self) -> None:
         self.process.stop()
@@ -123,17 +132,23 @@ def start_directline_process(
     extra_args: Sequence[str] = (),
     timeout: float = 20.0,
     name: str = "directline",
+    handoff_signing_key: str | None = None,
 ) -> DirectLineProcess:
     """`python -m localdev.directline` as a child process (own process group); returns once it listens.
 
-    Its output goes to log_dir/<name>.log (discarded without a log_dir)."""
+    `handoff_signing_key`: the app's HandoffSigningKey, which the agent console signs with; the
+    console's key is made here, fresh for each run. Its output goes to log_dir/<name>.log
+    (discarded without a log_dir)."""
     port = port or free_port()
+    console_key = secrets.token_urlsafe(24)
     argv = [
         sys.executable, "-u", "-m", "localdev.directline",
         "--host", host, "--port", str(port), "--bot-endpoint", bot_endpoint,
         f"--secret={secret}",  # one token: a secret may start with "-"
+        f"--console-key={console_key}",
+        *([f"--handoff-signing-key={handoff_signing_key}"] if handoff_signing_key else []),
         *extra_args,
     ]  # fmt: skip
     process = spawn(name, argv, log_dir)
     wait_for_port(host if host not in ("", "0.0.0.0") else "127.0.0.1", port, timeout, process.popen)
-    return DirectLineProcess(process, host, port)
+    return DirectLineProcess(process, host, port, console_key)

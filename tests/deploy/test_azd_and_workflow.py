@@ -174,12 +174,18 @@ def test_the_workflow_compiles_the_template_before_deploying_it_and_publishes_la
     assert (ROOT / "infra" / "main.bicep").is_file()
 
 
-def test_the_workflow_passes_the_signing_key_from_a_secret_only() -> None:
+@pytest.mark.parametrize(
+    ("variable", "parameter"),
+    [("OPERATION_SIGNING_KEY", "operationSigningKey"), ("HANDOFF_SIGNING_KEY", "handoffSigningKey")],
+)
+def test_the_workflow_passes_the_signing_keys_from_secrets_only(variable: str, parameter: str) -> None:
     deploy = _steps()[_step_index(_runs("az deployment group create"), "deploys the template")]
-    assert deploy["env"]["OPERATION_SIGNING_KEY"] == "${{ secrets.OPERATION_SIGNING_KEY }}"
-    assert "operationSigningKey=$OPERATION_SIGNING_KEY" in deploy["run"]
+    assert deploy["env"][variable] == f"${{{{ secrets.{variable} }}}}"
+    assert f"{parameter}=${variable}" in deploy["run"]
     text = WORKFLOW_FILE.read_text()
-    assert text.count("secrets.") == 1, "the signing key is the workflow's only secret"
+    assert set(re.findall(r"secrets\.(\w+)", text)) == {"OPERATION_SIGNING_KEY", "HANDOFF_SIGNING_KEY"}, (
+        "the signing keys are the workflow's only secrets"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(set(re.findall(r"\b(?:vars|secrets)\.([A-Z_]+)", WORKFLOW_FILE.read_text()))))

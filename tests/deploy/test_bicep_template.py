@@ -168,11 +168,15 @@ def test_no_output_carries_a_secret() -> None:
     assert _secret_outputs(TPL) == []
 
 
-def test_operation_signing_key_is_a_secure_generated_parameter() -> None:
-    key = TPL.symbol("operationSigningKey")
+@pytest.mark.parametrize(
+    ("parameter", "setting"),
+    [("operationSigningKey", "OperationSigningKey"), ("handoffSigningKey", "HandoffSigningKey")],
+)
+def test_signing_keys_are_secure_generated_parameters(parameter: str, setting: str) -> None:
+    key = TPL.symbol(parameter)
     assert "secure" in key.decorator_names
     assert "newGuid" in bicep.references(key.value_tokens)
-    assert bicep.references(SETTINGS["OperationSigningKey"].tokens) == {"operationSigningKey"}  # type: ignore[union-attr]
+    assert bicep.references(SETTINGS[setting].tokens) == {parameter}  # type: ignore[union-attr]
 
 
 def test_direct_line_secret_comes_from_the_channel() -> None:

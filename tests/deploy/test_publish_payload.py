@@ -39,6 +39,7 @@ DUMMY_ENV = {
     "DirectLineEndpoint": "https://directline.invalid/v3/directline",
     "DirectLineSecret": "dummy-direct-line-secret",
     "OperationSigningKey": "dummy-signing-key-dummy-signing-key-0123",
+    "HandoffSigningKey": "dummy-handoff-key-dummy-handoff-key-0123",
 }
 
 PROBE = textwrap.dedent(

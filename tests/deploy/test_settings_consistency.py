@@ -239,6 +239,7 @@ def _template_defaults_env() -> dict[str, str]:
         CosmosDbEndpoint="https://example.documents.azure.com:443/",
         DirectLineSecret="dummy-direct-line-secret",
         OperationSigningKey="00000000-0000-0000-0000-000000000003",  # the shape newGuid() gives
+        HandoffSigningKey="00000000-0000-0000-0000-000000000004",
     )
     return env
 

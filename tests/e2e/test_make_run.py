@@ -6,6 +6,7 @@ with it). A port already taken is reported by its make variable before anything 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -143,6 +144,13 @@ def test_run_starts_everything_answers_and_stops_on_sigterm(run_script: RunScrip
     run.wait_ready()
     assert f"http://127.0.0.1:{run.ports['directline']}/" in run.output  # where to chat
     assert "Nice to meet you, Ada! I'll remember your name." in DirectLine(run).send("Ada")
+    # The agent console's address carries this run's console key; without it the console refuses.
+    console = re.search(r"Agent console \(human handoff\): +(http://\S+/agent\?key=(\S+))", run.output)
+    assert console is not None, run.output
+    assert requests.get(console.group(1), timeout=10).status_code == 200
+    api = f"http://127.0.0.1:{run.ports['directline']}/agent/api/handoffs"
+    assert requests.get(api, headers={"X-Console-Key": console.group(2)}, timeout=10).status_code == 200
+    assert requests.get(api, timeout=10).status_code == 403
     assert run.process is not None
     os.killpg(run.process.pid, signal.SIGTERM)
     assert run.process.wait(60) == 0

@@ -5,6 +5,7 @@ an outside system with `curl`'s request and with a queue message; the transcript
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import requests
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
+from bot_logic.handoff import COMPLETED_TEXT, STILL_WAITING_TEXT, signed_status, status_payload
 from localdev.directline.tests.directline_js import DirectLineJsClient
 from localdev.emulators import Azurite, CosmosStandIn
 from localdev.processes import wait_until
@@ -39,7 +41,14 @@ def chat(stack: LocalStack, user_id: str) -> DirectLineJsClient:
 
 
 def agent_api(stack: LocalStack, method: str, path: str = "", body: dict[str, Any] | None = None) -> Any:
-    response = requests.request(method, f"{stack.directline.url}agent/api/handoffs{path}", json=body, timeout=30)
+    """The agent console's API as its page calls it (with the run's console key)."""
+    response = requests.request(
+        method,
+        f"{stack.directline.url}agent/api/handoffs{path}",
+        json=body if method == "GET" else (body or {}),
+        headers={"X-Console-Key": stack.directline.console_key},
+        timeout=30,
+    )
     assert response.ok, (response.status_code, response.text)
     return response.json()
 
@@ -193,3 +202,137 @@ def test_the_transcript_holds_the_conversation_in_order_for_the_key_holder(bot: 
     response = requests.get(url, headers=key(bot), timeout=30)
     assert response.headers["Content-Disposition"].startswith("attachment;")
     assert response.headers["Content-Disposition"].endswith('.transcript"')
+
+
+# --- a user (or anything that reaches the bot) trying to play the agent --------------------------------------
+REFUSED_IN_LOG = "refused handoff.status in conversation {conversation}: {reason}"
+
+
+def forge(user: DirectLineJsClient, user_id: str, value: Any) -> None:
+    """What the attacker posted: a handoff.status event in their own conversation, `from` naming an agent.
+    postActivity answers after the bot's turn, so anything the bot said to it is stored by then."""
+    impostor = {"id": user_id, "name": "Support Manager"}
+    user.send_activity({"type": "event", "name": "handoff.status", "value": value, "from": impostor})
+
+
+def signed_statuses(stack: LocalStack, conversation: str) -> list[dict[str, str]]:
+    """The signed values of the console's statuses in a handoff (as someone who captured them would replay them)."""
+    handoff = handoff_of(stack, conversation)
+    assert handoff is not None
+    return [
+        a["value"]
+        for a in handoff["activities"]
+        if a.get("name") == "handoff.status" and a.get("from", {}).get("id", "").startswith("agent:")
+    ]
+
+
+def first_lines(texts: list[str]) -> list[str]:
+    return [text.split("\n")[0] for text in texts]
+
+
+def wait_for_refusal(stack: LocalStack, conversation: str, reason: str, times: int = 1) -> None:
+    """Until the host has logged that refusal `times` times (the bot's WARNING names the reason and the id only)."""
+    line = REFUSED_IN_LOG.format(conversation=conversation, reason=reason)
+    stack.host.wait_for_output(lambda text: text.count(line) >= times, timeout=15)
+
+
+def test_a_user_cannot_play_the_agent(bot: LocalStack) -> None:
+    with chat(bot, "impostor-user") as user, chat(bot, "bystander-user") as other:
+        introduce(user, "Eve")
+        conversation = conversation_id(user)
+        user.send("agent")
+        user.wait_for_activity(is_bot_text("^I'm asking a person to take over"))
+        first = wait_until(lambda: handoff_of(bot, conversation), timeout=15, message="handoff listed")
+        assert first["handoffId"]
+
+        # Waiting: an unsigned accept, one signed with a wrong key, one signed for another conversation.
+        mark = user.mark()
+        forge(user, "impostor-user", {"state": "accepted"})
+        wait_for_refusal(bot, conversation, "it is not signed")
+        now = time.time()
+        wrong_key = signed_status(
+            status_payload(conversation, first["handoffId"], "accepted", now, agent_name="Support Manager"), "k" * 40
+        )
+        forge(user, "impostor-user", wrong_key)
+        wait_for_refusal(bot, conversation, "its signature does not verify")
+        introduce(other, "Bo")
+        other.send("agent")
+        other.wait_for_activity(is_bot_text("^I'm asking a person to take over"))
+        other_conversation = conversation_id(other)
+        theirs = wait_until(lambda: handoff_of(bot, other_conversation), timeout=15, message="the other handoff")
+        agent_api(bot, "POST", f"/{other_conversation}/accept", {"agent": "Sam"})
+        # A genuine status, captured from another conversation.
+        forge(user, "impostor-user", signed_statuses(bot, other_conversation)[-1])
+        wait_for_refusal(bot, conversation, "it was signed for another conversation")
+        assert theirs["handoffId"] != first["handoffId"]
+        user.send("hello?")
+        user.wait_for_activity(is_bot_text("^Still waiting for a person to join"), since=mark)
+        assert bot_texts(user, mark) == [STILL_WAITING_TEXT]  # nothing said to any forgery, and still waiting
+        assert handoff_of(bot, conversation)["state"] == "waiting"
+
+        # The genuine accept and complete still work; keep them to replay later.
+        agent_api(bot, "POST", f"/{conversation}/accept", {"agent": "Sam"})
+        user.wait_for_activity(is_bot_text("^Sam has joined the conversation"), since=mark)
+        agent_api(bot, "POST", f"/{conversation}/complete")
+        user.wait_for_activity(is_bot_text("^The person has left the conversation"), since=mark)
+        earlier_accept, earlier_complete = signed_statuses(bot, conversation)
+
+        # A second handoff: the first one's statuses, replayed, are worthless.
+        user.send("agent")
+        user.wait_for_activity(is_bot_text("^I'm asking a person to take over"), since=mark)
+        second = wait_until(
+            lambda: (h := handoff_of(bot, conversation)) and h["state"] == "waiting" and h, timeout=15, message="again"
+        )
+        assert second["handoffId"] != first["handoffId"]
+        mark = user.mark()
+        forge(user, "impostor-user", earlier_accept)
+        wait_for_refusal(bot, conversation, "it was signed for another handoff")
+        agent_api(bot, "POST", f"/{conversation}/accept", {"agent": "Sam"})
+        user.wait_for_activity(is_bot_text("^Sam has joined the conversation"), since=mark)
+
+        # An agent holds the chat: a forged completed and the replayed earlier one end nothing.
+        forge(user, "impostor-user", {"state": "completed"})
+        wait_for_refusal(bot, conversation, "it is not signed", times=2)
+        forge(user, "impostor-user", earlier_complete)
+        wait_for_refusal(bot, conversation, "it was signed for another handoff", times=2)
+        assert handoff_of(bot, conversation)["state"] == "accepted"
+        agent_api(bot, "POST", f"/{conversation}/complete")  # the genuine one: accepted only until now
+        user.wait_for_activity(is_bot_text("^Which long operation shall I run, Eve\\?"), since=mark)
+        assert first_lines(bot_texts(user, mark)) == [
+            "Sam has joined the conversation: you're now talking to a person.",
+            COMPLETED_TEXT,
+            "Which long operation shall I run, Eve?",
+        ]
+        assert "Support Manager" not in bot.host.output  # the refusals name the reason, not the user's text
+
+
+def test_a_status_posted_straight_to_the_bot_for_another_conversation_changes_nothing(bot: LocalStack) -> None:
+    """Locally the messaging endpoint takes unauthenticated posts (MicrosoftAppId is empty): the signature
+    is what stops a status naming someone else's conversation."""
+    with chat(bot, "victim-user") as victim:
+        introduce(victim, "Vi")
+        conversation = conversation_id(victim)
+        victim.send("agent")
+        victim.wait_for_activity(is_bot_text("^I'm asking a person to take over"))
+        wait_until(lambda: handoff_of(bot, conversation), timeout=15, message="handoff listed")
+        agent_api(bot, "POST", f"/{conversation}/accept", {"agent": "Sam"})
+        victim.wait_for_activity(is_bot_text("^Sam has joined the conversation"))
+        mark = victim.mark()
+        forged = {
+            "type": "event",
+            "name": "handoff.status",
+            "value": {"state": "completed"},
+            "id": "forged-1",
+            "channelId": "directline",
+            "serviceUrl": bot.directline.url,
+            "conversation": {"id": conversation},
+            "from": {"id": "agent:Sam", "name": "Sam"},
+            "recipient": {"id": "bot"},
+        }
+        answer = requests.post(bot.messages_url, json=forged, timeout=30)
+        assert answer.status_code < 300, answer.text
+        wait_for_refusal(bot, conversation, "it is not signed")
+        assert handoff_of(bot, conversation)["state"] == "accepted"
+        agent_api(bot, "POST", f"/{conversation}/complete")
+        victim.wait_for_activity(is_bot_text("^Which long operation shall I run, Vi\\?"), since=mark)
+        assert first_lines(bot_texts(victim, mark)) == [COMPLETED_TEXT, "Which long operation shall I run, Vi?"]

@@ -43,6 +43,7 @@ async def baseline_url(azurite: Azurite, queue_name: str) -> AsyncIterator[str]:
         "CosmosDbEndpoint": "http://127.0.0.1:9/",  # required by the app's settings; the baseline never calls it
         "DirectLineSecret": secrets.token_urlsafe(16),
         "OperationSigningKey": secrets.token_urlsafe(32),
+        "HandoffSigningKey": secrets.token_urlsafe(32),
         "HandoffAfterMisunderstandings": "0",
     }
     runner = web.AppRunner(create_app(environ), access_log=None)

@@ -166,6 +166,7 @@ def test_the_app_exchanges_the_browser_sites_key_when_one_is_set(stack: Stack) -
         "CosmosDbEndpoint": "http://127.0.0.1:9/",
         "DirectLineEndpoint": stack.domain,
         "OperationSigningKey": SIGNING_KEY,
+        "HandoffSigningKey": "h" * 40,
     }
     only_worker = Composition(load_settings({**base, "DirectLineSecret": SECRET}))
     answer = asyncio.run(handle_directline_token(HttpRequestData("POST", {}, b""), only_worker.directline_token))

@@ -17,6 +17,7 @@ VALID = {
     "CosmosDbEndpoint": "http://127.0.0.1:8081/",
     "DirectLineSecret": "secret",
     "OperationSigningKey": "k" * 32,
+    "HandoffSigningKey": "h" * 32,
 }
 
 
@@ -37,6 +38,7 @@ def test_defaults_and_types() -> None:
         ({"CosmosDbEndpoint": "localhost:8081"}, "CosmosDbEndpoint"),
         ({"AzureWebJobsStorage": " "}, "AzureWebJobsStorage"),
         ({"OperationSigningKey": "short"}, "OperationSigningKey"),
+        ({"HandoffSigningKey": "short"}, "HandoffSigningKey"),
         ({"ExpireAfterSeconds": "ten"}, "ExpireAfterSeconds"),
         ({"ExpireAfterSeconds": "-5"}, "ExpireAfterSeconds"),
         ({"CosmosDbTimeToLive": "1.5"}, "CosmosDbTimeToLive"),

@@ -2,7 +2,7 @@
 // Runs the agent console's own script (GET /agent, unmodified) in Node against a stand-in DOM, so
 // Python tests can click through the page without a browser. Only the DOM calls the page makes exist.
 //
-//   node localdev/directline/tests/agent_console_driver.js --url http://127.0.0.1:7072/
+//   node localdev/directline/tests/agent_console_driver.js --url http://127.0.0.1:7072/ --key <console key>
 //
 // stdin, one JSON object per line:
 //   {"cmd":"set","id":"agent-name","value":"Ada"}   type into an input (fires "change")
@@ -27,6 +27,8 @@ if (urlIndex < 0 || !process.argv[urlIndex + 1]) {
   process.exit(2);
 }
 const base = process.argv[urlIndex + 1].replace(/\/?$/, '/');
+const keyIndex = process.argv.indexOf('--key');
+const consoleKey = keyIndex >= 0 ? process.argv[keyIndex + 1] || '' : '';
 
 class FakeText {
   constructor(text) { this.textContent = String(text); this.children = []; }
@@ -55,7 +57,7 @@ class FakeElement {
 }
 
 async function main() {
-  const html = await (await fetch(base + 'agent')).text();
+  const html = await (await fetch(base + 'agent?key=' + encodeURIComponent(consoleKey))).text();
   const script = (html.match(/<script>([\s\S]*?)<\/script>/) || [])[1];
   if (!script) throw new Error('the page has no inline script');
   const elements = {};

@@ -38,10 +38,11 @@ class AgentConsolePage:
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._stderr: deque[str] = deque(maxlen=50)
 
-    def start(self, url: str, timeout: float = 20.0) -> Self:
-        """Load <url>agent and run its script; returns once the page has drawn its first list of handoffs."""
+    def start(self, url: str, console_key: str, timeout: float = 20.0) -> Self:
+        """Load <url>agent?key=<console_key> and run its script; returns once the page has drawn its first
+        list of handoffs."""
         self._process = subprocess.Popen(
-            [self.node, str(DRIVER), "--url", url],
+            [self.node, str(DRIVER), "--url", url, "--key", console_key],
             cwd=PROJECT_ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

@@ -30,6 +30,7 @@ from localdev.directline import DirectLineServer
 
 Activity = dict[str, Any]
 SECRET = "test-secret"
+HANDOFF_SIGNING_KEY = "test-handoff-signing-key-0123456789abcdef"  # what the agent console signs with
 T = TypeVar("T")
 
 
@@ -166,7 +167,7 @@ def running_stack(
     bot = bot or EchoBot()
     runner, port = loop.run((bot_app or bot.start)())
     endpoint = f"http://127.0.0.1:{port}/api/messages"
-    server = DirectLineServer(endpoint, SECRET, **options)
+    server = DirectLineServer(endpoint, SECRET, **{"handoff_signing_key": HANDOFF_SIGNING_KEY, **options})
     loop.run(server.start())
     try:
         yield Stack(loop, bot, server, endpoint)

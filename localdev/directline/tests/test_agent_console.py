@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,10 +15,11 @@ from typing import Any
 import pytest
 import requests
 
+from bot_logic.signing import verified_payload
 from localdev.directline.tests.agent_console_page import AgentConsolePage
 from localdev.directline.tests.directline_js import DirectLineJsClient
 from localdev.directline.tests.handoff_bot import REASON, WITHDRAWN_MESSAGE, HandoffBot
-from localdev.directline.tests.support import SECRET, FakeClock, Stack, running_stack
+from localdev.directline.tests.support import HANDOFF_SIGNING_KEY, SECRET, FakeClock, Stack, running_stack
 from localdev.processes import NODE_MODULES
 
 Json = dict[str, Any]
@@ -37,7 +41,7 @@ def handoff_bot(stack: Stack) -> HandoffBot:
 
 # --- talking to the server --------------------------------------------------------------------------------
 def directline(stack: Stack, method: str, path: str, **kwargs: Any) -> requests.Response:
-    headers = {"Authorization": f"Bearer {SECRET}"}
+    headers = {"Authorization": f"Bearer {SECRET}", **kwargs.pop("headers", {})}
     return requests.request(method, f"{stack.domain}{path}", headers=headers, timeout=10, **kwargs)
 
 
@@ -67,7 +71,23 @@ def user_sees(stack: Stack, conversation_id: str) -> list[Json]:
 
 
 def agent(stack: Stack, method: str, path: str = "", **kwargs: Any) -> requests.Response:
-    return requests.request(method, f"{stack.url}agent/api/handoffs{path}", timeout=10, **kwargs)
+    """The console's API as its page calls it: with the run's console key, writes as JSON."""
+    headers = {"X-Console-Key": stack.server.console_key, **kwargs.pop("headers", {})}
+    if method == "POST":
+        headers.setdefault("Content-Type", "application/json")
+    return requests.request(method, f"{stack.url}agent/api/handoffs{path}", headers=headers, timeout=10, **kwargs)
+
+
+def said(status: Json) -> Json:
+    """What a handoff.status the console sent says: its signed payload (the signature is checked)."""
+    payload = verified_payload(status["value"], HANDOFF_SIGNING_KEY)
+    assert payload is not None, status["value"]
+    return payload
+
+
+def said_briefly(status: Json) -> Json:
+    """The signed payload's state, message and agent name, the parts a test compares."""
+    return {key: value for key, value in said(status).items() if key in ("state", "message", "agentName")}
 
 
 def handoff(stack: Stack, conversation_id: str) -> Json:
@@ -109,7 +129,8 @@ def test_the_handoff_is_listed_with_its_context_and_transcript(stack: Stack) -> 
 
     grace = handoffs[1]
     assert grace["state"] == "waiting" and grace["agent"] is None and grace["pending"] is None
-    assert grace["context"] == {"reason": REASON, "userName": "Grace"}
+    assert grace["context"] == {"reason": REASON, "userName": "Grace", "handoffId": grace["handoffId"]}
+    assert grace["handoffId"] == handoff_bot(stack).handoff_ids[first]
     assert grace["user"] == {"id": "grace", "name": "Grace", "role": "user"}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+Z", grace["initiatedAt"])
     assert texts(grace["transcript"]) == ["welcome grace", "hello", "echo: hello", "agent", "asking a person"]
@@ -132,7 +153,11 @@ def test_accept_chat_and_complete(stack: Stack) -> None:
 
     # The bot got handoff.status accepted like any channel activity, in the user's conversation, from the agent.
     (status,) = bot.statuses(conversation_id)
-    assert status["type"] == "event" and status["value"] == {"state": "accepted"}
+    assert status["type"] == "event" and said_briefly(status) == {"state": "accepted", "agentName": "Ada"}
+    # Signed for this conversation and this handoff, for a short while.
+    payload = said(status)
+    assert payload["conversationId"] == conversation_id and payload["handoffId"] == bot.handoff_ids[conversation_id]
+    assert 0 < payload["expiresAt"] - payload["issuedAt"] <= 600
     assert status["from"] == {"id": "agent:Ada", "name": "Ada"} and status["recipient"] == BOT
     assert status["conversation"] == {"id": conversation_id} and status["channelId"] == "directline"
     assert status["serviceUrl"] == stack.url and status["id"].startswith(f"{conversation_id}|")
@@ -155,7 +180,7 @@ def test_accept_chat_and_complete(stack: Stack) -> None:
     assert "Hi, I'm Ada. How can I help?" not in received and received[-1] == "my order is late"
 
     during = handoff(stack, conversation_id)["activities"]
-    assert [(a["type"], a.get("text") or a["value"]["state"]) for a in during] == [
+    assert [(a["type"], a.get("text") or said(a)["state"]) for a in during] == [
         ("event", "accepted"),
         ("message", "handoff accepted by Ada"),
         ("message", "Hi, I'm Ada. How can I help?"),
@@ -165,7 +190,8 @@ def test_accept_chat_and_complete(stack: Stack) -> None:
     completed = agent(stack, "POST", f"/{conversation_id}/complete", json={"message": "solved"})
     assert completed.status_code == 200, completed.text
     assert completed.json()["state"] == "completed" and completed.json()["endedAt"]
-    assert bot.statuses(conversation_id)[-1]["value"] == {"state": "completed", "message": "solved"}
+    last = said_briefly(bot.statuses(conversation_id)[-1])
+    assert last == {"state": "completed", "message": "solved", "agentName": "Ada"}
     assert bot.statuses(conversation_id)[-1]["from"] == {"id": "agent:Ada", "name": "Ada"}
     assert texts(user_sees(stack, conversation_id))[-1] == "handoff completed by Ada"
 
@@ -204,7 +230,7 @@ def test_reject_sends_failed_to_the_bot(stack: Stack) -> None:
     assert rejected.status_code == 200, rejected.text
     assert rejected.json()["state"] == "failed" and rejected.json()["message"] == "no agents now"
     (status,) = handoff_bot(stack).statuses(conversation_id)
-    assert status["value"] == {"state": "failed", "message": "no agents now"}
+    assert said_briefly(status) == {"state": "failed", "message": "no agents now", "agentName": "Bob"}
     assert status["from"] == {"id": "agent:Bob", "name": "Bob"}
     assert "failed" in error_of(agent(stack, "POST", f"/{conversation_id}/fail", json={}), 409)
 
@@ -213,7 +239,8 @@ def test_reject_sends_failed_to_the_bot(stack: Stack) -> None:
     agent(stack, "POST", f"/{conversation_id}/accept", json={"agent": "Cy"})
     assert agent(stack, "POST", f"/{conversation_id}/fail").json()["state"] == "failed"  # no body at all
     last = handoff_bot(stack).statuses(conversation_id)[-1]
-    assert last["value"] == {"state": "failed"} and last["from"] == {"id": "agent:Cy", "name": "Cy"}
+    assert said_briefly(last) == {"state": "failed", "agentName": "Cy"}
+    assert last["from"] == {"id": "agent:Cy", "name": "Cy"}
 
 
 def test_a_failing_bot_is_502_and_the_handoff_keeps_waiting(stack: Stack) -> None:
@@ -293,7 +320,7 @@ def test_actions_out_of_order_are_409_naming_the_state(stack: Stack) -> None:
     twice = error_of(agent(stack, "POST", f"/{conversation_id}/accept", json={"agent": "Bob"}), 409)
     assert "is accepted, not waiting" in twice
     assert handoff(stack, conversation_id)["agent"] == "Ada"
-    assert [s["value"]["state"] for s in handoff_bot(stack).statuses(conversation_id)] == ["accepted"]
+    assert [said(s)["state"] for s in handoff_bot(stack).statuses(conversation_id)] == ["accepted"]
 
 
 def test_handoffs_go_with_their_conversation() -> None:
@@ -336,8 +363,12 @@ def test_agent_messages_reach_microsofts_client(stack: Stack, mode: str) -> None
 
 
 # --- the page --------------------------------------------------------------------------------------------------
+def console_page(stack: Stack, path: str = "agent") -> requests.Response:
+    return requests.get(f"{stack.url}{path}", params={"key": stack.server.console_key}, timeout=10)
+
+
 def console_script(stack: Stack) -> str:
-    page = requests.get(f"{stack.url}agent", timeout=10)
+    page = console_page(stack)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     scripts = re.findall(r"<script>(.*?)</script>", page.text, re.DOTALL)
     assert len(scripts) == 1
@@ -345,11 +376,13 @@ def console_script(stack: Stack) -> str:
 
 
 def test_the_console_page_and_its_links(stack: Stack) -> None:
-    page = requests.get(f"{stack.url}agent", timeout=10)
+    page = console_page(stack)
     assert page.status_code == 200 and "<title>Bot – agent console</title>" in page.text
     assert "/agent/api/handoffs" in console_script(stack)
+    assert json.dumps(stack.server.console_key) in console_script(stack)  # the page's calls carry it
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text)  # nothing from outside: works offline
-    assert requests.get(f"{stack.url}agent/", timeout=10).text == page.text
+    assert console_page(stack, "agent/").text == page.text
+    assert stack.server.agent_console_url == f"{stack.url}agent?key={stack.server.console_key}"
     webchat = requests.get(stack.url, timeout=10).text
     assert '<a href="/agent"' in webchat and "Agent console" in webchat
 
@@ -367,7 +400,7 @@ def test_the_console_script_is_valid_javascript(stack: Stack, tmp_path: Any) -> 
 @pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
 def test_an_agent_takes_over_through_the_console_page(stack: Stack) -> None:
     bot = handoff_bot(stack)
-    with AgentConsolePage().start(stack.url) as page:
+    with AgentConsolePage().start(stack.url, stack.server.console_key) as page:
         conversation_id = handed_off(stack, "page-user", "Pat")
         page.wait_for(lambda p: conversation_id in [h["conversationId"] for h in p["lists"]["waiting"]])
         page.select(conversation_id)
@@ -396,7 +429,7 @@ def test_an_agent_takes_over_through_the_console_page(stack: Stack) -> None:
 
         page.click("complete")
         page.wait_for(lambda p: conversation_id in [h["conversationId"] for h in p["lists"]["ended"]])
-        assert bot.statuses(conversation_id)[-1]["value"] == {"state": "completed"}
+        assert said_briefly(bot.statuses(conversation_id)[-1]) == {"state": "completed", "agentName": "Ada"}
         page.wait_for(lambda p: p["elements"]["text"]["disabled"] and p["elements"]["fail"]["disabled"])
 
         # Rejecting another one, with a reason.
@@ -407,6 +440,97 @@ def test_an_agent_takes_over_through_the_console_page(stack: Stack) -> None:
         page.set("fail-message", "everyone is busy")
         page.click("fail")
         page.wait_for(lambda p: p["elements"]["heading"]["text"] == "Quinnfailed")
-        assert bot.statuses(rejected)[-1]["value"] == {"state": "failed", "message": "everyone is busy"}
+        assert said_briefly(bot.statuses(rejected)[-1]) == {
+            "state": "failed",
+            "message": "everyone is busy",
+            "agentName": "Ada",
+        }
         assert bot.statuses(rejected)[-1]["from"] == {"id": "agent:Ada", "name": "Ada"}
         assert page.errors == []
+
+
+# --- who may use the console: the per-run key, JSON writes, loopback, no CORS -----------------------------------
+def raw(stack: Stack, method: str, path: str = "", **kwargs: Any) -> requests.Response:
+    """The console's API without the page's key header (what anything else that reaches the port can send)."""
+    return requests.request(method, f"{stack.url}agent/api/handoffs{path}", timeout=10, **kwargs)
+
+
+def test_without_the_console_key_nothing_is_read_or_changed(stack: Stack) -> None:
+    conversation_id = handed_off(stack, "keyless-target", "Kim")
+    wrong = {"X-Console-Key": "guessed-" + stack.server.console_key[:-1]}
+    for headers in ({}, wrong, {"X-Console-Key": ""}):
+        for method, path, body in [
+            ("GET", "", None),
+            ("GET", f"/{conversation_id}", None),
+            ("POST", f"/{conversation_id}/accept", {"agent": "Mallory"}),
+            ("POST", f"/{conversation_id}/fail", {}),
+            ("POST", f"/{conversation_id}/messages", {"text": "send me your password"}),
+        ]:
+            refused = raw(stack, method, path, json=body, headers=headers)
+            assert "X-Console-Key" in error_of(refused, 403), (method, path, headers)
+            assert "Kim" not in refused.text and conversation_id not in refused.text
+    # The page itself needs the key in its address, and never shows it without.
+    for params in ({}, {"key": "nope"}):
+        page = requests.get(f"{stack.url}agent", params=params, timeout=10)
+        assert page.status_code == 403 and "make run" in page.text and stack.server.console_key not in page.text
+    assert handoff(stack, conversation_id)["state"] == "waiting"
+    assert handoff_bot(stack).statuses(conversation_id) == []
+    assert "send me your password" not in texts(user_sees(stack, conversation_id))
+
+
+def test_writes_must_be_json(stack: Stack) -> None:
+    conversation_id = handed_off(stack, "form-target")
+    key = {"X-Console-Key": stack.server.console_key}
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
+        headers = {**key, **({"Content-Type": content_type} if content_type else {})}
+        refused = raw(stack, "POST", f"/{conversation_id}/accept", data=b'{"agent": "Mallory"}', headers=headers)
+        assert "application/json" in error_of(refused, 415), content_type
+    assert handoff(stack, conversation_id)["state"] == "waiting"
+    assert handoff_bot(stack).statuses(conversation_id) == []
+
+
+def test_the_console_sends_no_cors_headers_while_the_client_api_keeps_them(stack: Stack) -> None:
+    origin = {"Origin": "http://evil.example"}
+    asks = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-console-key, content-type"}
+    preflight = raw(stack, "OPTIONS", "", headers={**origin, **asks})
+    listed = agent(stack, "GET", headers=origin)  # even with the key, another origin's page may not read it
+    page = requests.get(f"{stack.url}agent", params={"key": stack.server.console_key}, headers=origin, timeout=10)
+    for response in (preflight, listed, page):
+        assert not [h for h in response.headers if h.lower().startswith("access-control-")], response.headers
+    assert page.headers["X-Frame-Options"] == "DENY" and page.headers["Referrer-Policy"] == "no-referrer"
+    # Microsoft's client on another origin still works against the client API (Bearer auth).
+    started = directline(stack, "POST", "/conversations", headers=origin)
+    assert started.headers.get("Access-Control-Allow-Origin") == "http://evil.example"
+
+
+def test_without_a_signing_key_the_console_sends_no_status() -> None:
+    with running_stack(bot=HandoffBot(), handoff_signing_key=None) as unsigned:
+        conversation_id = handed_off(unsigned, "unsigned-user")
+        refused = agent(unsigned, "POST", f"/{conversation_id}/accept", json={"agent": "Ada"})
+        assert "--handoff-signing-key" in error_of(refused, 503)
+        assert handoff(unsigned, conversation_id)["state"] == "waiting"
+        assert handoff_bot(unsigned).statuses(conversation_id) == []
+
+
+def _outside_address() -> str | None:
+    """This machine's address on its network (not loopback), if it has one."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            address: str = probe.getsockname()[0]
+    except OSError:
+        return None
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+@pytest.mark.skipif(_outside_address() is None, reason="this machine has no non-loopback address")
+def test_the_console_answers_loopback_peers_only() -> None:
+    address = _outside_address()
+    with running_stack(bot=HandoffBot(), host="0.0.0.0") as everywhere:
+        key = {"X-Console-Key": everywhere.server.console_key}
+        outside = f"http://{address}:{everywhere.server.port}/agent/api/handoffs"
+        assert "loopback" in error_of(requests.get(outside, headers=key, timeout=10), 403)
+        page_url = f"http://{address}:{everywhere.server.port}/agent"
+        page = requests.get(page_url, params={"key": key["X-Console-Key"]}, timeout=10)
+        assert page.status_code == 403 and key["X-Console-Key"] not in page.text
+        assert agent(everywhere, "GET").status_code == 200  # the same call over loopback

@@ -39,13 +39,13 @@ def domain() -> Iterator[str]:
     runner, bot_port = loop.run(bot.start())
     port = free_port()
     argv = [sys.executable, "-m", "localdev.directline", "--port", str(port), "--secret", SECRET,
-            "--bot-endpoint", f"http://127.0.0.1:{bot_port}/api/messages"]  # fmt: skip
+            "--bot-endpoint", f"http://127.0.0.1:{bot_port}/api/messages", "--console-key", "run-key"]  # fmt: skip
     server = subprocess.Popen(argv, cwd=PROJECT_ROOT, stdout=subprocess.PIPE)
     try:
         assert read_lines(server, 3, 20) == [
             f"Direct Line listening on http://127.0.0.1:{port}/v3/directline",
             f"Web Chat: http://127.0.0.1:{port}/",
-            f"Agent console: http://127.0.0.1:{port}/agent",
+            f"Agent console: http://127.0.0.1:{port}/agent?key=run-key",
         ]
         yield f"http://127.0.0.1:{port}/v3/directline"
     finally:
