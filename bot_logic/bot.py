@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
-from botbuilder.dialogs import DialogExtensions
+from botbuilder.dialogs import DialogExtensions, DialogSet
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 
 from bot_logic.clock import Clock
@@ -202,8 +202,17 @@ class LongOperationBot(ActivityHandler):
             await self._hand_off(turn_context, USER_ASKED)
             return
         if await self._notification_command(turn_context, text or ""):
+            await self._ask_again(turn_context)  # the answer expected before is still expected: its buttons too
             return
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
+
+    async def _ask_again(self, turn_context: TurnContext) -> None:
+        """Repeat the question the dialog is waiting on (the menu with its buttons, say), if any."""
+        dialogs = DialogSet(self._dialog_state)
+        dialogs.add(self._dialog)
+        context = await dialogs.create_context(turn_context)
+        if context.active_dialog is not None:
+            await context.reprompt_dialog()
 
     async def on_event_activity(self, turn_context: TurnContext) -> None:
         if turn_context.activity.name == STATUS_EVENT:

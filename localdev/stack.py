@@ -64,6 +64,8 @@ from localdev.processes import (
 )
 from localdev.settings_file import read_values
 
+# The bot's display name in the local channel (in Azure: the Azure Bot resource's display name).
+BOT_NAME = "Long Operations Bot"
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 READY_TIMEOUT = 90.0  # seconds for the Functions app to listen; a first start compiles the app's modules
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0  # seconds the app's in-flight invocations get at stop (the host's default)
@@ -218,7 +220,7 @@ def start_stack(
             values["DirectLineSecret"],
             port=directline_port,
             log_dir=log_dir,
-            extra_args=["--token-endpoint", token_endpoint, *directline_args],
+            extra_args=["--token-endpoint", token_endpoint, "--bot-name", BOT_NAME, *directline_args],
             timeout=30.0,
             name=f"{prefix}directline",
             handoff_signing_key=values.get("HandoffSigningKey"),

@@ -162,9 +162,21 @@ class Handoff:
             "message": self.message,
             "user": self.user,
             "context": self.context,
-            "transcript": self.transcript,
+            "transcript": self.transcript_in_channel_order(),
             "activities": self.activities(),
         }
+
+    def transcript_in_channel_order(self) -> list[Activity]:
+        """The bot's transcript in the order this channel saw its activities (their sequence in the
+        conversation), not the order or timestamps the bot gave them; one the channel never saw keeps
+        its place after the one before it."""
+        seq_of = {entry.activity.get("id"): entry.seq for entry in self.conversation.entries}
+        keyed, last = [], -1
+        for index, activity in enumerate(self.transcript):
+            seq = seq_of.get(activity.get("id"), last)
+            last = seq
+            keyed.append((seq, index, activity))
+        return [activity for _, _, activity in sorted(keyed, key=lambda item: item[:2])]
 
     def _require(self, transition: Transition) -> None:
         if self.state not in transition.allowed_from:

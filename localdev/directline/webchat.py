@@ -40,6 +40,7 @@ _PAGE = """<!DOCTYPE html>
     (async function () {
       const domain = __DOMAIN__;
       const tokenEndpoint = __TOKEN_ENDPOINT__;
+      const botInitials = __BOT_INITIALS__;
       const saved = 'localWebChatUser';  // {userId, userProof}: who this browser is, across reloads
       try {
         if (!tokenEndpoint) {
@@ -57,7 +58,17 @@ _PAGE = """<!DOCTYPE html>
         const { token, userId, userProof } = await res.json();
         localStorage.setItem(saved, JSON.stringify({ userId, userProof }));
         window.WebChat.renderWebChat(
-          { directLine: window.WebChat.createDirectLine({ token, domain, webSocket: true }) },
+          {
+            directLine: window.WebChat.createDirectLine({ token, domain, webSocket: true }),
+            userID: userId,
+            styleOptions: {
+              hideUploadButton: true,  // the bot takes no files
+              botAvatarInitials: botInitials,
+              botAvatarBackgroundColor: '#0063b1',
+              userAvatarInitials: 'You',
+              suggestedActionLayout: 'flow',  // buttons wrap instead of scrolling sideways
+            },
+          },
           document.getElementById('webchat')
         );
       } catch (err) {
@@ -72,12 +83,18 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
+def initials(name: str) -> str:
+    """ "Long Operations Bot" -> "LO": the bot's avatar in Web Chat."""
+    return "".join(word[0] for word in name.split()[:2]).upper() or "B"
+
+
 async def page(request: web.Request) -> web.Response:
     settings = request.app[CHANNEL].settings
     body = (
         _PAGE.replace("__TITLE__", html.escape(settings.bot_name))
         .replace("__DOMAIN__", _script_value(settings.domain))
         .replace("__TOKEN_ENDPOINT__", _script_value(settings.token_endpoint))
+        .replace("__BOT_INITIALS__", _script_value(initials(settings.bot_name)))
     )
     return web.Response(text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
 

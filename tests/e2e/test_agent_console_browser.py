@@ -180,3 +180,31 @@ def test_the_consoles_own_page_works_in_the_same_browser(
     page.locator("#accept").click()
     expect(page.locator("#log")).to_contain_text("handoff accepted by Ada", timeout=STEP_TIMEOUT_MS)
     assert console_state(stack, conversation_id) == "accepted"
+
+
+def test_the_console_renders_markdown_and_keeps_its_buttons_on_one_row_at_720_px(stack: Stack, page: Page) -> None:
+    user_id = "markdown-user"
+    bearer = {"Authorization": f"Bearer {SECRET}"}
+    started = requests.post(f"{stack.domain}/conversations", json={"user": {"id": user_id}}, headers=bearer, timeout=10)
+    conversation_id = started.json()["conversationId"]
+    for text in ("try `1 end=1000000` or **two**\n- first\n- second", "agent"):
+        message = {"type": "message", "text": text, "from": {"id": user_id, "name": "Mo"}}
+        posted = requests.post(
+            f"{stack.domain}/conversations/{conversation_id}/activities", json=message, headers=bearer, timeout=10
+        )
+        assert posted.status_code == 200, posted.text
+    page.set_viewport_size({"width": 720, "height": 800})
+    page.goto(stack.server.agent_console_url)
+    entry = page.locator(f'#list-waiting button[title="{conversation_id}"]')
+    expect(entry).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    entry.click()
+    log = page.locator("#log")
+    expect(log.locator("code", has_text="1 end=1000000").first).to_be_visible(timeout=STEP_TIMEOUT_MS)
+    expect(log.locator("strong", has_text="two").first).to_be_visible()
+    expect(log.locator("li", has_text="second").first).to_be_visible()
+    assert "`" not in log.inner_text() and "**" not in log.inner_text()
+    buttons = [page.locator(f"#{name}") for name in ("accept", "complete", "fail")]
+    assert [button.inner_text() for button in buttons] == ["Accept", "Complete", "Return to bot"]
+    boxes = [box for box in (button.bounding_box() for button in buttons) if box is not None]
+    middles = [box["y"] + box["height"] / 2 for box in boxes]
+    assert len(boxes) == 3 and max(middles) - min(middles) < min(box["height"] for box in boxes) / 2, boxes

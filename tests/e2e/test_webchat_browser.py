@@ -107,6 +107,9 @@ def test_the_whole_flow_in_web_chat_with_buttons(bot: LocalStack, page: Page) ->
     bot_says(page, "^Which long operation shall I run, Ada\\?")
     for title in ("prime report", "sales report", "risk simulation", "route report"):
         button(page, title)
+    # The bot takes no files: no upload button. It has a name and an avatar, not just "Bot".
+    expect(page.get_by_role("button", name=re.compile("upload", re.IGNORECASE))).to_have_count(0)
+    expect(page.locator(".webchat__initialsAvatar", has_text="LO").first).to_be_visible()
     screenshot(page, "1-menu-with-buttons")
 
     # Click an operation: acknowledged at once with a Cancel button, progress while it runs, then the result.
@@ -127,8 +130,15 @@ def test_the_whole_flow_in_web_chat_with_buttons(bot: LocalStack, page: Page) ->
     bot_says(page, "^Starting the sales report.")
     button(page, "Cancel").click()
     bot_says(page, "^Cancelled the sales report.")
-    bot_says(page, "^Which long operation shall I run, Ada\\?")
+    bot_says(page, "^Which long operation shall I run, Ada\\? Tap one")  # short, after the first full menu
     screenshot(page, "4-cancelled")
+
+    # Help lists the operations again; after a notification command the menu's buttons come back.
+    say(page, "help")
+    bot_says(page, "^I run long operations for you")
+    say(page, "notify me about pizza")
+    bot_says(page, "^OK: I.ll tell you here about")
+    button(page, "prime report")
 
     # Left alone, the conversation is closed with a notice, which the page shows as it arrives.
     bot_says(page, f"closed after {EXPIRE_AFTER_SECONDS} s")

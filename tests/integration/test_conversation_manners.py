@@ -147,3 +147,14 @@ async def test_a_bad_parameter_is_named_and_nothing_starts(chat: Chat, choice: s
     replies = await chat.say(choice)
     assert replies[0].startswith(refusal)
     assert await chat.queued() == []
+
+
+async def test_after_a_notification_command_the_menu_is_asked_again_with_its_buttons(
+    chat: Chat, connector: RecordingConnector
+) -> None:
+    await chat.say("Ada")
+    replies = await chat.say("notify me about pizza")
+    assert replies[0].startswith("OK: I'll tell you here about “pizza”.")
+    assert replies[-1].startswith("Which long operation shall I run, Ada?")
+    last = [a for a in connector.activities if a["_conversation"] == chat.conversation][-1]
+    assert [action["value"] for action in last["suggestedActions"]["actions"]][:2] == ["prime report", "sales report"]

@@ -436,7 +436,9 @@ def test_an_agent_takes_over_through_the_console_page(stack: Stack) -> None:
         rejected = handed_off(stack, "page-user-2", "Quinn")
         page.wait_for(lambda p: rejected in [h["conversationId"] for h in p["lists"]["waiting"]])
         page.select(rejected)
-        page.wait_for(lambda p: p["elements"]["fail"]["text"] == "Reject" and not p["elements"]["fail"]["disabled"])
+        page.wait_for(
+            lambda p: p["elements"]["fail"]["text"] == "Return to bot" and not p["elements"]["fail"]["disabled"]
+        )
         page.set("fail-message", "everyone is busy")
         page.click("fail")
         page.wait_for(lambda p: p["elements"]["heading"]["text"] == "Quinnfailed")
