@@ -189,11 +189,15 @@ def test_the_handoff_signing_key_is_kept_in_key_vault_too() -> None:
     key = TPL.symbol("handoffSigningKey")
     assert "secure" in key.decorator_names and "newGuid" in bicep.references(key.value_tokens)
     secrets = [r for r in TPL.resources if r.full_type == "Microsoft.KeyVault/vaults/secrets"]
-    holders = [r for r in secrets if bicep.references(path(r.value, "properties", "value").tokens) == {"handoffSigningKey"}]  # type: ignore[union-attr]
+    holders = [
+        r for r in secrets if bicep.references(path(r.value, "properties", "value").tokens) == {"handoffSigningKey"}
+    ]  # type: ignore[union-attr]
     assert len(holders) == 1
 
 
-@pytest.mark.parametrize(("setting", "site"), [("DirectLineSecret", "workerSiteName"), ("DirectLineClientSecret", "clientsSiteName")])
+@pytest.mark.parametrize(
+    ("setting", "site"), [("DirectLineSecret", "workerSiteName"), ("DirectLineClientSecret", "clientsSiteName")]
+)
 def test_each_direct_line_key_comes_from_its_own_site_through_key_vault(setting: str, site: str) -> None:
     value = path(_secret_behind(setting).value, "properties", "value")
     assert isinstance(value, bicep.Raw)
