@@ -1,6 +1,7 @@
 // The whole bot in one resource group: Function App (Flex Consumption, Linux, Python 3.11),
-// storage (AzureWebJobsStorage + the operations queue), Application Insights, Cosmos DB
-// (serverless) and the Azure Bot with its Direct Line channel. Three ways to deploy it, all
+// storage (host storage, the queues, the transcript table), Application Insights, Cosmos DB
+// (serverless), Key Vault and the Azure Bot with its Direct Line channel; optionally a VNet with
+// private endpoints (privateNetworking). Three ways to deploy it, all
 // described in docs/deploy.md:
 //
 //   azd up                              (azure.yaml; main.parameters.json maps azd's environment)
@@ -18,8 +19,8 @@
 //     30 minutes and allows more, so host.json can give the worker head room.
 //   * Cold start: the Bot Service waits about 15 s for /api/messages. Flex can keep
 //     instances of the HTTP group warm (alwaysReadyHttpInstances; 0 = pay per use only).
-//   * VNet integration and private endpoints are available on Flex (not on Linux Consumption),
-//     should the storage or Cosmos DB account later be closed to the internet.
+//   * VNet integration and private endpoints are available on Flex (not on Linux Consumption):
+//     privateNetworking=true closes storage and Cosmos DB to the internet.
 //   * Managed identity: Flex reads its deployment package through the app's identity (no
 //     storage key in WEBSITE_RUN_FROM_PACKAGE) and supports identity-based host storage.
 //   * `func azure functionapp publish <app> --python` works with Flex (current Core Tools v4
