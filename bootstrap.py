@@ -263,7 +263,7 @@ class Composition:
     def transcript_store(self) -> TableTranscriptStore:
         from services.transcript_store import TableTranscriptStore
 
-        store = TableTranscriptStore(self.settings.storage_connection_string, self.settings.transcript_table_name)
+        store = TableTranscriptStore(self.settings.storage, self.settings.transcript_table_name)
         self._closers.append(store.close)
         return store
 
@@ -300,7 +300,7 @@ class Composition:
         """A sender to one of the app's storage queues, closed with the composition."""
         from services.operation_queue import OperationQueue
 
-        queue = OperationQueue(self.settings.storage_connection_string, name)
+        queue = OperationQueue(self.settings.storage, name)
         self._closers.append(queue.close)
         return queue
 

@@ -11,19 +11,24 @@ import json
 import math
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
+
+from services.settings import StorageConnection
+from services.storage_clients import is_not_allowed_to_create, queue_client
 
 # Azure Storage hides a new message for at most 7 days (and less than its time to live, 7 days by default).
 MAX_VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600 - 1
 
 
 class OperationQueue:
-    def __init__(self, connection_string: str, queue_name: str) -> None:
-        self._connection_string = connection_string
+    def __init__(self, connection: StorageConnection | str, queue_name: str) -> None:
+        """`connection`: the app's StorageConnection, or a connection string (local tools and tests)."""
+        self._connection = StorageConnection.of(connection)
         self._queue_name = queue_name
         self._client: QueueClient | None = None
+        self._credential: Any = None
         self._lock = asyncio.Lock()
         self.sent = 0
 
@@ -35,8 +40,8 @@ class OperationQueue:
         async with self._lock:
             if self._client is None:
                 # host.json's messageEncoding is base64: encode the same way, or every message is poison.
-                client = QueueClient.from_connection_string(
-                    self._connection_string,
+                client, credential = queue_client(
+                    self._connection,
                     self._queue_name,
                     message_encode_policy=TextBase64EncodePolicy(),
                     # Sent inside a user's turn, which the channel gives 15 s: the SDK's default retries
@@ -51,7 +56,13 @@ class OperationQueue:
                     await client.create_queue()
                 except ResourceExistsError:
                     pass
-                self._client = client
+                except HttpResponseError as error:
+                    if not is_not_allowed_to_create(error):
+                        await client.close()
+                        if credential is not None:
+                            await credential.close()
+                        raise
+                self._client, self._credential = client, credential
             return self._client
 
     async def ping(self) -> None:
@@ -75,3 +86,6 @@ class OperationQueue:
         if self._client is not None:
             await self._client.close()
             self._client = None
+        if self._credential is not None:
+            await self._credential.close()
+            self._credential = None

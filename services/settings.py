@@ -24,6 +24,31 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True)
+class StorageConnection:
+    """Where the app's queues and transcript table are, and how it signs in there.
+
+    Locally (Azurite) a connection string, `AzureWebJobsStorage`. In Azure the account takes no key:
+    the endpoints (from `AzureWebJobsStorage__accountName`, or the `__queueServiceUri` and
+    `__tableServiceUri` settings) with the app's managed identity, the same settings the Functions
+    host reads for its own storage and the queue triggers. `client_id` names a user-assigned
+    identity; empty, the system-assigned one."""
+
+    connection_string: str = ""
+    queue_service_uri: str = ""
+    table_service_uri: str = ""
+    client_id: str = ""
+
+    @property
+    def uses_identity(self) -> bool:
+        return not self.connection_string
+
+    @classmethod
+    def of(cls, connection: StorageConnection | str) -> StorageConnection:
+        """A StorageConnection as given, or one from a connection string (local tools and tests)."""
+        return connection if isinstance(connection, StorageConnection) else cls(connection_string=connection)
+
+
+@dataclass(frozen=True)
 class Settings:
     microsoft_app_id: str
     microsoft_app_password: str
@@ -36,7 +61,7 @@ class Settings:
     cosmos_conversation_container_id: str
     cosmos_user_container_id: str
     cosmos_time_to_live: int
-    storage_connection_string: str
+    storage: StorageConnection
     operations_queue_name: str
     operation_timeout_seconds: int
     progress_interval_seconds: int
@@ -74,6 +99,11 @@ class Settings:
     def web_chat_direct_line_secret(self) -> str:
         """The secret behind the tokens /api/directline/token hands to browsers."""
         return self.direct_line_client_secret or self.direct_line_secret
+
+    @property
+    def storage_connection_string(self) -> str:
+        """The storage connection string (Azurite, local tools); empty when storage is identity-based."""
+        return self.storage.connection_string
 
     @property
     def local_mode(self) -> bool:
@@ -282,6 +312,53 @@ def _cron_values(field: str, count: int, lowest: int) -> set[int] | None:
 _URL_EXPECTED = "an https URL (http only for this machine: localhost, 127.0.0.1, ::1)"
 
 
+# An account name as Azure Storage allows it; the host builds the same endpoints from it.
+_STORAGE_ACCOUNT = re.compile(r"[a-z0-9]{3,24}")
+_IDENTITY_BASED = "AzureWebJobsStorage__"
+
+
+def _storage_connection(env: Mapping[str, str]) -> StorageConnection:
+    """AzureWebJobsStorage as the Functions host reads it: a connection string, or identity-based
+    settings under AzureWebJobsStorage__ (accountName, or the service URIs; credential, clientId)."""
+    connection_string = env.get("AzureWebJobsStorage", "").strip()
+    if connection_string:
+        return StorageConnection(connection_string=connection_string)
+    account = env.get("AzureWebJobsStorage__accountName", "").strip()
+    queue_uri = env.get("AzureWebJobsStorage__queueServiceUri", "").strip()
+    table_uri = env.get("AzureWebJobsStorage__tableServiceUri", "").strip()
+    if not account and not queue_uri:
+        raise SettingsError(
+            "Setting AzureWebJobsStorage is required but missing or empty "
+            "(or, identity-based, AzureWebJobsStorage__accountName)."
+        )
+    if account and not _STORAGE_ACCOUNT.fullmatch(account):
+        raise SettingsError(
+            f"Setting AzureWebJobsStorage__accountName={account!r} is malformed: "
+            "expected 3-24 lowercase letters and digits."
+        )
+    if not table_uri and not account:
+        raise SettingsError(
+            "Setting AzureWebJobsStorage__tableServiceUri is required with AzureWebJobsStorage__queueServiceUri "
+            "(the transcripts' table), unless AzureWebJobsStorage__accountName is set."
+        )
+    # The endpoints of the public cloud, as the host derives them from accountName.
+    queue_uri = queue_uri or f"https://{account}.queue.core.windows.net"
+    table_uri = table_uri or f"https://{account}.table.core.windows.net"
+    for name, uri in (("queueServiceUri", queue_uri), ("tableServiceUri", table_uri)):
+        if urlparse(uri).scheme != "https" or not urlparse(uri).netloc:
+            raise SettingsError(f"Setting {_IDENTITY_BASED}{name}={uri!r} is malformed: expected an https URL.")
+    credential = env.get("AzureWebJobsStorage__credential", "managedidentity").strip() or "managedidentity"
+    if credential.lower() != "managedidentity":
+        raise SettingsError(
+            f"Setting AzureWebJobsStorage__credential={credential!r} is malformed: expected managedidentity."
+        )
+    return StorageConnection(
+        queue_service_uri=queue_uri,
+        table_service_uri=table_uri,
+        client_id=env.get("AzureWebJobsStorage__clientId", "").strip(),
+    )
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise SettingsError naming the first bad one."""
     env = os.environ if environ is None else environ
@@ -299,7 +376,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cosmos_conversation_container_id=_text(env, "CosmosDbConversationStateContainerId", "conversation-state"),
         cosmos_user_container_id=_text(env, "CosmosDbUserStateContainerId", "user-state"),
         cosmos_time_to_live=_parsed(env, "CosmosDbTimeToLive", "86400", _positive_int, "a positive number of seconds"),
-        storage_connection_string=_text(env, "AzureWebJobsStorage"),
+        storage=_storage_connection(env),
         operations_queue_name=_text(env, "OperationsQueueName", "long-operations"),
         operation_timeout_seconds=_parsed(
             env, "OperationTimeoutSeconds", "600", _positive_int, "a positive number of seconds"

@@ -43,6 +43,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from botbuilder.core.transcript_logger import PagedResult, TranscriptInfo, TranscriptStore
 from botbuilder.schema import Activity
 
+from services.settings import StorageConnection
+from services.storage_clients import is_not_allowed_to_create, table_client
 from services.transcripts import (
     CleanupReport,
     TranscriptEntry,
@@ -284,24 +286,31 @@ def _describe(error: BaseException) -> str:
 # --- the store ---------------------------------------------------------------------------------
 
 
+async def _close(client: TableClient, credential: Any) -> None:
+    await client.close()
+    if credential is not None:
+        await credential.close()
+
+
 class TableTranscriptStore(TranscriptStore):
-    """Transcripts in one Azure Table (see the module's docstring). Built from a storage connection
-    string (the app's AzureWebJobsStorage) and a table name; nothing is created or connected until the
-    first call, which creates the table if it is missing."""
+    """Transcripts in one Azure Table (see the module's docstring). Built from the app's
+    StorageConnection (or a connection string) and a table name; nothing is created or connected
+    until the first call, which creates the table if it is missing."""
 
     def __init__(
         self,
-        connection_string: str,
+        connection: StorageConnection | str,
         table_name: str = DEFAULT_TABLE_NAME,
         *,
         request_timeout: float = 10.0,
         page_size: int = PAGE_SIZE,
     ) -> None:
-        self._connection_string = connection_string
+        self._connection = StorageConnection.of(connection)
         self.table_name = table_name
         self._request_timeout = request_timeout
         self.page_size = page_size
         self._client: TableClient | None = None
+        self._credential: Any = None
         self._client_lock = asyncio.Lock()
         # (day -> escaped conversation ids) this process has written an index row for: written once.
         self._indexed: dict[str, set[str]] = {}
@@ -313,11 +322,10 @@ class TableTranscriptStore(TranscriptStore):
             return self._client
         async with self._client_lock:
             if self._client is None:
-                from azure.core.exceptions import ResourceExistsError
-                from azure.data.tables.aio import TableClient
+                from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
-                client = TableClient.from_connection_string(
-                    self._connection_string,
+                client, credential = table_client(
+                    self._connection,
                     self.table_name,
                     # No retries inside the client: the recorder retries writes with its own backoff,
                     # and a reader would rather answer 503 at once than hang on a retry schedule.
@@ -329,10 +337,14 @@ class TableTranscriptStore(TranscriptStore):
                     await client.create_table()
                 except ResourceExistsError:
                     pass
+                except HttpResponseError as error:
+                    if not is_not_allowed_to_create(error):
+                        await _close(client, credential)
+                        raise
                 except BaseException:
-                    await client.close()
+                    await _close(client, credential)
                     raise
-                self._client = client
+                self._client, self._credential = client, credential
         return self._client
 
     async def _call(self, operation: Callable[[TableClient], Awaitable[T]]) -> T:
@@ -353,8 +365,9 @@ class TableTranscriptStore(TranscriptStore):
     async def _forget_client(self) -> None:
         async with self._client_lock:
             client, self._client = self._client, None
+            credential, self._credential = self._credential, None
         if client is not None:
-            await client.close()
+            await _close(client, credential)
 
     async def _query(
         self, query_filter: str, parameters: dict[str, Any], select: list[str] | None = None

@@ -182,7 +182,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> web.Application:
     adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config))
     adapter.on_turn_error = on_turn_error
     memory = MemoryStorage()
-    queue = OperationQueue(settings.storage_connection_string, settings.operations_queue_name)
+    queue = OperationQueue(settings.storage, settings.operations_queue_name)
     bot = BaselineBot(ConversationState(memory), UserState(memory), AfterSaveEffects(queue), settings)
 
     async def messages(request: web.Request) -> web.Response:

@@ -54,6 +54,19 @@ RESOURCE_MODELS: dict[str, tuple[str, str]] = {
     ),
     "Microsoft.BotService/botServices": ("azure.mgmt.botservice", "Bot"),
     "Microsoft.BotService/botServices/channels": ("azure.mgmt.botservice", "BotChannel"),
+    "Microsoft.Web/sites/basicPublishingCredentialsPolicies": (
+        "azure.mgmt.web",
+        "CsmPublishingCredentialsPoliciesEntity",
+    ),
+    "Microsoft.KeyVault/vaults": ("azure.mgmt.keyvault", "VaultCreateOrUpdateParameters"),
+    "Microsoft.KeyVault/vaults/secrets": ("azure.mgmt.keyvault", "SecretCreateOrUpdateParameters"),
+    # An extension resource: its `scope` names the resource whose logs it sends.
+    "Microsoft.Insights/diagnosticSettings": ("azure.mgmt.monitor", "DiagnosticSettingsResource"),
+    "Microsoft.Network/virtualNetworks": ("azure.mgmt.network", "VirtualNetwork"),
+    "Microsoft.Network/privateEndpoints": ("azure.mgmt.network", "PrivateEndpoint"),
+    "Microsoft.Network/privateEndpoints/privateDnsZoneGroups": ("azure.mgmt.network", "PrivateDnsZoneGroup"),
+    "Microsoft.Network/privateDnsZones": ("azure.mgmt.privatedns", "PrivateZone"),
+    "Microsoft.Network/privateDnsZones/virtualNetworkLinks": ("azure.mgmt.privatedns", "VirtualNetworkLink"),
 }
 SITE_CONFIG_MODELS = {"appsettings": "StringDictionary", "web": "SiteConfigResource"}
 # Keys of a resource body that belong to Bicep, not to the resource provider.
@@ -198,9 +211,31 @@ def published_api_versions(package: str) -> dict[str, str]:
             for name, value in vars(configuration).items()
             if name.endswith("Configuration") and isinstance(value, type) and value.__module__ == configuration.__name__
         ]
-        api_version = classes[0](credential=object(), subscription_id="0").api_version
-        versions[api_version] = f"{package}.models"
+        api_version = getattr(classes[0](credential=object(), subscription_id="0"), "api_version", None)
+        versions[api_version or _operations_api_version(package)] = f"{package}.models"
     return versions
+
+
+_OPERATION_API_VERSION = re.compile(r'_params\.pop\("api-version", "(\d{4}-\d{2}-\d{2}(?:-preview)?)"\)')
+
+
+def _operations_api_version(package: str) -> str:
+    """The API version most of a package's operations send by default (azure-mgmt-network 30+ has no
+    client-wide version: each request builder names its own, all but a few legacy ones the same)."""
+    operations = importlib.import_module(f"{package}.operations")
+    sources = [
+        importlib.util.find_spec(f"{package}.operations.{info.name}")
+        for info in pkgutil.iter_modules(operations.__path__)
+    ]
+    counts: dict[str, int] = {}
+    for spec in sources:
+        if spec is not None and spec.origin is not None:
+            with open(spec.origin, encoding="utf-8") as source:
+                for version in _OPERATION_API_VERSION.findall(source.read()):
+                    counts[version] = counts.get(version, 0) + 1
+    if not counts:
+        raise UnknownSchema(f"{package} names no API version in its configuration or its operations")
+    return max(counts, key=lambda version: counts[version])
 
 
 def resource_shape(full_type: str, api_version: str, resource_name: object = None) -> Shape:

@@ -153,6 +153,24 @@ def function_app(tpl: bicep.Template) -> bicep.Declaration:
     return sites[0]
 
 
+def key_vault_secret(tpl: bicep.Template, value: bicep.Value) -> bicep.Declaration | None:
+    """The secret resource an app setting refers to, when its value is exactly
+    '@Microsoft.KeyVault(SecretUri=${vault::secret.properties.secretUri})'; None otherwise."""
+    if not isinstance(value, bicep.Raw) or len(value.tokens) != 1 or value.tokens[0].kind != "string":
+        return None
+    token = value.tokens[0]
+    if token.parts != ["@Microsoft.KeyVault(SecretUri=", ")"] or len(token.interpolations) != 1:
+        return None
+    words = [t.value for t in token.interpolations[0]]
+    if len(words) != 7 or words[1] != "::" or words[3:] != [".", "properties", ".", "secretUri"]:
+        return None
+    secret = tpl.symbol(words[2])
+    vault = tpl.symbol(words[0])
+    if secret.parent is not vault or secret.full_type != "Microsoft.KeyVault/vaults/secrets":
+        return None
+    return secret
+
+
 def path(obj: bicep.Value, *keys: str) -> bicep.Value:
     """obj.keys[0].keys[1]... through parsed objects; AssertionError naming the missing key."""
     current = obj

@@ -195,10 +195,33 @@ def test_every_variable_and_secret_the_workflow_reads_is_documented(name: str) -
     )
 
 
-def test_the_workflow_uses_released_major_versions_of_its_actions() -> None:
-    for step in _steps():
-        if "uses" in step:
-            assert re.fullmatch(r"[\w-]+/[\w-]+@v\d+", step["uses"]), step["uses"]
+_PINNED_ACTION = re.compile(r"^ *(?:- )?uses: ([\w-]+/[\w-]+)@([0-9a-f]{40}) # (v\d+\.\d+\.\d+)$")
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_release_tag_beside_it() -> None:
+    used = [step["uses"] for step in _steps() if "uses" in step]
+    assert used
+    lines = [line for line in WORKFLOW_FILE.read_text().splitlines() if "uses:" in line]
+    assert len(lines) == len(used)
+    for line in lines:
+        assert _PINNED_ACTION.match(line), f"not pinned to a full commit SHA with its tag: {line.strip()}"
+
+
+def test_the_tools_the_workflow_installs_are_pinned_to_exact_versions() -> None:
+    env = next(iter(WORKFLOW["jobs"].values()))["env"]
+    assert re.fullmatch(r"v\d+\.\d+\.\d+", env["BICEP_VERSION"])
+    assert re.fullmatch(r"\d+\.\d+\.\d+", env["CORE_TOOLS_VERSION"])
+    build = _steps()[_step_index(_runs("az bicep build"), "compiles the template")]["run"]
+    assert 'az bicep install --version "$BICEP_VERSION"' in build
+    install = _steps()[_step_index(_runs("azure-functions-core-tools"), "installs Core Tools")]["run"]
+    assert '"azure-functions-core-tools@$CORE_TOOLS_VERSION"' in install
+
+
+def test_the_workflow_deploys_through_a_github_environment() -> None:
+    job = next(iter(WORKFLOW["jobs"].values()))
+    assert job["environment"] == "production"
+    # The federated credential the docs create trusts that environment, not a branch.
+    assert "repo:<owner>/<repo>:environment:production" in DEPLOY_DOC
 
 
 # ------------------------------------------------------------- documents

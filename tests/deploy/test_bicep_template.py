@@ -19,6 +19,7 @@ from tests.deploy.project import (
     TEMPLATE,
     app_settings,
     function_app,
+    key_vault_secret,
     path,
     resources_of_type,
     template,
@@ -168,24 +169,46 @@ def test_no_output_carries_a_secret() -> None:
     assert _secret_outputs(TPL) == []
 
 
+def _secret_behind(setting: str) -> bicep.Declaration:
+    secret = key_vault_secret(TPL, SETTINGS[setting])
+    assert secret is not None, f"{setting} should be a Key Vault reference to one of the vault's secrets"
+    return secret
+
+
 @pytest.mark.parametrize(
-    ("parameter", "setting"),
-    [("operationSigningKey", "OperationSigningKey"), ("handoffSigningKey", "HandoffSigningKey")],
+    ("setting", "parameter"),
+    [("OperationSigningKey", "operationSigningKey"), ("HandoffSigningKey", "handoffSigningKey")],
 )
-def test_signing_keys_are_secure_generated_parameters(parameter: str, setting: str) -> None:
+def test_signing_keys_are_secure_generated_parameters_kept_in_key_vault(setting: str, parameter: str) -> None:
     key = TPL.symbol(parameter)
     assert "secure" in key.decorator_names
     assert "newGuid" in bicep.references(key.value_tokens)
-    assert bicep.references(SETTINGS[setting].tokens) == {parameter}  # type: ignore[union-attr]
+    value = path(_secret_behind(setting).value, "properties", "value")
+    assert isinstance(value, bicep.Raw) and value.single_identifier == parameter
 
 
-def test_direct_line_secret_comes_from_the_channel() -> None:
-    value = SETTINGS["DirectLineSecret"]
+def test_the_handoff_signing_key_is_kept_in_key_vault_too() -> None:
+    # HandoffSigningKey's app setting is the handoff feature's; its secret is here already.
+    key = TPL.symbol("handoffSigningKey")
+    assert "secure" in key.decorator_names and "newGuid" in bicep.references(key.value_tokens)
+    secrets = [r for r in TPL.resources if r.full_type == "Microsoft.KeyVault/vaults/secrets"]
+    holders = [
+        r for r in secrets if bicep.references(path(r.value, "properties", "value").tokens) == {"handoffSigningKey"}
+    ]  # type: ignore[union-attr]
+    assert len(holders) == 1
+
+
+@pytest.mark.parametrize(
+    ("setting", "site"), [("DirectLineSecret", "workerSiteName"), ("DirectLineClientSecret", "clientsSiteName")]
+)
+def test_each_direct_line_key_comes_from_its_own_site_through_key_vault(setting: str, site: str) -> None:
+    value = path(_secret_behind(setting).value, "properties", "value")
     assert isinstance(value, bicep.Raw)
-    refs = bicep.references(value.tokens)
+    assert bicep.references(value.tokens) >= {"directLine", "listChannelWithKeys", "filter", site}
+    other = {"workerSiteName", "clientsSiteName"} - {site}
+    assert not bicep.references(value.tokens) & other
     channel = TPL.symbol("directLine")
     assert channel.full_type == "Microsoft.BotService/botServices/channels"
-    assert refs == {"directLine", "listChannelWithKeys"}
 
 
 def test_web_chat_pages_reach_the_token_function_only_from_the_origins_given() -> None:
@@ -193,8 +216,10 @@ def test_web_chat_pages_reach_the_token_function_only_from_the_origins_given() -
     cors = path(function_app(TPL).value, "properties", "siteConfig", "cors", "allowedOrigins")
     assert isinstance(cors, bicep.Raw) and cors.single_identifier == "webChatOrigins"
     assert to_python(TPL, cors) == []
-    # The token function exchanges the worker's secret unless given a browser site's key.
-    assert setting_literal("DirectLineClientSecret") == ""
+    # The same pages are the Direct Line "clients" site's trusted origins unless given apart.
+    assert TPL.symbol("directLineTrustedOrigins").value_tokens and bicep.references(
+        TPL.symbol("directLineTrustedOrigins").value_tokens
+    ) == {"webChatOrigins"}
 
 
 def setting_literal(name: str) -> object:

@@ -54,6 +54,12 @@ def test_the_code_reads_its_settings_through_services_settings() -> None:
 
 @pytest.mark.parametrize("name", REQUIRED)
 def test_the_template_sets_every_setting(name: str) -> None:
+    if name == "AzureWebJobsStorage":
+        # In Azure the account refuses shared keys: host storage and the app's clients are
+        # identity-based, read from AzureWebJobsStorage__* (services/settings.py, StorageConnection).
+        assert "AzureWebJobsStorage__accountName" in APP_SETTINGS
+        assert "AzureWebJobsStorage" not in APP_SETTINGS, "a connection string would carry the account key"
+        return
     if name == "FUNCTIONS_WORKER_RUNTIME" and _is_flex():
         runtime = path(function_app(TEMPLATE).value, "properties", "functionAppConfig", "runtime", "name")
         assert TEMPLATE.resolve(runtime) == "python"
@@ -233,7 +239,7 @@ def _template_defaults_env() -> dict[str, str]:
     env = {name: value for name, v in APP_SETTINGS.items() if (value := setting_value(TEMPLATE, v)) is not None}
     # Values only Azure knows at deployment time.
     env.update(
-        AzureWebJobsStorage="DefaultEndpointsProtocol=https;AccountName=x;AccountKey=eA==;EndpointSuffix=core.windows.net",
+        AzureWebJobsStorage__accountName="stexample0123",
         MicrosoftAppId="00000000-0000-0000-0000-000000000001",
         MicrosoftAppTenantId="00000000-0000-0000-0000-000000000002",
         CosmosDbEndpoint="https://example.documents.azure.com:443/",
@@ -249,6 +255,16 @@ def test_the_app_starts_with_the_template_defaults() -> None:
     assert settings.microsoft_app_type == "UserAssignedMSI"
     assert settings.cosmos_auth_key == ""  # managed identity
     assert startup_warnings(settings) == []
+
+
+def test_with_the_template_settings_the_app_reaches_storage_with_its_identity() -> None:
+    settings = load_settings(_template_defaults_env())
+    assert settings.storage.uses_identity and settings.storage.connection_string == ""
+    assert settings.storage.queue_service_uri == "https://stexample0123.queue.core.windows.net"
+    assert settings.storage.table_service_uri == "https://stexample0123.table.core.windows.net"
+    # `managedidentity` without a client id: the system-assigned identity, the one holding the roles.
+    assert APP_SETTINGS["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert "AzureWebJobsStorage__clientId" not in APP_SETTINGS and settings.storage.client_id == ""
 
 
 def test_the_app_starts_with_the_sample_once_placeholders_are_filled() -> None:

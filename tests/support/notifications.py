@@ -115,7 +115,7 @@ def notification_host(
     references = ConversationReferences(
         app.cosmos.reference_container, time_to_live=settings.cosmos_time_to_live, clock=time
     )
-    queue = OperationQueue(settings.storage_connection_string, settings.external_events_queue_name)
+    queue = OperationQueue(settings.storage, settings.external_events_queue_name)
     poisoned: list[bytes] = []
 
     async def send_to_poison(body: bytes) -> None:
