@@ -157,6 +157,7 @@ class Composition:
 
     @cached_property
     def external_events(self) -> ExternalEventDependencies:
+        from handlers.notification_schema import envelope_key
         from handlers.notifications import ExternalEventDependencies
         from services.rate_limiter import RateLimiter
 
@@ -167,6 +168,7 @@ class Composition:
             send=self.adapter.send_text,
             send_to_poison=self._poison_sender(settings.external_events_queue_name),
             limiter=RateLimiter(settings.notifications_per_second),
+            envelope_key=envelope_key(settings.operation_signing_key),
             clock=self.clock,
         )
 
