@@ -131,7 +131,8 @@ class Composition:
                 # A point read of a key no conversation has: found or not, Cosmos DB answered.
                 "cosmos": lambda: self.conversations.read(["health-check"]),
                 "queue": self.operation_queue.ping,
-            }
+            },
+            cache_seconds=self.settings.health_cache_seconds,
         )
 
     @cached_property

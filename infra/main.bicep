@@ -580,6 +580,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     CosmosDbReferenceContainerId: referenceContainerName
     ExternalEventsQueueName: externalEventsQueueName
     NotificationsPerSecond: notificationsPerSecond
+    HealthCacheSeconds: '5'
   }
   dependsOn: [
     deploymentStorageRole
