@@ -162,7 +162,8 @@ class Composition:
                 # A point read of a key no conversation has: found or not, Cosmos DB answered.
                 "cosmos": lambda: self.conversations.read(["health-check"]),
                 "queue": self.operation_queue.ping,
-            }
+            },
+            cache_seconds=self.settings.health_cache_seconds,
         )
 
     @cached_property
@@ -188,6 +189,7 @@ class Composition:
 
     @cached_property
     def external_events(self) -> ExternalEventDependencies:
+        from handlers.notification_schema import envelope_key
         from handlers.notifications import ExternalEventDependencies
         from services.rate_limiter import RateLimiter
 
@@ -198,6 +200,7 @@ class Composition:
             send=self.adapter.send_text,
             send_to_poison=self._poison_sender(settings.external_events_queue_name),
             limiter=RateLimiter(settings.notifications_per_second),
+            envelope_key=envelope_key(settings.operation_signing_key),
             clock=self.clock,
         )
 

@@ -70,7 +70,8 @@ async def transcripts(req: func.HttpRequest) -> func.HttpResponse:
     from handlers.transcripts import handle_get_transcript
 
     conversation_id = req.route_params.get("conversationId", "")
-    return _http_response(await handle_get_transcript(conversation_id, composition().transcript_reading))
+    query = dict(req.params)  # pageSize, continuationToken
+    return _http_response(await handle_get_transcript(conversation_id, composition().transcript_reading, query))
 
 
 @app.function_name("transcript_cleanup")

@@ -62,6 +62,16 @@ WELCOME_BACK = "Welcome back, {name}!"
 # "notify me about pizza", "stop notifications": subscriptions to events from outside (handlers/notifications.py).
 NOTIFY_ME = re.compile(r"^(?:please\s+)?notify me (?:about|of|on)\s+(?P<topic>\S.{0,79}?)[\s.!]*$", re.IGNORECASE)
 STOP_NOTIFICATIONS = re.compile(r"^(?:please\s+)?(?:stop|unsubscribe)(?: all)? notifications[\s.!]*$", re.IGNORECASE)
+START_NOTIFICATIONS = re.compile(r"^(?:please\s+)?(?:start|resume)(?: all)? notifications[\s.!]*$", re.IGNORECASE)
+STOPPED_TEXT = (
+    "Done: I won't send you notifications any more{topics}. Say 'start notifications' to get direct notices again."
+)
+STARTED_TEXT = (
+    "Done: notices sent to you directly reach you here again. To follow a topic too, say 'notify me about <topic>'."
+)
+ALREADY_STARTED_TEXT = (
+    "Notices sent to you directly already reach you here. To follow a topic too, say 'notify me about <topic>'."
+)
 SUBSCRIPTION_TIMEOUT_SECONDS = 5.0
 # Where a turn keeps the handoff.status it verified before anything else ran.
 VERIFIED_STATUS_KEY = "handoff.verifiedStatus"
@@ -309,16 +319,21 @@ class LongOperationBot(ActivityHandler):
     # --- notifications from outside events --------------------------------------------------
 
     async def _notification_command(self, turn_context: TurnContext, text: str) -> bool:
-        """ "notify me about <topic>" and "stop notifications"; False for anything else."""
-        subscribe = NOTIFY_ME.match(text.strip())
-        stop = STOP_NOTIFICATIONS.match(text.strip())
-        if not subscribe and not stop:
+        """ "notify me about <topic>", "stop notifications" and "start notifications"; False for anything else."""
+        command = text.strip()
+        subscribe = NOTIFY_ME.match(command)
+        stop = STOP_NOTIFICATIONS.match(command)
+        start = START_NOTIFICATIONS.match(command)
+        if not subscribe and not stop and not start:
             return False
         reference = TurnContext.get_conversation_reference(turn_context.activity).serialize()
         try:
             # Bounded: the store's own retries must not outlast the channel's 15 s for the turn.
             async with asyncio.timeout(SUBSCRIPTION_TIMEOUT_SECONDS):
-                reply = await self._change_subscriptions(reference, subscribe)
+                if start:
+                    reply = await self._start_notifications(reference)
+                else:
+                    reply = await self._change_subscriptions(reference, subscribe)
         except ValueError as error:  # the port's refusal (a topic too long, too many topics): say why
             reply = f"Sorry, I can't do that: {error}."
         except Exception:
@@ -329,10 +344,9 @@ class LongOperationBot(ActivityHandler):
 
     async def _change_subscriptions(self, reference: dict[str, Any], subscribe: re.Match[str] | None) -> str:
         if subscribe is None:
-            removed = await self._subscriptions.unsubscribe_all(reference["user"]["id"])
-            if not removed:
-                return "You had no notifications to stop."
-            return f"Done: no more notifications about {', '.join(removed)}."
+            # Everything stops: the topics, and notices sent to the user directly (by user id or conversation).
+            removed = await self._subscriptions.stop_notifications(reference)
+            return STOPPED_TEXT.format(topics=f" (topics: {', '.join(removed)})" if removed else "")
         topic = " ".join(subscribe.group("topic").split()).lower()
         topics = await self._subscriptions.subscribe(reference, topic)
         return (
@@ -340,3 +354,7 @@ class LongOperationBot(ActivityHandler):
             "Say 'stop notifications' to stop. (An outside system can also notify you alone: "
             f"your user id is “{reference['user']['id']}”.)"
         )
+
+    async def _start_notifications(self, reference: dict[str, Any]) -> str:
+        were_off = await self._subscriptions.start_notifications(reference)
+        return STARTED_TEXT if were_off else ALREADY_STARTED_TEXT

@@ -14,5 +14,9 @@ class NotificationSubscriptions(Protocol):
         """Subscribe the reference's user to `topic` (normalised: stripped, lower-case); the user's topics now.
         Raises ValueError, saying why in words for the user, for a topic it will not take."""
 
-    async def unsubscribe_all(self, user_id: str) -> list[str]:
-        """Remove all of the user's subscriptions; the topics removed."""
+    async def stop_notifications(self, reference: dict[str, Any]) -> list[str]:
+        """Stop everything for the reference's user: remove all their subscriptions and turn off
+        notices sent to them directly (by user id or conversation id); the topics removed."""
+
+    async def start_notifications(self, reference: dict[str, Any]) -> bool:
+        """Turn notices sent to the reference's user directly back on; True if they were off."""

@@ -10,14 +10,20 @@ Two handlers:
   delivery message is sent to its user's latest conversation (or to the conversation it names),
   at the configured rate, and recorded per conversation so that a redelivered message has effect once.
 
-Message format (HTTP body and queue message alike), exactly one target:
+Message format (HTTP body and queue message alike), exactly one target and no other field
+(handlers/notification_schema.py):
 
     {"id"?: "<idempotency key>", "text": "...", "userId" | "conversationId" | "topic": "..."}
 
-A queue message without "id" takes the queue message's id. A topic's delivery messages are
-`{"id": "<notification id>/u-<digest of the user id>", "userId": ..., "text": ..., "viaTopic": topic}`:
-a redelivered topic message queues the same ids again and they are skipped at delivery, and a user
-who stopped following the topic meanwhile is skipped too.
+A queue message without "id" takes the queue message's id. What the app itself puts back on the
+queue (a topic's delivery to one subscriber, with id `<notification id>/u-<digest of the user id>`
+and the topic it came from; a deferred send, with its count of failures) travels in a signed
+envelope no caller can make: a redelivered topic message queues the same ids again and they are
+skipped at delivery, and a user who stopped following the topic meanwhile is skipped too.
+
+A user who said "stop notifications" gets nothing: their topics are gone, and notices sent to them
+by user id or conversation id are not delivered (POST /api/notify answers so at once; on the queue
+they are counted as OPTED_OUT and logged) until they say "start notifications".
 
 What is guaranteed: nothing accepted is lost while the queue keeps it (a host that stops midway
 leaves the rest on the queue); a delivery is sent once unless the host stops between the send and
@@ -27,71 +33,49 @@ its record (then the queue's redelivery sends it again: at least once). The send
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
-from handlers.http_types import BadJson, HttpRequestData, HttpResponseData, error, parse_json
-from services.channel_errors import is_permanent, retry_after_of
-from services.conversation_references import (
-    DEFAULT_CLAIM_SECONDS,
-    DeliveryClaim,
-    InvalidTopic,
-    normalise_topic,
+from handlers.http_types import HttpRequestData, HttpResponseData, error
+from handlers.notification_schema import (
+    MAX_TRANSIENT_FAILURES,
+    InvalidNotification,
+    Notification,
+    caller_notification,
+    delivery_id,
+    parse_body,
+    queue_message,
+    seal,
 )
+from services.channel_errors import is_permanent, retry_after_of
+from services.conversation_references import DEFAULT_CLAIM_SECONDS, DeliveryClaim, UserReach
 from services.rate_limiter import RateLimiter
 
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-MAX_TEXT_LENGTH = 4000  # characters: a chat message, not a document; a queue message stays far below 64 KB
-MAX_ID_LENGTH = 128  # a caller's idempotency key
-MAX_TARGET_LENGTH = 1024  # a user or conversation id (channels' ids are far shorter)
-_DERIVED_ID_DIGEST = 24  # hex characters of the user id's digest in a delivery message's id
-# A send that fails for a passing reason is queued again, backing off 5 s, 10 s, ... up to 15 min:
-# 16 tries cover about three hours of a channel outage; then the queue's retries and its poison queue.
-MAX_TRANSIENT_FAILURES = 16
 FIRST_FAILURE_BACKOFF_SECONDS = 5.0
 MAX_FAILURE_BACKOFF_SECONDS = 900.0
-MAX_QUEUED_ID_LENGTH = MAX_ID_LENGTH + len("/u-") + _DERIVED_ID_DIGEST
-TARGETS: Final = ("userId", "conversationId", "topic")
 STORE_RETRY_AFTER_SECONDS = 5
 
 # What handle_external_event did with a message.
-POISONED = "poisoned"  # malformed: moved to the poison queue
+POISONED = "poisoned"  # malformed, or a forged envelope: moved to the poison queue
 FANNED_OUT = "fanned-out"  # a topic notification: one delivery message per subscriber queued
 DELIVERED = "delivered"
 DUPLICATE = "duplicate"  # delivered to that conversation before: skipped
-DROPPED = "dropped"  # nobody to send it to (unknown user or conversation): logged
+DROPPED = "dropped"  # nobody to send it to (unknown user or conversation, or no longer following): logged
+OPTED_OUT = "opted-out"  # its user said "stop notifications": not delivered, logged
 DEFERRED = "deferred"  # queued again, hidden until the channel's Retry-After (or another sender's claim) passes
 
-
-class InvalidNotification(ValueError):
-    """The message says what is wrong, for the caller (HTTP 400) or the log (poison queue)."""
-
-
-@dataclass(frozen=True)
-class Notification:
-    text: str
-    target: str  # one of TARGETS
-    value: str  # the user id, conversation id, or normalised topic
-    id: str | None = None
-    via_topic: str | None = None  # with a userId: deliver only while the user still follows this topic
-    failures: int = 0  # sends that failed for a passing reason (5xx, timeouts) so far
-
-    def message(self, notification_id: str) -> dict[str, Any]:
-        """The queue message for it, with its id spelled out (a re-queued copy gets a new queue message id)."""
-        message = {"id": notification_id, self.target: self.value, "text": self.text}
-        if self.via_topic is not None:
-            message["viaTopic"] = self.via_topic
-        if self.failures:
-            message["failures"] = self.failures
-        return message
+OPTED_OUT_MESSAGE = (
+    "The user has turned notifications off (they said 'stop notifications'), so nothing was queued. "
+    "They can turn them back on by saying 'start notifications'."
+)
 
 
 class EventQueue(Protocol):
@@ -103,9 +87,9 @@ class EventQueue(Protocol):
 class NotificationTargets(Protocol):
     """What the HTTP handler looks up (services.conversation_references.ConversationReferences)."""
 
-    async def user_reference(self, user_id: str) -> dict[str, Any] | None: ...
+    async def user_reach(self, user_id: str) -> UserReach | None: ...
 
-    async def conversation_reference(self, conversation_id: str) -> dict[str, Any] | None: ...
+    async def conversation_reach(self, conversation_id: str) -> UserReach | None: ...
 
     async def count_subscribers(self, topic: str) -> int: ...
 
@@ -113,7 +97,9 @@ class NotificationTargets(Protocol):
 class DeliveryStore(Protocol):
     """What delivery needs (services.conversation_references.ConversationReferences)."""
 
-    async def user_reference_and_topics(self, user_id: str) -> tuple[dict[str, Any], list[str]] | None: ...
+    async def user_reach(self, user_id: str) -> UserReach | None: ...
+
+    async def direct_notices_off(self, user_id: str) -> bool: ...
 
     def subscribers(self, topic: str) -> AsyncIterator[tuple[str, dict[str, Any]]]: ...
 
@@ -157,6 +143,7 @@ class ExternalEventDependencies:
     send: Callable[[dict[str, Any], str], Awaitable[None]]  # (reference, text): the proactive send
     send_to_poison: Callable[[bytes], Awaitable[None]]
     limiter: RateLimiter  # one per process: shared by every delivery of this process
+    envelope_key: bytes  # notification_schema.envelope_key(OperationSigningKey): seals the app's own messages
     clock: Callable[[], float] = time.time  # wall clock: claims' leases, HTTP-date Retry-After
     max_in_process_wait: float = 10.0  # a Retry-After up to this is waited out in process
     max_send_attempts: int = 3  # sends of one message in process (each after a short 429)
@@ -168,68 +155,7 @@ class DeliveryFailed(Exception):
     """A send failed (not a 429): raised so the queue delivers the message again, then poisons it."""
 
 
-# --- the message -------------------------------------------------------------------------------
-
-
-def parse_notification(body: bytes, max_id_length: int = MAX_ID_LENGTH) -> Notification:
-    """The notification in a JSON body; raises InvalidNotification naming the problem."""
-    try:
-        data = parse_json(body)
-    except BadJson as problem:
-        raise InvalidNotification(f"the body is not valid JSON: {problem}") from None
-    if not isinstance(data, dict):
-        raise InvalidNotification("the body must be a JSON object")
-    targets = [name for name in TARGETS if name in data]
-    if not targets:
-        raise InvalidNotification("name exactly one target: 'userId', 'conversationId' or 'topic'")
-    if len(targets) > 1:
-        raise InvalidNotification(f"name exactly one target, not {' and '.join(repr(t) for t in targets)}")
-    target = targets[0]
-    value = _text_field(data, target, MAX_TARGET_LENGTH)
-    if target == "topic":
-        try:
-            value = normalise_topic(value)
-        except InvalidTopic as problem:
-            raise InvalidNotification(f"'topic': {problem}") from None
-    if "text" not in data:
-        raise InvalidNotification("'text' is required: the message to send")
-    text = _text_field(data, "text", MAX_TEXT_LENGTH)
-    notification_id = _text_field(data, "id", max_id_length) if "id" in data else None
-    via_topic = None
-    if "viaTopic" in data:
-        if target != "userId":
-            raise InvalidNotification("'viaTopic' goes only with 'userId'")
-        try:
-            via_topic = normalise_topic(_text_field(data, "viaTopic", MAX_TARGET_LENGTH))
-        except InvalidTopic as problem:
-            raise InvalidNotification(f"'viaTopic': {problem}") from None
-    failures = data.get("failures", 0)
-    if not isinstance(failures, int) or isinstance(failures, bool) or not 0 <= failures <= MAX_TRANSIENT_FAILURES:
-        raise InvalidNotification(f"'failures' must be a whole number from 0 to {MAX_TRANSIENT_FAILURES}")
-    return Notification(
-        text=text, target=target, value=value, id=notification_id, via_topic=via_topic, failures=failures
-    )
-
-
-def _text_field(data: dict[str, Any], name: str, max_length: int) -> str:
-    value = data[name]
-    if not isinstance(value, str):
-        raise InvalidNotification(f"'{name}' must be a string, not {type(value).__name__}")
-    if not value.strip():
-        raise InvalidNotification(f"'{name}' must not be empty")
-    if len(value) > max_length:
-        raise InvalidNotification(f"'{name}' is {len(value)} characters long; at most {max_length} are allowed")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidNotification(f"'{name}' holds an unpaired surrogate (\\ud800-\\udfff)") from None
-    return value
-
-
-def delivery_id(notification_id: str, user_id: str) -> str:
-    """The id of a topic notification's delivery to one user: the same on every fan-out of it."""
-    digest = hashlib.sha256(user_id.encode("utf-8")).hexdigest()[:_DERIVED_ID_DIGEST]
-    return f"{notification_id}/u-{digest}"
+# --- the queue ---------------------------------------------------------------------------------
 
 
 async def _enqueue(events: EventQueue, message: dict[str, Any], visibility_timeout: float | None = None) -> None:
@@ -242,28 +168,35 @@ async def _enqueue(events: EventQueue, message: dict[str, Any], visibility_timeo
 
 async def handle_notify_request(request: HttpRequestData, deps: NotifyDependencies) -> HttpResponseData:
     """202 {"id", "status": "accepted"} (a topic's answer adds "subscribers": how many follow it now;
-    0 is accepted too); 400 naming the problem; 404 for an unknown user or conversation; 503 when
-    the conversation store or the queue is unavailable (nothing was accepted: try again)."""
+    0 is accepted too); 200 {"id", "status": "not_delivered", "reason": "opted_out", "message"} for a
+    user (or their conversation) who said "stop notifications"; 400 naming the problem and the
+    offending fields; 404 for an unknown user or conversation; 503 when the conversation store or
+    the queue is unavailable (nothing was accepted: try again)."""
     if request.method.upper() != "POST":
         return error(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
     if len(request.body) > MAX_BODY_BYTES:
         return error(413, "body_too_large", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
     try:
-        notification = parse_notification(request.body)
+        notification = caller_notification(parse_body(request.body))
     except InvalidNotification as problem:
-        return error(400, "invalid_notification", f"Invalid notification: {problem}.")
+        refused = error(400, "invalid_notification", f"Invalid notification: {problem}.")
+        if problem.fields:
+            refused.body["error"]["fields"] = list(problem.fields)
+        return refused
     notification_id = notification.id or deps.new_id()
     accepted: dict[str, Any] = {"id": notification_id, "status": "accepted"}
     try:
         if notification.target == "userId":
-            if await deps.references.user_reference(notification.value) is None:
+            reach = await deps.references.user_reach(notification.value)
+            if reach is None:
                 return error(
                     404,
                     "unknown_user",
                     f"No conversation is known for user {notification.value!r}: they have not talked to the bot yet.",
                 )
         elif notification.target == "conversationId":
-            if await deps.references.conversation_reference(notification.value) is None:
+            reach = await deps.references.conversation_reach(notification.value)
+            if reach is None:
                 return error(
                     404,
                     "unknown_conversation",
@@ -271,6 +204,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
                     "or it has been idle too long.",
                 )
         else:
+            reach = None
             accepted["subscribers"] = await deps.references.count_subscribers(notification.value)
     except Exception:
         logger.warning("notify %s: the conversation store could not be read", notification_id, exc_info=True)
@@ -281,8 +215,12 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
             "Try again shortly.",
             {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
         )
+    if reach is not None and reach.direct_notices_off:
+        logger.info("notify %s not queued: its user has turned notifications off", notification_id)
+        body = {"id": notification_id, "status": "not_delivered", "reason": "opted_out", "message": OPTED_OUT_MESSAGE}
+        return HttpResponseData(200, body)
     try:
-        await _enqueue(deps.events, notification.message(notification_id))
+        await _enqueue(deps.events, notification.caller_fields(notification_id))
     except Exception:
         logger.warning("notify %s: the external-events queue is unavailable", notification_id, exc_info=True)
         return error(
@@ -291,7 +229,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
             "The notification queue is unavailable right now, so the notification was not accepted. Try again shortly.",
             {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
         )
-    logger.info("notify %s accepted for %s %r", notification_id, notification.target, notification.value)
+    logger.info("notify %s accepted for a %s", notification_id, notification.target)  # never the id (privacy)
     return HttpResponseData(202, accepted)
 
 
@@ -302,12 +240,13 @@ async def handle_external_event(message: QueueMessage, deps: ExternalEventDepend
     """What happened to the message (POISONED, FANNED_OUT, DELIVERED, DUPLICATE, DROPPED, DEFERRED).
     Raises (DeliveryFailed, or the store's or queue's error) to have the queue deliver it again."""
     try:
-        notification = parse_notification(message.body, MAX_QUEUED_ID_LENGTH)
+        notification = queue_message(message.body, deps.envelope_key).notification
         notification_id = notification.id or message.id
         if not notification_id:
             raise InvalidNotification("it has no 'id' and the queue message has none either")
     except InvalidNotification as problem:
-        logger.error("external event %s moved to the poison queue: %s", message.id, problem)
+        # The problem names fields, types and lengths, never their values: no user text in the log.
+        logger.warning("external event %s moved to the poison queue: %s", message.id, problem)
         await deps.send_to_poison(message.body)
         return POISONED
     if notification.target == "topic":
@@ -324,8 +263,10 @@ async def _fan_out(notification: Notification, notification_id: str, deps: Exter
     async def queue_batch() -> None:
         nonlocal queued
         messages = [
-            Notification(notification.text, "userId", user_id, via_topic=notification.value).message(
-                delivery_id(notification_id, user_id)
+            seal(
+                Notification(notification.text, "userId", user_id, via_topic=notification.value),
+                delivery_id(notification_id, user_id),
+                deps.envelope_key,
             )
             for user_id in batch
         ]
@@ -344,29 +285,25 @@ async def _fan_out(notification: Notification, notification_id: str, deps: Exter
             await queue_batch()
     if batch:
         await queue_batch()
-    logger.info("notification %s on topic %r: %d deliveries queued", notification_id, notification.value, queued)
+    logger.info("notification %s on a topic: %d deliveries queued", notification_id, queued)
     return FANNED_OUT
 
 
 async def _deliver(notification: Notification, notification_id: str, deps: ExternalEventDependencies) -> str:
     reference: dict[str, Any] | None = None
     if notification.target == "userId":
-        found = await deps.references.user_reference_and_topics(notification.value)
-        if found is None:
+        reach = await deps.references.user_reach(notification.value)
+        if reach is None:
             # Retrying cannot help (they may never talk to the bot): log it and let the message go.
-            logger.warning(
-                "notification %s dropped: no conversation is known for user %r", notification_id, notification.value
-            )
+            logger.warning("notification %s dropped: no conversation is known for its user", notification_id)
             return DROPPED
-        reference, topics = found
-        if notification.via_topic is not None and notification.via_topic not in topics:
-            logger.info(
-                "notification %s dropped: user %r stopped following %r",
-                notification_id,
-                notification.value,
-                notification.via_topic,
-            )
-            return DROPPED
+        if notification.via_topic is not None:
+            if notification.via_topic not in reach.topics:
+                logger.info("notification %s dropped: its user no longer follows its topic", notification_id)
+                return DROPPED
+        elif reach.direct_notices_off:
+            return _opted_out(notification_id)
+        reference = reach.reference
         conversation_id = reference["conversation"]["id"]
     else:
         conversation_id = notification.value
@@ -388,6 +325,9 @@ async def _deliver(notification: Notification, notification_id: str, deps: Exter
         return await _defer(notification, notification_id, deps, busy_for, "another process is sending it")
 
     assert claim.reference is not None
+    if notification.target == "conversationId" and await _user_opted_out(claim.reference, deps):
+        await _release(claim, deps)
+        return _opted_out(notification_id)
     for attempt in range(1, deps.max_send_attempts + 1):
         try:
             await deps.send(claim.reference, notification.text)
@@ -429,12 +369,25 @@ async def _deliver(notification: Notification, notification_id: str, deps: Exter
     return DELIVERED
 
 
+def _opted_out(notification_id: str) -> str:
+    logger.info("notification %s not delivered: its user has turned notifications off", notification_id)
+    return OPTED_OUT
+
+
+async def _user_opted_out(reference: dict[str, Any], deps: ExternalEventDependencies) -> bool:
+    """Whether the user of a conversation (its reference's user) said "stop notifications"."""
+    user = reference.get("user")
+    user_id = user.get("id") if isinstance(user, dict) else None
+    return isinstance(user_id, str) and bool(user_id) and await deps.references.direct_notices_off(user_id)
+
+
 async def _defer(
     notification: Notification, notification_id: str, deps: ExternalEventDependencies, delay: float, reason: str
 ) -> str:
     """Queue the notification again, hidden for `delay` seconds; this message then completes.
     If the queue fails, the error propagates and the queue delivers this message again instead."""
-    await _enqueue(deps.events, notification.message(notification_id), max(1.0, delay))
+    # Sealed: the queued copy carries the app's bookkeeping (the topic it came from, failures so far).
+    await _enqueue(deps.events, seal(notification, notification_id, deps.envelope_key), max(1.0, delay))
     logger.info("notification %s deferred by %.0f s: %s", notification_id, delay, reason)
     return DEFERRED
 

@@ -1211,6 +1211,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     NotificationsPerSecond: notificationsPerSecond
     MaxRunningOperationsPerUser: string(maxRunningOperationsPerUser)
     OperationStartsPerUserPerHour: string(operationStartsPerUserPerHour)
+    HealthCacheSeconds: '5'
   }
   dependsOn: [
     hostStorageRole

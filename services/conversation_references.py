@@ -6,7 +6,7 @@ One container (partition key /id, TTL on per document, only `topics` indexed) ho
 of document:
 
     user          {"id": "user-<escaped user id>", "type": "user", "userId", "conversationId",
-                   "reference", "topics": [...], "updatedAt"}              no ttl: kept
+                   "reference", "topics": [...], "directNoticesOff"?, "updatedAt"}   no ttl: kept
     conversation  {"id": "conversation-<escaped id>", "type": "conversation", "conversationId",
                    "reference", "delivered": [notification ids, newest last, at most 100],
                    "sending": [{"id", "until"}], "updatedAt", "ttl"}      expires when idle
@@ -64,6 +64,9 @@ TOPICS_QUERY = "SELECT c.userId, c.reference FROM c WHERE ARRAY_CONTAINS(c.topic
 COUNT_QUERY = "SELECT VALUE COUNT(1) FROM c WHERE ARRAY_CONTAINS(c.topics, @topic)"
 
 ClaimStatus = Literal["claimed", "delivered", "in-flight", "unknown"]
+# On a user's document: true after "stop notifications" (until "start notifications"): nothing sent to
+# them by user id or conversation id reaches them. Missing means on.
+DIRECT_NOTICES_OFF = "directNoticesOff"
 
 
 class ReferencesUnavailable(ConnectionError):
@@ -131,6 +134,16 @@ def storable_reference(reference: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError) as error:
         raise InvalidReference(f"the conversation reference is not plain JSON: {error}") from None
     return copy
+
+
+@dataclass(frozen=True)
+class UserReach:
+    """How a notification may reach a user: their latest reference, the topics they follow, and
+    whether they turned notices sent to them directly off."""
+
+    reference: dict[str, Any]
+    topics: list[str]
+    direct_notices_off: bool
 
 
 @dataclass
@@ -213,12 +226,11 @@ class ConversationReferences:
                     lambda: self._new_conversation_document(conversation_id, stored, now),
                 )
         except (ReferencesUnavailable, TimeoutError) as error:
-            logger.warning(
-                "conversation %s of user %r not remembered now: %s", conversation_id, user_id, error or "timed out"
-            )
+            # Never the user id at WARNING (privacy): the conversation id finds it when needed.
+            logger.warning("conversation %s not remembered now: %s", conversation_id, error or "timed out")
             return
         except Exception:
-            logger.exception("conversation %s of user %r not remembered", conversation_id, user_id)
+            logger.exception("conversation %s not remembered", conversation_id)
             return
         self._remembered[user_id] = (stored, now)
         self._remembered.move_to_end(user_id)
@@ -249,21 +261,45 @@ class ConversationReferences:
             document.update(topics=topics, reference=stored, conversationId=conversation_id, updatedAt=now)
             if await self._replace(document) is not None:
                 return topics
-        raise ReferencesUnavailable(f"subscriptions of user {user_id!r}: every write lost a race")
+        raise ReferencesUnavailable("a user's subscriptions: every write lost a race")
 
-    async def unsubscribe_all(self, user_id: str) -> list[str]:
-        """Remove all the user's subscriptions; the topics removed (none if there were none).
-        Raises ReferencesUnavailable."""
+    async def stop_notifications(self, reference: dict[str, Any]) -> list[str]:
+        """Stop everything for the reference's user: remove all their subscriptions and turn off notices
+        sent to them directly (by user id or conversation id); the topics removed. Creates the user's
+        document if it is missing (the turn's own remember() may have failed), so the choice is kept.
+        Raises InvalidReference, ReferencesUnavailable."""
+        user_id, _ = parties_of(reference)
+        stored = storable_reference(reference)
+        doc_id = user_document_id(user_id)
+        for _ in range(_MAX_RACES):
+            now = self._clock()
+            document = await self._read(doc_id)
+            if document is None:
+                new = {**self._new_user_document(user_id, stored, now), DIRECT_NOTICES_OFF: True}
+                if await self._create(new) is None:
+                    continue  # created meanwhile: read it
+                return []
+            removed = list(document.get("topics") or [])
+            if not removed and document.get(DIRECT_NOTICES_OFF) is True:
+                return []
+            document.update(topics=[], updatedAt=now, **{DIRECT_NOTICES_OFF: True})
+            if await self._replace(document) is not None:
+                return removed
+        raise ReferencesUnavailable("a user's subscriptions: every write lost a race")
+
+    async def start_notifications(self, reference: dict[str, Any]) -> bool:
+        """Turn notices sent to the reference's user directly back on; True if they were off.
+        Topics stay as they are. Raises InvalidReference, ReferencesUnavailable."""
+        user_id, _ = parties_of(reference)
         doc_id = user_document_id(user_id)
         for _ in range(_MAX_RACES):
             document = await self._read(doc_id)
-            removed = list((document or {}).get("topics") or [])
-            if document is None or not removed:
-                return []
-            document.update(topics=[], updatedAt=self._clock())
+            if document is None or document.get(DIRECT_NOTICES_OFF) is not True:
+                return False  # on: a missing document is the default, on
+            document.update(updatedAt=self._clock(), **{DIRECT_NOTICES_OFF: False})
             if await self._replace(document) is not None:
-                return removed
-        raise ReferencesUnavailable(f"subscriptions of user {user_id!r}: every write lost a race")
+                return True
+        raise ReferencesUnavailable("a user's subscriptions: every write lost a race")
 
     # --- lookups --------------------------------------------------------------------------
 
@@ -272,12 +308,31 @@ class ConversationReferences:
         document = await self._read(user_document_id(user_id))
         return document.get("reference") if document else None
 
-    async def user_reference_and_topics(self, user_id: str) -> tuple[dict[str, Any], list[str]] | None:
-        """(latest reference, topics) of the user, in one read; None if they never talked to the bot."""
+    async def user_reach(self, user_id: str) -> UserReach | None:
+        """The user's latest reference, topics and whether direct notices are off, in one read; None if
+        they never talked to the bot."""
         document = await self._read(user_document_id(user_id))
         if not document or not document.get("reference"):
             return None
-        return document["reference"], list(document.get("topics") or [])
+        return UserReach(
+            document["reference"], list(document.get("topics") or []), document.get(DIRECT_NOTICES_OFF) is True
+        )
+
+    async def direct_notices_off(self, user_id: str) -> bool:
+        """Whether the user said "stop notifications" (and not "start notifications" since)."""
+        document = await self._read(user_document_id(user_id))
+        return bool(document) and document.get(DIRECT_NOTICES_OFF) is True
+
+    async def conversation_reach(self, conversation_id: str) -> UserReach | None:
+        """The conversation's reference and whether its user turned direct notices off (two reads);
+        None if the conversation is unknown (never seen, or expired). `topics` is left empty."""
+        reference = await self.conversation_reference(conversation_id)
+        if reference is None:
+            return None
+        user = reference.get("user")
+        user_id = user.get("id") if isinstance(user, dict) else None
+        off = await self.direct_notices_off(user_id) if isinstance(user_id, str) and user_id else False
+        return UserReach(reference, [], off)
 
     async def conversation_reference(self, conversation_id: str) -> dict[str, Any] | None:
         """The conversation's reference, or None if it is unknown (never seen, or expired)."""
@@ -474,7 +529,10 @@ class ConversationReferences:
 
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """Cosmos DB's transient failures as ReferencesUnavailable; anything else as it is."""
+    """Cosmos DB's transient failures as ReferencesUnavailable; anything else as it is. A user's
+    document is not named (its id holds the user id, which logs must not)."""
+    if what.startswith(USER_PREFIX):
+        what = "a user's document"
     try:
         yield
     except CosmosHttpResponseError as error:

@@ -81,6 +81,7 @@ class Settings:
     cosmos_reference_container_id: str
     external_events_queue_name: str
     notifications_per_second: float
+    health_cache_seconds: int  # /api/health answers from a result this young: probes cost no backend calls
     max_dequeue_count_override: int | None  # the host's app-setting override of host.json
     # Where the app's spans go when the Python worker has not configured Azure Monitor itself
     # (services/telemetry.py); empty: no spans, unless a tracer provider is installed (local host).
@@ -429,6 +430,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_dequeue_count_override=_optional_positive_int(env, MAX_DEQUEUE_COUNT_OVERRIDE),
         notifications_per_second=_parsed(
             env, "NotificationsPerSecond", "10", _positive_float, "a positive number (messages per second)"
+        ),
+        health_cache_seconds=_parsed(
+            env, "HealthCacheSeconds", "5", _non_negative_int, "a number of seconds, 0 to check on every probe"
         ),
         application_insights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING", "").strip(),
         max_running_operations_per_user=_parsed(

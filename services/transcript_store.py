@@ -34,6 +34,7 @@ import json
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -48,6 +49,7 @@ from services.storage_clients import is_not_allowed_to_create, table_client
 from services.transcripts import (
     CleanupReport,
     TranscriptEntry,
+    TranscriptPage,
     TranscriptStoreUnavailableError,
     timestamp_ms,
     transcript_entry,
@@ -370,14 +372,21 @@ class TableTranscriptStore(TranscriptStore):
             await _close(client, credential)
 
     async def _query(
-        self, query_filter: str, parameters: dict[str, Any], select: list[str] | None = None
+        self,
+        query_filter: str,
+        parameters: dict[str, Any],
+        select: list[str] | None = None,
+        results_per_page: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        """Entities matching the filter, page by page (each page one request); errors as in `_call`."""
+        """Entities matching the filter, page by page (each page one request, of at most
+        `results_per_page` rows, else the service's 1,000); errors as in `_call`."""
         try:
             table = await self._table()
         except Exception as error:
             raise await self._translated(error) from error
-        pages = table.query_entities(query_filter, parameters=parameters, select=select).by_page()
+        pages = table.query_entities(
+            query_filter, parameters=parameters, select=select, results_per_page=results_per_page
+        ).by_page()
         while True:
             try:
                 # The whole page before the caller sees a row: deleting what it yields cannot disturb it.
@@ -469,8 +478,66 @@ class TableTranscriptStore(TranscriptStore):
         return found
 
     async def conversation_activities(self, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """Every stored activity of the conversation (serialised), in order; [] when there are none."""
+        """Every stored activity of the conversation (serialised), in order; [] when there are none.
+        Unbounded without `limit`: readers of whole conversations page instead (`read_page`)."""
         return [activity for _, activity in await self.read_activities(conversation_id, limit=limit)]
+
+    async def read_page(
+        self,
+        conversation_id: str,
+        page_size: int,
+        *,
+        after_row_key: str | None = None,
+        max_bytes: int | None = None,
+    ) -> TranscriptPage:
+        """One page of the conversation's activities (serialised), in order, after `after_row_key`:
+        at most `page_size`, and stopping before the activity that would take the page's JSON
+        (`json.dumps` of the list, as an HTTP answer sends it) past `max_bytes` (a page always holds
+        at least one). One request to the table service, for page_size + 1 rows (the extra one tells
+        whether more remain): never the whole partition."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        query = "PartitionKey eq @pk"
+        parameters: dict[str, Any] = {"pk": escape_key(conversation_id)}
+        if after_row_key is not None:
+            query += " and RowKey gt @after"
+            parameters["after"] = after_row_key
+        try:
+            table = await self._table()
+            pages = table.query_entities(query, parameters=parameters, results_per_page=page_size + 1).by_page()
+            try:
+                page = await anext(pages)
+                rows = [dict(row) async for row in page]
+            except StopAsyncIteration:
+                rows = []
+            # The service may end a page early (its own limits) and say so with a continuation.
+            service_has_more = getattr(pages, "continuation_token", None) is not None
+        except Exception as error:
+            raise await self._translated(error) from error
+        activities: list[dict[str, Any]] = []
+        size = 2  # "[]"
+        last_row_key: str | None = None
+        for row in rows[:page_size]:
+            activity = entity_activity(row)
+            if activity is not None:
+                weight = len(json.dumps(activity).encode("utf-8")) + (2 if activities else 0)  # ", " between items
+                if max_bytes is not None and activities and size + weight > max_bytes:
+                    return TranscriptPage(activities, last_row_key, size)
+                activities.append(activity)
+                size += weight
+            last_row_key = row["RowKey"]
+        more = len(rows) > page_size or (service_has_more and bool(rows))
+        return TranscriptPage(activities, last_row_key if more else None, size)
+
+    async def latest_activities(self, conversation_id: str, count: int) -> list[dict[str, Any]]:
+        """The conversation's last `count` activities, in order. Reads the partition in pages of 100
+        rows and keeps only `count`: memory stays bounded, whatever the conversation's length."""
+        latest: deque[dict[str, Any]] = deque(maxlen=count)
+        async for row in self._query("PartitionKey eq @pk", {"pk": escape_key(conversation_id)}, None, 100):
+            activity = entity_activity(row)
+            if activity is not None:
+                latest.append(activity)
+        return list(latest)
 
     async def get_transcript_activities(
         self,

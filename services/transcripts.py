@@ -74,6 +74,15 @@ class TranscriptEntry:
         return sender if isinstance(sender, Mapping) else {}
 
 
+@dataclass(frozen=True)
+class TranscriptPage:
+    """One page of a conversation's activities (serialised, oldest first)."""
+
+    activities: list[dict[str, Any]]
+    next_after: str | None  # the last row key read, when more remain: where the next page starts; else None
+    json_bytes: int  # what `json.dumps(activities)` weighs (UTF-8)
+
+
 @dataclass
 class CleanupReport:
     deleted_activities: int = 0
@@ -394,7 +403,7 @@ class TranscriptRecorder:
 
 
 class TranscriptReader(Protocol):
-    async def conversation_activities(self, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]: ...
+    async def latest_activities(self, conversation_id: str, count: int) -> list[dict[str, Any]]: ...
 
 
 class HandoffTranscripts:
@@ -405,6 +414,7 @@ class HandoffTranscripts:
 
     WAIT_SECONDS = 1.5
     MAX_ACTIVITIES = 50  # the latest ones
+    READ_ACTIVITIES = 2 * MAX_ACTIVITIES  # read, then other channels' and earlier handoffs' are left out
     MAX_BYTES = 100_000
 
     def __init__(self, recorder: TranscriptRecorder | None, store: TranscriptReader) -> None:
@@ -419,7 +429,7 @@ class HandoffTranscripts:
             try:
                 await self._recorder.flush(self.WAIT_SECONDS)
                 recorded = await asyncio.wait_for(
-                    self._store.conversation_activities(conversation_id), self.WAIT_SECONDS
+                    self._store.latest_activities(conversation_id, self.READ_ACTIVITIES), self.WAIT_SECONDS
                 )
             except Exception as error:  # the person gets a shorter transcript; the handoff goes on
                 logger.warning("transcript of %s unavailable for a handoff: %s", conversation_id, error)

@@ -113,8 +113,11 @@ class InMemorySubscriptions:
         topics.add(topic)
         return sorted(topics)
 
-    async def unsubscribe_all(self, user_id: str) -> list[str]:
-        return sorted(self.topics.pop(user_id, set()))
+    async def stop_notifications(self, reference: dict[str, Any]) -> list[str]:
+        return sorted(self.topics.pop(reference["user"]["id"], set()))
+
+    async def start_notifications(self, reference: dict[str, Any]) -> bool:
+        return False
 
 
 class NoTranscripts:

@@ -157,21 +157,47 @@ def test_notifications_from_an_outside_system_over_http_and_the_queue(bot: Local
         assert by_topic.status_code == 202 and by_topic.json()["subscribers"] == 1
         user.wait_for_activity(is_bot_text("^Two for one until 8 pm.$"), since=mark, timeout=30)
 
-        queue = QueueClient.from_connection_string(
-            bot.settings["AzureWebJobsStorage"],
-            bot.settings["ExternalEventsQueueName"],
-            message_encode_policy=TextBase64EncodePolicy(),
-        )
-        with queue:
+        def events_queue() -> QueueClient:
+            return QueueClient.from_connection_string(
+                bot.settings["AzureWebJobsStorage"],
+                bot.settings["ExternalEventsQueueName"],
+                message_encode_policy=TextBase64EncodePolicy(),
+            )
+
+        with events_queue() as queue:
             queue.send_message(json.dumps({"conversationId": conversation, "text": "The build is green."}))
         user.wait_for_activity(is_bot_text("^The build is green.$"), since=mark, timeout=30)
 
         user.send("stop notifications")
-        user.wait_for_activity(is_bot_text("^Done: no more notifications about pizza."), since=mark)
+        user.wait_for_activity(
+            is_bot_text(
+                "^Done: I won't send you notifications any more \\(topics: pizza\\). "
+                "Say 'start notifications' to get direct notices again.$"
+            ),
+            since=mark,
+        )
         after = requests.post(notify, json={"topic": "pizza", "text": "Anyone?"}, headers=key(bot), timeout=30)
         assert after.status_code == 202 and after.json()["subscribers"] == 0
+        direct = requests.post(notify, json={"userId": "pizza-fan", "text": "Still there?"}, headers=key(bot))
+        assert direct.status_code == 200
+        assert direct.json()["status"] == "not_delivered" and direct.json()["reason"] == "opted_out"
+        with events_queue() as queue:  # straight onto the queue: not delivered either
+            queue.send_message(json.dumps({"conversationId": conversation, "text": "While you were away."}))
+            wait_until(
+                lambda: queue.get_queue_properties().approximate_message_count == 0,
+                timeout=30,
+                message="the queue message handled",
+            )
+
+        user.send("start notifications")
+        user.wait_for_activity(is_bot_text("^Done: notices sent to you directly reach you here again."), since=mark)
+        back = requests.post(notify, json={"userId": "pizza-fan", "text": "Back on."}, headers=key(bot), timeout=30)
+        assert back.status_code == 202
+        user.wait_for_activity(is_bot_text("^Back on.$"), since=mark, timeout=30)
         texts = bot_texts(user, mark)
         assert texts.count("Your pizza is ready to pick up.") == texts.count("Two for one until 8 pm.") == 1
+        # Had it been delivered, it would have reached the client before "Back on." (sent after it was handled).
+        assert "While you were away." not in texts and "Still there?" not in texts and "Anyone?" not in texts
 
 
 def test_the_transcript_holds_the_conversation_in_order_for_the_key_holder(bot: LocalStack) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from bootstrap import Composition
 from handlers.http_types import HttpRequestData
+from handlers.notification_schema import Notification, envelope_key, seal
 from handlers.notifications import (
     DEFERRED,
     DELIVERED,
@@ -24,6 +25,7 @@ from handlers.notifications import (
     DUPLICATE,
     FANNED_OUT,
     MAX_TRANSIENT_FAILURES,
+    OPTED_OUT,
     POISONED,
     NotifyDependencies,
     delivery_id,
@@ -167,12 +169,20 @@ async def test_subscribe_and_unsubscribe(host: NotificationHost, channel: Refusi
     assert [r["conversation"]["id"] async for _, r in references.subscribers("pizza")] == ["conv-ann"]
     assert await references.count_subscribers("news") == 2
 
-    assert await references.unsubscribe_all("ann") == ["pizza", "news"]
-    assert await references.unsubscribe_all("ann") == []
-    assert await references.unsubscribe_all("never-seen") == []
+    assert await references.stop_notifications(reference) == ["pizza", "news"]
+    assert await references.stop_notifications(reference) == []
+    never_seen = reference_of("never-seen", "conv-never", channel.service_url)
+    assert await references.stop_notifications(never_seen) == []
+    assert await references.direct_notices_off("never-seen")  # the choice is kept even for a new user
     assert [u async for u, _ in references.subscribers("pizza")] == []
     assert [u async for u, _ in references.subscribers("news")] == ["bob"]
-    assert (await references.user_reference("ann"))["conversation"]["id"] == "conv-ann"  # still reachable
+    reach = await references.user_reach("ann")
+    assert reach is not None and reach.direct_notices_off and reach.topics == []
+    assert reach.reference["conversation"]["id"] == "conv-ann"
+    assert await references.start_notifications(reference) is True
+    assert await references.start_notifications(reference) is False
+    assert not await references.direct_notices_off("ann")
+    assert await references.start_notifications(reference_of("nobody", "c", channel.service_url)) is False
 
 
 async def test_concurrent_subscriptions_are_all_kept(host: NotificationHost, channel: RefusingConnector) -> None:
@@ -180,8 +190,8 @@ async def test_concurrent_subscriptions_are_all_kept(host: NotificationHost, cha
     await host.references.remember(reference)
     topics = [f"topic-{n}" for n in range(5)]
     await asyncio.gather(*(host.references.subscribe(reference, t) for t in topics))  # etag races
-    found = await host.references.user_reference_and_topics("carol")
-    assert found is not None and sorted(found[1]) == topics
+    found = await host.references.user_reach("carol")
+    assert found is not None and sorted(found.topics) == topics
 
 
 # --- POST /api/notify -------------------------------------------------------------------------------
@@ -252,7 +262,8 @@ async def test_a_user_who_stops_notifications_gets_none_of_a_fan_out_still_queue
     leaver, stayer = users
     await queue.put(json.dumps({"id": "n-stop", "topic": "pizza", "text": "Pizza is ready"}))
     [_] = await _take_one(queue, host)  # the fan-out ran; its deliveries wait on the queue
-    assert await host.references.unsubscribe_all(leaver) == ["pizza"]  # "stop notifications"
+    leaver_reference = reference_of(leaver, users[leaver], channel.service_url)
+    assert await host.references.stop_notifications(leaver_reference) == ["pizza"]  # "stop notifications"
     assert sorted(await queue.run(host)) == [DELIVERED, DROPPED]
     assert received(channel, users) == {leaver: [], stayer: ["Pizza is ready"]}
 
@@ -478,8 +489,8 @@ async def test_a_channel_outage_backs_off_on_the_queue_and_a_refusal_is_poisoned
     assert len(queue.poisoned_by_host) == 1
 
     channel.refuse_next(3, 503)  # an outage outlasting every back-off: poisoned in the end too
-    body = {"id": "n-hopeless", "userId": hopeless, "text": "Never", "failures": MAX_TRANSIENT_FAILURES}
-    await queue.put(json.dumps(body))
+    last_try = Notification("Never", "userId", hopeless, failures=MAX_TRANSIENT_FAILURES)
+    await queue.put(json.dumps(seal(last_try, "n-hopeless", host.deps.envelope_key)))  # as the app re-queues it
     assert await queue.run(host) == ["raised"] * 3
     assert len(queue.poisoned_by_host) == 2
     assert received(channel, users)[refused] == received(channel, users)[hopeless] == []
@@ -488,3 +499,81 @@ async def test_a_channel_outage_backs_off_on_the_queue_and_a_refusal_is_poisoned
 def test_delivery_ids_are_stable_and_distinct() -> None:
     assert delivery_id("n", "a") == delivery_id("n", "a")
     assert len({delivery_id("n", "a"), delivery_id("n", "b"), delivery_id("m", "a")}) == 3
+
+
+# --- what an outside system may not do ----------------------------------------------------------------
+
+
+async def test_internal_fields_from_a_caller_are_refused_over_http_and_poisoned_from_the_queue(
+    host: NotificationHost, channel: RefusingConnector, queue: EventsQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    users = await known_users(host, channel, 1, topic="pizza")
+    [user] = users
+    secret = "secret user text 4111"
+    for extra in ({"failures": 16}, {"viaTopic": "x"}, {"failures": 16, "viaTopic": "pizza"}):
+        body = {"userId": user, "text": secret, **extra}
+        response = await handle_notify_request(notify(body), notify_deps(host))
+        assert response.status == 400 and response.body["error"]["fields"] == list(extra)
+    assert await queue.count() == 0
+
+    forged_elsewhere = seal(Notification(secret, "userId", user, via_topic="x"), "n-f", envelope_key("other" * 8))
+    tampered = seal(Notification(secret, "userId", user, via_topic="pizza"), "n-t", host.deps.envelope_key)
+    tampered["envelope"] = tampered["envelope"].replace('"pizza"', '"x"')
+    bodies = [
+        json.dumps({"id": "n-1", "userId": user, "text": secret, "viaTopic": "x"}),
+        json.dumps({"id": "n-2", "userId": user, "text": secret, "failures": 16}),
+        json.dumps({"id": "n-3", "userId": user, "text": secret, "internal": {"failures": 16}}),
+        json.dumps(forged_elsewhere),
+        json.dumps(tampered),
+    ]
+    for body in bodies:
+        await queue.put(body)
+    with caplog.at_level("WARNING", logger="handlers.notifications"):
+        assert await queue.run(host) == [POISONED] * len(bodies)
+    assert [b.decode() for b in host.poisoned] == bodies
+    assert received(channel, users) == {user: []}
+    refusals = [r for r in caplog.records if "poison queue" in r.getMessage()]
+    assert len(refusals) == len(bodies) and all(r.levelname == "WARNING" for r in refusals)
+    assert "'viaTopic'" in refusals[0].getMessage() and "signature does not verify" in refusals[3].getMessage()
+    assert not any(secret in r.getMessage() or user in r.getMessage() for r in caplog.records)
+
+
+async def test_the_apps_own_sealed_delivery_is_delivered(
+    host: NotificationHost, channel: RefusingConnector, queue: EventsQueue
+) -> None:
+    users = await known_users(host, channel, 1, topic="pizza")
+    [user] = users
+    delivery = Notification("Sealed", "userId", user, via_topic="pizza", failures=2)
+    await queue.put(json.dumps(seal(delivery, delivery_id("n-s", user), host.deps.envelope_key)))
+    assert await queue.run(host) == [DELIVERED]
+    assert received(channel, users) == {user: ["Sealed"]}
+
+
+async def test_a_user_who_stopped_notifications_gets_no_direct_notice_until_they_start_again(
+    host: NotificationHost, channel: RefusingConnector, queue: EventsQueue
+) -> None:
+    users = await known_users(host, channel, 1, topic="pizza")
+    [(user, conversation)] = users.items()
+    reference = reference_of(user, conversation, channel.service_url)
+    assert await host.references.stop_notifications(reference) == ["pizza"]
+
+    for body in ({"userId": user, "text": "By user"}, {"conversationId": conversation, "text": "By conversation"}):
+        response = await handle_notify_request(notify(body), notify_deps(host))
+        assert response.status == 200
+        assert (response.body["status"], response.body["reason"]) == ("not_delivered", "opted_out")
+    assert await queue.count() == 0
+
+    # Straight onto the queue (or accepted before the user said it): counted as not delivered.
+    await queue.put(json.dumps({"id": "q-1", "userId": user, "text": "By user"}))
+    await queue.put(json.dumps({"id": "q-2", "conversationId": conversation, "text": "By conversation"}))
+    await queue.put(json.dumps({"id": "q-3", "topic": "pizza", "text": "By topic"}))
+    assert await queue.run(host) == [OPTED_OUT, OPTED_OUT, FANNED_OUT]
+    assert received(channel, users) == {user: []}
+
+    assert await host.references.start_notifications(reference) is True
+    response = await handle_notify_request(notify({"userId": user, "text": "Welcome back"}), notify_deps(host))
+    assert response.status == 202
+    await queue.put(json.dumps({"id": "q-4", "conversationId": conversation, "text": "Again"}))
+    await queue.put(json.dumps({"id": "q-5", "topic": "pizza", "text": "Topics stay off"}))
+    assert sorted(await queue.run(host)) == sorted([DELIVERED, DELIVERED, FANNED_OUT])
+    assert received(channel, users) == {user: ["Welcome back", "Again"]}

@@ -13,16 +13,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
+from handlers.http_types import HttpResponseData
 from handlers.transcripts import (
+    CONTINUATION_HEADER,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_BYTES,
     TranscriptCleanupDependencies,
     TranscriptReadDependencies,
+    continuation_token,
     handle_get_transcript,
     handle_transcript_cleanup,
 )
 from localdev.emulators import Azurite
 from localdev.processes import free_port
 from services.transcript_store import TableTranscriptStore
-from services.transcripts import TranscriptRecorder
+from services.transcripts import TranscriptEntry, TranscriptRecorder
 from tests.support.clock import FakeClock
 from tests.support.fault_proxy import RESET, UNAVAILABLE, FaultProxy
 
@@ -182,3 +187,129 @@ async def test_the_cleanup_timer_stops_quietly_when_the_table_service_is_down(
         await store.close()
     assert report.deleted_activities == 0
     assert "transcript cleanup stopped, the table service is unavailable" in caplog.text
+
+
+# --- paging: a long conversation is read and answered a page at a time ------------------------------
+
+
+async def write_activities(store: TableTranscriptStore, conversation: str, count: int, text_size: int = 10) -> None:
+    """`count` activities, one millisecond apart, each with text of `text_size` characters."""
+    base_ms = int(datetime.now(UTC).timestamp() * 1000) - 3_600_000
+    entries = [
+        TranscriptEntry(
+            {
+                "type": "message",
+                "id": f"a-{n:05d}",
+                "text": f"{n:05d}:" + "x" * text_size,
+                "channelId": "directline",
+                "conversation": {"id": conversation},
+                "from": {"id": "user-1", "role": "user"},
+            },
+            base_ms + n,
+        )
+        for n in range(count)
+    ]
+    await store.write(conversation, entries)
+
+
+async def every_page(
+    store: TableTranscriptStore, conversation: str, query: dict[str, str] | None = None
+) -> list[HttpResponseData]:
+    pages = []
+    token: str | None = None
+    for _ in range(100):
+        page_query = dict(query or {}, **({"continuationToken": token} if token else {}))
+        response = await handle_get_transcript(conversation, reading(store), page_query)
+        assert response.status == 200, response.body
+        pages.append(response)
+        token = response.headers.get(CONTINUATION_HEADER)
+        if token is None:
+            return pages
+    raise AssertionError("the pages never ended")
+
+
+def numbers(response: HttpResponseData) -> list[int]:
+    return [int(activity["text"].split(":", 1)[0]) for activity in json.loads(response.body_bytes())]
+
+
+async def test_a_long_transcript_comes_in_pages_of_the_default_size_with_a_token_while_more_remain(
+    store: TableTranscriptStore,
+) -> None:
+    await write_activities(store, "long-one", 250)
+    pages = await every_page(store, "long-one")
+    assert [len(numbers(page)) for page in pages] == [DEFAULT_PAGE_SIZE, DEFAULT_PAGE_SIZE, 50]
+    assert [n for page in pages for n in numbers(page)] == list(range(250))  # in order, none twice, none lost
+    assert all(CONTINUATION_HEADER in page.headers for page in pages[:-1])
+    assert 'rel="next"' in pages[0].headers["Link"] and "continuationToken=" in pages[0].headers["Link"]
+    assert CONTINUATION_HEADER not in pages[-1].headers and "Link" not in pages[-1].headers
+
+    exact = await every_page(store, "long-one", {"pageSize": "125"})
+    assert [len(numbers(page)) for page in exact] == [125, 125]  # no empty last page when it ends exactly
+    assert [len(numbers(page)) for page in await every_page(store, "long-one", {"pageSize": "500"})] == [250]
+
+
+async def test_a_page_stops_before_one_megabyte(store: TableTranscriptStore) -> None:
+    await write_activities(store, "bulky", 30, text_size=100_000)  # about 100 KB each
+    pages = await every_page(store, "bulky", {"pageSize": "500"})
+    assert all(len(page.body_bytes()) <= MAX_PAGE_BYTES for page in pages)
+    assert len(numbers(pages[0])) == 9  # a tenth would pass 1 MB
+    assert [n for page in pages for n in numbers(page)] == list(range(30))
+
+
+async def test_an_activity_larger_than_the_cap_still_comes_alone(store: TableTranscriptStore) -> None:
+    await write_activities(store, "huge", 3, text_size=100_000)
+    after: str | None = None
+    pages = []
+    for _ in range(5):
+        page = await store.read_page("huge", 500, after_row_key=after, max_bytes=50_000)  # smaller than each
+        pages.append([int(a["text"].split(":", 1)[0]) for a in page.activities])
+        after = page.next_after
+        if after is None:
+            break
+    assert pages == [[0], [1], [2]]  # never an empty page that makes no progress
+
+
+async def test_one_page_is_one_request_to_the_table_service(azurite: Azurite) -> None:
+    proxy = await FaultProxy(f"http://127.0.0.1:{azurite.table_port}/").start()
+    connection = azurite.connection_string.replace(f"127.0.0.1:{azurite.table_port}/", f"127.0.0.1:{proxy.port}/")
+    store = TableTranscriptStore(connection, "transcripts" + uuid.uuid4().hex[:12])
+    try:
+        await write_activities(store, "counted", 1200)  # more than the service's own page of 1,000 rows
+        queries_before = proxy.count(method="GET")
+        response = await handle_get_transcript("counted", reading(store), {"pageSize": "20"})
+        assert response.status == 200 and numbers(response) == list(range(20))
+        assert proxy.count(method="GET") - queries_before == 1
+        [query] = [s.path for s in proxy.seen if s.method == "GET"][-1:]
+        assert "top=21" in query.replace("%24", "$")  # page size + 1: whether more remain
+    finally:
+        await store.close()
+        await proxy.stop()
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ({"pageSize": "0"}, "pageSize"),
+        ({"pageSize": "501"}, "pageSize"),
+        ({"pageSize": "-5"}, "pageSize"),
+        ({"pageSize": "ten"}, "pageSize"),
+        ({"pageSize": "1e3"}, "pageSize"),
+        ({"pageSize": "٣"}, "pageSize"),  # a digit, but not an ASCII one
+        ({"continuationToken": "garbage"}, "continuationToken"),
+        ({"continuationToken": "t1.!!!"}, "continuationToken"),
+        ({"continuationToken": "t1." + "A" * 3000}, "continuationToken"),
+        ({"continuationToken": continuation_token("not-a-row-key")}, "continuationToken"),
+    ],
+)
+async def test_a_bad_page_size_or_token_is_a_400_naming_it(
+    store: TableTranscriptStore, query: dict[str, str], named: str
+) -> None:
+    response = await handle_get_transcript("conversation-1", reading(store), query)
+    assert response.status == 400 and response.body["error"]["code"] == "InvalidPageRequest"
+    assert response.body["error"]["message"].startswith(named)
+
+
+async def test_other_query_parameters_such_as_the_function_key_are_ignored(store: TableTranscriptStore) -> None:
+    await write_activities(store, "keyed", 3)
+    response = await handle_get_transcript("keyed", reading(store), {"code": "the-function-key", "x": "y"})
+    assert response.status == 200 and numbers(response) == [0, 1, 2]

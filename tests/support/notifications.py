@@ -18,6 +18,7 @@ from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ConversationReference
 
 from bootstrap import Composition
+from handlers.notification_schema import envelope_key
 from handlers.notifications import ExternalEventDependencies, handle_external_event
 from handlers.queue_types import QueueMessageData
 from services.conversation_references import ConversationReferences
@@ -127,6 +128,7 @@ def notification_host(
         send=send or proactive_send(app),
         send_to_poison=send_to_poison,
         limiter=RateLimiter(per_second, clock=time, sleep=time.sleep),
+        envelope_key=envelope_key(settings.operation_signing_key),
         clock=time,
     )
     return NotificationHost(references, queue, deps, poisoned)

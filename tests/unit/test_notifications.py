@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from msrest.serialization import Deserializer
 
 from handlers.http_types import HttpRequestData
+from handlers.notification_schema import Notification, envelope_key, seal
 from handlers.notifications import (
     MAX_BODY_BYTES,
     POISONED,
@@ -30,7 +31,7 @@ from handlers.notifications import (
 )
 from handlers.queue_types import QueueMessageData
 from services.channel_errors import DEFAULT_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS, retry_after_of
-from services.conversation_references import ConversationReferences, escape_id
+from services.conversation_references import ConversationReferences, UserReach, escape_id
 from services.rate_limiter import RateLimiter
 from tests.support.notifications import FakeTime
 
@@ -44,10 +45,12 @@ REFERENCE = {
 
 
 class FakeTargets:
-    """Known users and conversations, topic counts; or a store that is down."""
+    """Known users and conversations, topic counts; or a store that is down. `opted_out`: user-1 said
+    "stop notifications"."""
 
-    def __init__(self, down: bool = False) -> None:
+    def __init__(self, down: bool = False, opted_out: bool = False) -> None:
         self.down = down
+        self.opted_out = opted_out
         self.lookups = 0
 
     async def _look(self) -> None:
@@ -55,13 +58,13 @@ class FakeTargets:
         if self.down:
             raise ServiceRequestError("Cosmos DB unreachable")
 
-    async def user_reference(self, user_id: str) -> dict[str, Any] | None:
+    async def user_reach(self, user_id: str) -> UserReach | None:
         await self._look()
-        return REFERENCE if user_id == "user-1" else None
+        return UserReach(REFERENCE, [], self.opted_out) if user_id == "user-1" else None
 
-    async def conversation_reference(self, conversation_id: str) -> dict[str, Any] | None:
+    async def conversation_reach(self, conversation_id: str) -> UserReach | None:
         await self._look()
-        return REFERENCE if conversation_id == "conv-1" else None
+        return UserReach(REFERENCE, [], self.opted_out) if conversation_id == "conv-1" else None
 
     async def count_subscribers(self, topic: str) -> int:
         await self._look()
@@ -117,7 +120,11 @@ async def notify(body: Any, targets: FakeTargets | None = None, queue: FakeQueue
         ({"userId": "user-1", "text": "Hi", "id": ""}, "'id' must not be empty"),
         ({"userId": "user-1", "text": "Hi", "id": 5}, "'id' must be a string, not int"),
         ({"userId": "user-1", "text": "Hi", "id": "i" * 129}, "'id' is 129 characters long; at most 128"),
-        ({"topic": "pizza", "text": "Hi", "viaTopic": "pizza"}, "'viaTopic' goes only with 'userId'"),
+        ({"userId": "user-1", "text": "Hi", "id": "n/u-0123"}, "'id' must not contain '/u-'"),
+        ({"userId": "user-1", "text": "Hi", "viaTopic": "pizza"}, "unknown field 'viaTopic' ('viaTopic': kept for"),
+        ({"userId": "user-1", "text": "Hi", "failures": 16}, "unknown field 'failures' ('failures': kept for"),
+        ({"topic": "pizza", "text": "Hi", "unknown": "x", "extra": 1}, "unknown fields 'unknown', 'extra'; only"),
+        ({"userId": "user-1", "text": "Hi", "signature": "00", "envelope": "{}"}, "unknown fields 'signature'"),
     ],
 )
 async def test_a_malformed_notification_is_400_naming_the_problem(body: Any, problem: str) -> None:
@@ -176,7 +183,7 @@ async def test_accepted_notifications_are_queued_with_their_id() -> None:
     assert (response.status, response.body) == (202, {"id": "order-1", "status": "accepted"})
     response = await notify({"conversationId": "conv-1", "text": "Hi"}, queue=queue)
     assert (response.status, response.body) == (202, {"id": "generated-id", "status": "accepted"})
-    response = await notify({"topic": "  PIZZA ", "text": "Oven on", "unknown": "ignored"}, queue=queue)
+    response = await notify({"topic": "  PIZZA ", "text": "Oven on"}, queue=queue)
     assert (response.status, response.body) == (202, {"id": "generated-id", "status": "accepted", "subscribers": 3})
     response = await notify({"topic": "opera", "text": "Tonight"}, queue=queue)
     assert response.status == 202 and response.body["subscribers"] == 0  # accepted: nobody follows it yet
@@ -187,6 +194,30 @@ async def test_accepted_notifications_are_queued_with_their_id() -> None:
         {"id": "generated-id", "topic": "opera", "text": "Tonight"},
     ]
     assert [delay for _, delay in queue.messages] == [None] * 4
+
+
+async def test_internal_and_unknown_fields_are_400_listing_each_one() -> None:
+    queue = FakeQueue()
+    body = {"userId": "user-1", "text": "Hi", "failures": 16, "viaTopic": "x", "colour": "red"}
+    response = await notify(body, queue=queue)
+    assert response.status == 400
+    assert response.body["error"]["fields"] == ["failures", "viaTopic", "colour"]
+    message = response.body["error"]["message"]
+    assert "'failures', 'viaTopic'" in message and "never set by a caller" in message
+    assert queue.messages == []
+
+
+async def test_a_user_who_stopped_notifications_is_told_to_the_caller_and_nothing_is_queued() -> None:
+    queue = FakeQueue()
+    for body in (
+        {"userId": "user-1", "text": "Hi", "id": "n-1"},
+        {"conversationId": "conv-1", "text": "Hi", "id": "n-1"},
+    ):
+        response = await notify(body, FakeTargets(opted_out=True), queue)
+        assert response.status == 200
+        assert response.body["status"] == "not_delivered" and response.body["reason"] == "opted_out"
+        assert response.body["id"] == "n-1" and "stop notifications" in response.body["message"]
+    assert queue.messages == []
 
 
 async def test_the_longest_text_fits_a_queue_message() -> None:
@@ -231,9 +262,13 @@ async def test_an_unavailable_store_or_queue_is_503_in_plain_words() -> None:
         (b'{"topic": "pizza"}', "m1"),
         (b'{"userId": "a", "conversationId": "b", "text": "x"}', "m1"),
         (b'{"userId": "a", "text": "x"}', ""),  # no id anywhere
+        (b'{"userId": "a", "text": "x", "failures": 16}', "m1"),  # internal fields, set by a caller
+        (b'{"userId": "a", "text": "x", "viaTopic": "x"}', "m1"),
+        (json.dumps(seal(Notification("x", "userId", "a", via_topic="x"), "n1", envelope_key("forged" * 6))), "m1"),
     ],
 )
-async def test_a_malformed_queue_message_goes_to_the_poison_queue(body: bytes, message_id: str) -> None:
+async def test_a_malformed_queue_message_goes_to_the_poison_queue(body: bytes | str, message_id: str) -> None:
+    body = body.encode() if isinstance(body, str) else body
     poisoned: list[bytes] = []
 
     async def send_to_poison(raw: bytes) -> None:
@@ -248,6 +283,7 @@ async def test_a_malformed_queue_message_goes_to_the_poison_queue(body: bytes, m
         send=never,
         send_to_poison=send_to_poison,
         limiter=RateLimiter(1.0),
+        envelope_key=envelope_key("k" * 32),
     )
     assert await handle_external_event(QueueMessageData(message_id, body, 1), deps) == POISONED
     assert poisoned == [body]

@@ -364,8 +364,8 @@ class StoredTranscript:
     def __init__(self, activities: list[dict[str, Any]]) -> None:
         self.activities = activities
 
-    async def conversation_activities(self, conversation_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-        return list(self.activities)
+    async def latest_activities(self, conversation_id: str, count: int) -> list[dict[str, Any]]:
+        return self.activities[-count:]
 
 
 async def test_a_handoff_gets_a_bounded_redacted_transcript_without_earlier_handoffs() -> None:

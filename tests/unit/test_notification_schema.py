@@ -1,0 +1,159 @@
+"""The notification schema as plain functions: which fields a caller may send, their types and
+lengths, and the app's sealed envelope (what a queue writer without the key cannot forge)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import pytest
+
+from bot_logic.operation_protocol import sign
+from handlers.notification_schema import (
+    MAX_DELIVERY_ID_LENGTH,
+    MAX_NAMED_FIELDS,
+    MAX_TEXT_LENGTH,
+    MAX_TRANSIENT_FAILURES,
+    InvalidNotification,
+    Notification,
+    caller_notification,
+    delivery_id,
+    envelope_key,
+    open_envelope,
+    queue_message,
+    seal,
+)
+
+SIGNING_KEY = "s" * 32
+KEY = envelope_key(SIGNING_KEY)
+
+
+def refused(data: Any) -> InvalidNotification:
+    with pytest.raises(InvalidNotification) as caught:
+        caller_notification(data)
+    return caught.value
+
+
+def test_a_caller_sends_text_one_target_and_an_optional_id() -> None:
+    assert caller_notification({"userId": "u", "text": "Hi"}) == Notification("Hi", "userId", "u")
+    assert caller_notification({"topic": " Pizza ", "text": "Hi", "id": "n-1"}) == Notification(
+        "Hi", "topic", "pizza", "n-1"
+    )
+
+
+@pytest.mark.parametrize("name", ["failures", "viaTopic"])
+def test_internal_fields_are_refused_from_a_caller_and_named(name: str) -> None:
+    problem = refused({"userId": "u", "text": "Hi", name: 1})
+    assert problem.fields == (name,)
+    assert "kept for the app's own bookkeeping" in str(problem)
+
+
+def test_every_unknown_field_is_named_and_the_list_is_bounded() -> None:
+    assert refused({"userId": "u", "text": "Hi", "a": 1, "b": 2}).fields == ("a", "b")
+    many = {"userId": "u", "text": "Hi", **{f"f{n}": n for n in range(1000)}}
+    problem = refused(many)
+    assert len(problem.fields) == MAX_NAMED_FIELDS and "and 990 more" in str(problem)
+    long_name = refused({"userId": "u", "text": "Hi", "x" * 5000: 1})
+    assert len(str(long_name)) < 400  # an attacker's field name is not echoed whole
+
+
+def test_the_envelope_fields_are_unknown_to_a_caller() -> None:
+    assert refused({"userId": "u", "text": "Hi", "envelope": "{}"}).fields == ("envelope",)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"userId": "u"}, "text"),
+        ({"userId": 5, "text": "Hi"}, "userId"),
+        ({"userId": "u", "text": "x" * (MAX_TEXT_LENGTH + 1)}, "text"),
+        ({"userId": "u", "text": "Hi", "id": "i" * 129}, "id"),
+        ({"userId": "u", "text": "Hi", "id": "n/u-abc"}, "id"),  # the shape of a topic delivery's id
+        ({"topic": "t" * 101, "text": "Hi"}, "topic"),
+    ],
+)
+def test_types_and_lengths(data: dict[str, Any], field: str) -> None:
+    assert field in refused(data).fields
+
+
+def test_a_refusal_never_holds_the_users_text() -> None:
+    secret = "my card number is 4111"
+    for data in (
+        {"userId": "u", "text": secret * 400},
+        {"userId": "u", "text": secret, "viaTopic": secret},
+        {"userId": secret, "conversationId": secret, "text": secret},
+    ):
+        assert secret not in str(refused(data))
+
+
+# --- the sealed envelope ---------------------------------------------------------------------------
+
+
+def sealed(notification: Notification, notification_id: str = "n-1", key: bytes = KEY) -> bytes:
+    return json.dumps(seal(notification, notification_id, key), ensure_ascii=False).encode()
+
+
+def test_the_apps_bookkeeping_round_trips_in_the_envelope() -> None:
+    delivery = Notification("Pizza!", "userId", "u", via_topic="pizza", failures=3)
+    parsed = queue_message(sealed(delivery, delivery_id("n-1", "u")), KEY)
+    assert parsed.sealed
+    assert parsed.notification == Notification("Pizza!", "userId", "u", delivery_id("n-1", "u"), "pizza", 3)
+
+
+def test_a_plain_message_is_a_callers() -> None:
+    parsed = queue_message(b'{"conversationId": "c", "text": "Hi"}', KEY)
+    assert not parsed.sealed and parsed.notification == Notification("Hi", "conversationId", "c")
+
+
+def test_an_envelope_sealed_with_another_key_is_refused() -> None:
+    forged = sealed(Notification("x", "userId", "u", failures=MAX_TRANSIENT_FAILURES), key=envelope_key("t" * 32))
+    with pytest.raises(InvalidNotification, match="signature does not verify"):
+        queue_message(forged, KEY)
+
+
+def test_a_tampered_envelope_is_refused() -> None:
+    message = seal(Notification("x", "userId", "u", via_topic="pizza"), "n-1", KEY)
+    message["envelope"] = message["envelope"].replace('"pizza"', '"opera"')
+    with pytest.raises(InvalidNotification, match="signature does not verify"):
+        open_envelope(message, KEY)
+
+
+def test_a_signature_made_for_an_operation_result_does_not_pass_as_an_envelope() -> None:
+    """Domain separation: the envelope key is derived from OperationSigningKey, never the key itself."""
+    text = json.dumps({"internal": {"failures": 16}, "notification": {"id": "n", "userId": "u", "text": "x"}})
+    signed_as_result = sign(json.loads(text), SIGNING_KEY)
+    with pytest.raises(InvalidNotification, match="signature does not verify"):
+        open_envelope({"envelope": signed_as_result["payload"], "signature": signed_as_result["signature"]}, KEY)
+    assert envelope_key(SIGNING_KEY) != SIGNING_KEY.encode()
+
+
+@pytest.mark.parametrize(
+    ("internal", "caller", "problem"),
+    [
+        ({"colour": 1}, {"id": "n", "userId": "u", "text": "x"}, "unknown internal field 'colour'"),
+        ({"failures": 17}, {"id": "n", "userId": "u", "text": "x"}, "'failures' must be a whole number"),
+        ({"failures": True}, {"id": "n", "userId": "u", "text": "x"}, "'failures' must be a whole number"),
+        ({"viaTopic": "p"}, {"id": "n", "topic": "t", "text": "x"}, "'viaTopic' goes only with 'userId'"),
+        ({}, {"userId": "u", "text": "x"}, "has no 'id'"),
+        ({}, {"id": "i" * (MAX_DELIVERY_ID_LENGTH + 1), "userId": "u", "text": "x"}, "'id' is"),
+        ({}, {"id": "n", "userId": "u", "text": "x", "more": 1}, "unknown field 'more'"),
+    ],
+)
+def test_even_a_signed_envelope_is_held_to_the_schema(
+    internal: dict[str, Any], caller: dict[str, Any], problem: str
+) -> None:
+    text = json.dumps({"internal": internal, "notification": caller})
+    signature = hmac.new(KEY, text.encode(), hashlib.sha256).hexdigest()
+    with pytest.raises(InvalidNotification, match=problem):
+        open_envelope({"envelope": text, "signature": signature}, KEY)
+
+
+def test_the_largest_sealed_delivery_fits_a_queue_message() -> None:
+    """Escaped twice (the envelope is JSON inside JSON): the worst characters still fit 64 KB after base64."""
+    for character in ("🍕", '"', "\\", "\x01"):
+        delivery = Notification(character * MAX_TEXT_LENGTH, "userId", "u" * 1024, via_topic="t" * 100, failures=16)
+        message = json.dumps(seal(delivery, delivery_id("i" * 128, "u" * 1024), KEY), ensure_ascii=False)
+        assert len(base64.b64encode(message.encode())) < 64 * 1024, character
