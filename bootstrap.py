@@ -352,6 +352,7 @@ class Composition:
                 self.settings.max_running_operations_per_user, self.settings.operation_starts_per_user_per_hour
             ),
             progress_messages_per_operation=self.settings.progress_messages_per_operation,
+            progress_interval_seconds=self.settings.progress_interval_seconds,
             handoff_signing_key=self.settings.handoff_signing_key,
         )
 

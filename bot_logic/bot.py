@@ -51,7 +51,13 @@ from bot_logic.handoff import (
 from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT, reply_address_matches
 from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, new_usage, record_end
-from bot_logic.pending_operation import progress_message_due, progress_text, result_reply, timeout_notice_once
+from bot_logic.pending_operation import (
+    PROGRESS_MESSAGE_GAP_INTERVALS,
+    progress_message_due,
+    progress_text,
+    result_reply,
+    timeout_notice_once,
+)
 from bot_logic.turn_routing import is_operation_event
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
 
@@ -95,8 +101,10 @@ class LongOperationBot(ActivityHandler):
         operation_quota: OperationQuota,
         handoff_signing_key: str,
         progress_messages_per_operation: int = 2,
+        progress_interval_seconds: float = 5.0,
     ) -> None:
         self._progress_messages = progress_messages_per_operation
+        self._progress_gap = PROGRESS_MESSAGE_GAP_INTERVALS * progress_interval_seconds
         self._conversation_state = conversation_state
         self._handoff_signing_key = handoff_signing_key
         self._expire_after_seconds = expire_after_seconds
@@ -177,7 +185,7 @@ class LongOperationBot(ActivityHandler):
             )
             return
         if turn_context.activity.name == PROGRESS_EVENT:
-            if progress_message_due(pending, self._clock(), self._progress_messages):
+            if progress_message_due(pending, self._clock(), self._progress_messages, self._progress_gap):
                 await turn_context.send_activity(progress_text(pending, value.get("percent")))
             else:
                 await turn_context.send_activity(Activity(type=ActivityTypes.typing))

@@ -36,16 +36,17 @@ def still_waiting(conversation_state: Mapping[str, Any] | None, operation_id: st
     return isinstance(pending, Mapping) and pending.get("id") == operation_id
 
 
-# A progress message tells the user something new only now and then; in between they see typing.
-PROGRESS_MESSAGE_GAP_SECONDS = 15
+# A progress message tells the user something new only now and then (no two within this many of the
+# worker's progress intervals); in between they see typing.
+PROGRESS_MESSAGE_GAP_INTERVALS = 3
 
 
-def progress_message_due(pending: dict[str, Any], now: float, limit: int) -> bool:
+def progress_message_due(pending: dict[str, Any], now: float, limit: int, gap_seconds: float) -> bool:
     """Whether a progress event becomes a message (and count it): at most `limit` per operation, none
-    sooner than PROGRESS_MESSAGE_GAP_SECONDS after the start or the previous one; otherwise typing."""
+    sooner than `gap_seconds` after the start or the previous one; otherwise typing."""
     told = int(pending.get("progressTold") or 0)
     last = pending.get("progressToldAt") or pending["startedAt"]
-    if told >= limit or now - last < PROGRESS_MESSAGE_GAP_SECONDS:
+    if told >= limit or now - last < gap_seconds:
         return False
     pending["progressTold"], pending["progressToldAt"] = told + 1, now
     return True

@@ -153,6 +153,7 @@ class BaselineBot(LongOperationBot):
                 settings.max_running_operations_per_user, settings.operation_starts_per_user_per_hour
             ),
             progress_messages_per_operation=settings.progress_messages_per_operation,
+            progress_interval_seconds=settings.progress_interval_seconds,
             handoff_signing_key=settings.handoff_signing_key,
         )
         self.conversation_state = conversation_state

@@ -113,15 +113,20 @@ def test_a_person_takes_over_in_the_agent_console_and_hands_back(bot: LocalStack
         user.wait_for_activity(is_bot_text("^Starting the"), since=mark)
 
 
-def test_three_misunderstandings_hand_off_and_nobody_accepting_fails_back(impatient_bot: LocalStack) -> None:
+def test_three_misunderstandings_offer_a_person_and_nobody_accepting_fails_back(impatient_bot: LocalStack) -> None:
     with chat(impatient_bot, "confused-user") as user:
         introduce(user, "Cy")
         conversation = conversation_id(user)
         mark = user.mark()
         for word in ("banana", "purple", "seventeen"):
             user.send(word)
+        offer = "^Sorry, I keep misunderstanding you. Shall I bring in a person"
+        user.wait_for_activity(is_bot_text(offer), since=mark)
+        said = bot_texts(user, mark)
+        assert [text.split("“")[0] for text in said[:2]] == ["Sorry, I didn't understand "] * 2
+        assert not any(text.startswith("I'm asking a person") for text in said)  # offered, not imposed
+        user.send("yes")
         user.wait_for_activity(is_bot_text("^I'm asking a person to take over"), since=mark)
-        assert bot_texts(user, mark).count(bot_texts(user, mark)[0]) == 2  # re-asked twice, then the handoff
         user.wait_for_activity(is_bot_text("^Sorry, no person was available within 2 s"), since=mark, timeout=30)
         wait_until(lambda: handoff_of(impatient_bot, conversation)["state"] == "withdrawn", timeout=15)
         mark = user.mark()
@@ -327,7 +332,7 @@ def test_a_user_cannot_play_the_agent(bot: LocalStack) -> None:
         assert first_lines(bot_texts(user, mark)) == [
             "Sam has joined the conversation: you're now talking to a person.",
             COMPLETED_TEXT,
-            "Which long operation shall I run, Eve?",
+            "Which long operation shall I run, Eve? Tap one, or say 'help' to see what each does.",
         ]
         assert "Support Manager" not in bot.host.output  # the refusals name the reason, not the user's text
 
@@ -361,4 +366,7 @@ def test_a_status_posted_straight_to_the_bot_for_another_conversation_changes_no
         assert handoff_of(bot, conversation)["state"] == "accepted"
         agent_api(bot, "POST", f"/{conversation}/complete")
         victim.wait_for_activity(is_bot_text("^Which long operation shall I run, Vi\\?"), since=mark)
-        assert first_lines(bot_texts(victim, mark)) == [COMPLETED_TEXT, "Which long operation shall I run, Vi?"]
+        assert first_lines(bot_texts(victim, mark)) == [
+            COMPLETED_TEXT,
+            "Which long operation shall I run, Vi? Tap one, or say 'help' to see what each does.",
+        ]
