@@ -1,9 +1,12 @@
 """Chat with the bot from a terminal through a Direct Line service (the local one or Azure's).
 
     python -m localdev.chat_cli --directline http://127.0.0.1:7072/v3/directline --secret SECRET
-    python -m localdev.chat_cli --directline URL --token TOKEN [--polling] [--user-id alice]
+    python -m localdev.chat_cli --directline URL --token TOKEN [--polling] [--user-id dl_alice]
 
 Type a line to send it; bot messages print as they arrive (over the WebSocket, or by polling).
+Each person is a user of their own: without --user-id, the first run makes a `dl_` id and keeps it
+in ~/.config/long-operation-bot/chat-user-id (or under $XDG_CONFIG_HOME), so later runs are the same
+user and the bot still knows their name.
 EOF (Ctrl-D) or Ctrl-C quits; after EOF, replies still on their way are printed first.
 """
 
@@ -13,14 +16,53 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import secrets
 import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import aiohttp
 
 Activity = dict[str, Any]
 TYPING_SHOWN_FOR = 3.0  # seconds a "typing" line stays when no message follows
+
+
+def describe_event(activity: Activity) -> str:
+    """An event in words, not its JSON: the handoff events a user's conversation carries, by name."""
+    value = activity.get("value") if isinstance(activity.get("value"), dict) else {}
+    name = activity.get("name") or "event"
+    if name == "handoff.initiate":
+        reason = value.get("reason")
+        return "asked for a person to take over" + (f": {reason}" if isinstance(reason, str) and reason else "")
+    if name == "handoff.status":
+        payload = value.get("payload")
+        if isinstance(payload, str):  # a hub's signed status: its fields are in the signed JSON text
+            with contextlib.suppress(ValueError):
+                signed = json.loads(payload)
+                value = signed if isinstance(signed, dict) else value
+        state = value.get("state")
+        return f"handoff {state}" if isinstance(state, str) else "handoff status"
+    return f"event {name}"
+
+
+def config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "long-operation-bot"
+
+
+def own_user_id() -> str:
+    """This person's user id, made once and kept between runs."""
+    path = config_dir() / "chat-user-id"
+    with contextlib.suppress(OSError):
+        saved = path.read_text().strip()
+        if saved.startswith("dl_"):
+            return saved
+    user_id = f"dl_{secrets.token_hex(16)}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(user_id + "\n")
+    return user_id
 
 
 class Console:
@@ -51,7 +93,7 @@ class Console:
                 extras.append("options: " + " | ".join(str(a.get("title") or a.get("value")) for a in actions))
             self._print(f"{name}> " + " ".join(part for part in [text, *extras] if part))
         elif kind == "event":
-            self._print(f"{name} (event {activity.get('name')}): {json.dumps(activity.get('value'))}")
+            self._print(f"{name}> ({describe_event(activity)})")
 
     def _show_typing(self, name: str) -> None:
         if self.tty:
@@ -159,7 +201,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     credential = parser.add_mutually_exclusive_group(required=True)
     credential.add_argument("--secret")
     credential.add_argument("--token")
-    parser.add_argument("--user-id", default="cli-user")
+    parser.add_argument("--user-id", help="default: this person's own id, made on the first run and kept")
     parser.add_argument("--polling", action="store_true", help="poll instead of using the WebSocket")
     parser.add_argument("--poll-interval", type=float, default=1.0)
     parser.add_argument("--linger", type=float, default=1.5, help="after EOF, seconds of quiet before exiting")
@@ -168,6 +210,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.user_id = args.user_id or own_user_id()
     try:
         asyncio.run(chat(args))
     except KeyboardInterrupt:

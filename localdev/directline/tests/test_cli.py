@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -75,3 +76,30 @@ def test_chat_cli_sends_lines_and_prints_replies(domain: str, transport: list[st
     assert not any(line.startswith("terminal") for line in lines)  # own echoes are not printed
     if not transport:
         assert "(Bot is typing…)" in lines  # not a terminal: the indicator is a plain line
+
+
+def test_each_person_is_a_user_of_their_own_kept_between_runs(domain: str, tmp_path: Path) -> None:
+    def run_as(home: Path) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "localdev.chat_cli", "--directline", domain, "--secret", SECRET, "--linger", "1"],
+            input="hello\n", capture_output=True, text=True, timeout=30, cwd=PROJECT_ROOT,
+            env={**os.environ, "XDG_CONFIG_HOME": str(home)},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        [welcome] = [line for line in result.stdout.splitlines() if line.startswith("Bot> welcome ")]
+        return welcome.removeprefix("Bot> welcome ")
+
+    ada, ada_again, bob = run_as(tmp_path / "ada"), run_as(tmp_path / "ada"), run_as(tmp_path / "bob")
+    assert ada.startswith("dl_") and ada == ada_again  # kept between runs
+    assert bob != ada  # another person, another user
+
+
+def test_events_are_shown_in_words() -> None:
+    from localdev.chat_cli import describe_event
+
+    initiate = {"type": "event", "name": "handoff.initiate", "value": {"reason": "the user asked for a person"}}
+    assert describe_event(initiate) == "asked for a person to take over: the user asked for a person"
+    signed = {"name": "handoff.status", "value": {"payload": '{"state": "accepted"}', "signature": "ab"}}
+    assert describe_event(signed) == "handoff accepted"
+    assert describe_event({"name": "handoff.status", "value": {"state": "failed"}}) == "handoff failed"
+    assert describe_event({"name": "something.else", "value": {"x": 1}}) == "event something.else"
