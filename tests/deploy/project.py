@@ -17,6 +17,7 @@ SAMPLE = ROOT / "local.settings.json.sample"
 TEMPLATE = ROOT / "infra" / "main.bicep"
 PARAMETERS = ROOT / "infra" / "main.parameters.json"
 README = ROOT / "README.md"
+CONFIGURATION_DOC = ROOT / "docs" / "configuration.md"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 
 # Read by the Functions host or the platform, not by services/settings.py.
@@ -94,9 +95,9 @@ _TABLE_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|")
 
 
 def settings_table() -> tuple[Path, dict[str, str]]:
-    """(file, {setting: row}) of README.md's settings table."""
+    """(file, {setting: row}) of docs/configuration.md's settings table."""
     code = set(code_settings())
-    for path in (README,):
+    for path in (CONFIGURATION_DOC,):
         # Markdown tables: runs of lines starting with '|'. The settings table is the one
         # naming the most settings the code reads (a file can hold other tables).
         tables: list[dict[str, str]] = [{}]
@@ -110,7 +111,7 @@ def settings_table() -> tuple[Path, dict[str, str]]:
         best = max(tables, key=lambda rows: len(code & set(rows)))
         if code & set(best):
             return path, best
-    raise AssertionError("README.md has no settings table (| `Name` | ... |).")
+    raise AssertionError("docs/configuration.md has no settings table (| `Name` | ... |).")
 
 
 def deploy_doc_settings() -> set[str]:
