@@ -86,6 +86,14 @@ def tables(results: dict[str, Any]) -> list[Table]:
             for where, packages in cold["heaviest_imports"].items()
         ]
         out.append(("4. Heaviest imports (self ms by package, -X importtime)", ["import", "packages"], rows))
+    mem = results.get("memory")
+    if mem:
+        rows = [
+            [p["conversations"], p["rss_mib"], p["elapsed_s"], ", ".join(f"{k} {v:,}" for k, v in p["maps"].items())]
+            for p in mem["checkpoints"]
+        ]
+        title = f"5. Memory of an instance by distinct conversations (RSS before: {mem['rss_mib_before']} MiB)"
+        out.append((title, ["conversations", "RSS MiB", "elapsed s", "per-process maps"], rows))
     profile = results.get("profile")
     if profile:
         rows = [[name, value] for name, value in profile["cpu_ms_per_turn_by_category"].items()]

@@ -16,7 +16,7 @@ from localdev.processes import PROJECT_ROOT
 
 pytestmark = [pytest.mark.emulators]
 
-SECTIONS = ("turns", "delivery", "sweeper", "cold_start", "profile")
+SECTIONS = ("turns", "delivery", "sweeper", "cold_start", "profile", "memory")
 
 
 def numbers(value: Any) -> list[float]:
@@ -61,5 +61,6 @@ def test_quick_run_writes_every_section_with_numbers(tmp_path: Path) -> None:
     assert all(part["count"] > 0 for part in results["delivery"]["parts_ms"].values())
     assert all(s["expired_swept"] == s["expired_seeded"] for s in results["sweeper"]["scenarios"])
     assert results["cold_start"]["host_ms"]["spawn_to_first_200_ms"] > 0
+    assert results["memory"]["errors"] == 0 and all(p["rss_mib"] > 0 for p in results["memory"]["checkpoints"])
     assert "Turns through the local Functions host" in done.stdout
     assert "App vs Agents SDK baseline" in done.stdout
