@@ -37,7 +37,7 @@ def test_quick_run_writes_every_section_with_numbers(tmp_path: Path) -> None:
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,  # the whole quick run; about 2-3 min on a busy 2-core machine
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "latest.json").read_text())
