@@ -105,7 +105,11 @@ def parse_marks(output: str) -> tuple[dict[str, dict[str, float]], dict[str, str
         if event.startswith("update_"):
             updates.append((event, key, moment))
             continue
-        by_operation.setdefault(key, {}).setdefault(event, moment)
+        marks = by_operation.setdefault(key, {})
+        if event == "dl_started":
+            marks[event] = moment  # the last one: the result's post (progress posts may come before it)
+        else:
+            marks.setdefault(event, moment)
         if event == "dl_started" and len(parts) > 4:
             worker_conversation[key] = parts[4]
     return by_operation, worker_conversation, updates
@@ -150,7 +154,7 @@ async def measure(bot: LocalStack, stats: CosmosStats, samples: int, max_pause: 
 
 PARTS = {
     "total": "total: run returned -> client has 'Thanks for waiting'",
-    "worker": "1. worker: run returned -> its Direct Line conversation started",
+    "worker": "1. worker: run returned -> its Direct Line conversation ready (opened once per instance)",
     "updates": "2a. Direct Line -> bot: conversationUpdate turns of the worker's conversation",
     "hop": "2b. Direct Line -> bot: rest of the hop (post the event, forward it)",
     "turn": "3. resumed turn: event at the bot -> reply handed to the Connector client",

@@ -170,15 +170,16 @@ def _timed_get_operation(*args: Any, **kwargs: Any) -> Any:
 
 
 worker.get_operation = _timed_get_operation
-_start_conversation = directline_client.DirectLineClient.start_conversation
+_current_conversation = worker.WorkerConversation.current
 _post_event = directline_client.DirectLineClient.post_event
 
 
 _event_name = _argument(_post_event, "name")
 
 
-def _timed_start_conversation(*args: Any, **kwargs: Any) -> Any:
-    answer = _start_conversation(*args, **kwargs)
+def _timed_current_conversation(*args: Any, **kwargs: Any) -> Any:
+    """The worker's Direct Line conversation is ready for a post (opened once per instance, then reused)."""
+    answer = _current_conversation(*args, **kwargs)
     mark("dl_started", _operation.get(), str(answer[0]))
     return answer
 
@@ -190,7 +191,7 @@ def _timed_post_event(*args: Any, **kwargs: Any) -> Any:
     return answer
 
 
-directline_client.DirectLineClient.start_conversation = _timed_start_conversation  # type: ignore[method-assign]
+worker.WorkerConversation.current = _timed_current_conversation  # type: ignore[method-assign]
 directline_client.DirectLineClient.post_event = _timed_post_event  # type: ignore[method-assign]
 
 _handle_operation = worker.handle_operation_message

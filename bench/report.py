@@ -48,6 +48,8 @@ def tables(results: dict[str, Any]) -> list[Table]:
                     ["turn", "reads", "writes", "total", "by container"], rows))  # fmt: skip
         if "baseline" in turns:
             out += _baseline_tables(turns)
+        if "agents_baseline" in turns:
+            out += _agents_tables(turns)
         memory = turns["memory"]
         out.append(("5. Memory of the host process (MiB)", ["RSS after setup", "peak RSS (VmHWM) after all levels",
                     "RSS at end"], [[memory["host_pid_rss_mib_after_setup"],
@@ -84,6 +86,14 @@ def tables(results: dict[str, Any]) -> list[Table]:
             for where, packages in cold["heaviest_imports"].items()
         ]
         out.append(("4. Heaviest imports (self ms by package, -X importtime)", ["import", "packages"], rows))
+    mem = results.get("memory")
+    if mem:
+        rows = [
+            [p["conversations"], p["rss_mib"], p["elapsed_s"], ", ".join(f"{k} {v:,}" for k, v in p["maps"].items())]
+            for p in mem["checkpoints"]
+        ]
+        title = f"5. Memory of an instance by distinct conversations (RSS before: {mem['rss_mib_before']} MiB)"
+        out.append((title, ["conversations", "RSS MiB", "elapsed s", "per-process maps"], rows))
     profile = results.get("profile")
     if profile:
         rows = [[name, value] for name, value in profile["cpu_ms_per_turn_by_category"].items()]
@@ -130,6 +140,30 @@ def _baseline_tables(turns: dict[str, Any]) -> list[Table]:
          cpu_rows),
         ("1. Plain-SDK baseline process", extras_header, extras),
     ]  # fmt: skip
+
+
+def _agents_tables(turns: dict[str, Any]) -> list[Table]:
+    """The app beside the Microsoft 365 Agents SDK baseline (bench/agents_baseline), same run, same load;
+    the botbuilder baseline's throughput and CPU repeated for the three-way view."""
+    agents, comparison, botbuilder = turns["agents_baseline"], turns["comparison_agents"], turns["baseline"]
+    rows = []
+    for kind in ("plain", "start"):
+        for level, a in turns[kind]["levels"].items():
+            g, ratio, b = agents[kind]["levels"][level], comparison[kind][level], botbuilder[kind]["levels"][level]
+            rows.append([kind, level, _pair(a["count"], g["count"]), _pair(a["errors"], g["errors"]),
+                         a["turns_per_s"], g["turns_per_s"], b["turns_per_s"], ratio["throughput_ratio"],
+                         a["p50_ms"], g["p50_ms"], ratio["p50_ratio"], a["p99_ms"], g["p99_ms"], ratio["p99_ratio"],
+                         a["cpu_ms_per_turn"], g["cpu_ms_per_turn"], b["cpu_ms_per_turn"],
+                         ratio["cpu_ratio"]])  # fmt: skip
+    header = ["turn", "conversations", "turns app / agents", "errors app / agents", "app turns/s", "agents turns/s",
+              "botbuilder turns/s", "x turns/s", "app p50", "agents p50", "x p50", "app p99", "agents p99", "x p99",
+              "app CPU ms/turn", "agents CPU ms/turn", "botbuilder CPU ms/turn", "x CPU"]  # fmt: skip
+    memory = agents["memory"]
+    extras = [[memory["rss_mib_after_setup"], memory["peak_rss_mib_after_all_levels"], agents["turn_errors_logged"]]]
+    return [
+        ("1. App vs Agents SDK baseline (ms; x = app / Agents SDK)", header, rows),
+        ("1. Agents SDK baseline process", ["RSS after setup (MiB)", "peak RSS (MiB)", "turn errors logged"], extras),
+    ]
 
 
 def render_text(all_tables: list[Table]) -> str:

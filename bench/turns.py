@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.agents_baseline import TURN_ERROR_LOG as AGENTS_TURN_ERROR_LOG
 from bench.baseline import TURN_ERROR_LOG
 from bench.baseline.process import BaselineProcess, start_baseline
 from bench.client import TINY_OPERATION, ChannelClient, Conversation, succeeded
@@ -322,7 +323,14 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
 
         repeats = 5 if quick else 50
         result["baseline"]["sdk_clients_cpu_ms_per_turn"] = await per_turn_clients_cpu_ms(bot.directline.url, repeats)
+        # The Agents SDK baseline after the botbuilder one, the same way: its own process and queue.
+        settings = {**bot.settings, "OperationsQueueName": f"agents-ops-{secrets.token_hex(4)}"}
+        with start_baseline(settings, LOG_DIR, "turns-agents-baseline", "bench.agents_baseline") as agents:
+            meter = CpuMeter(cpu_readers(stack, bot, agents.pid))
+            result["agents_baseline"] = await measure_baseline(agents, bot.directline.url, sizes, meter)
+        result["agents_baseline"]["turn_errors_logged"] = agents.log_text().count(AGENTS_TURN_ERROR_LOG)
     result["comparison"] = compare(result, result["baseline"])
+    result["comparison_agents"] = compare(result, result["agents_baseline"])
     result["notes"] = (
         "plain = a message while the menu is shown (retry prompt); start = the choice of a tiny operation "
         f"({TINY_OPERATION!r}): pending record committed, then the queue message. Latency = the HTTP POST to "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +32,7 @@ from bot_logic.operation_protocol import (
 from bot_logic.pending_operation import still_waiting
 from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
-from services.directline_client import DirectLineClient
+from services.directline_client import DirectLineClient, DirectLineError
 from services.telemetry import OUTCOME, Tracing
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,63 @@ CANCEL_CHECK_SECONDS = 2.0
 
 # The conversation's stored state by its storage key (None when it is gone).
 ConversationReader = Callable[[str], Awaitable[dict[str, Any] | None]]
+# A worker's Direct Line token is renewed once this share of its lifetime has passed (30 min in Azure:
+# renewed after 15), well before it expires even when the instance sat idle in between.
+TOKEN_RENEWAL_SHARE = 0.5
+# What the service answers for a token it no longer honours or a conversation it no longer knows:
+# the worker then opens a new conversation and posts again, once.
+_STALE_CONVERSATION = {401, 403, 404}
+
+
+class WorkerConversation:
+    """The Direct Line conversation a worker instance posts every result and progress event into.
+
+    One per instance, opened on first use, not one per operation run: each run would otherwise cost a
+    start-conversation request (and in Azure a draw on Direct Line's rate limits) besides its posts.
+    The bot keeps no state for it (bot_logic/turn_routing.py): each event names, inside its signed
+    payload, the user's conversation it is for. Its token is refreshed once TOKEN_RENEWAL_SHARE of its
+    lifetime has passed; a conversation the service refuses is forgotten and a new one opened.
+    Called from the worker's Direct Line threads, hence the lock (a thread lock, held across the
+    service call so that a burst of first posts opens one conversation, not one each)."""
+
+    def __init__(self, client: DirectLineClient, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._client = client
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._conversation: tuple[str, str] | None = None  # (id, token)
+        self._renew_at: float | None = None  # None: the token does not expire (the secret)
+
+    def current(self) -> tuple[str, str]:
+        """(conversation id, token) to post with, opening or refreshing as needed."""
+        with self._lock:
+            if self._conversation is not None and self._renew_at is not None and self._monotonic() >= self._renew_at:
+                self._refresh()
+            if self._conversation is None:
+                opened = self._client.open_conversation()
+                self._keep(str(opened.conversation_id), opened.token, opened.expires_in)
+            assert self._conversation is not None
+            return self._conversation
+
+    def forget(self, conversation: tuple[str, str]) -> None:
+        """The service refused `conversation`: the next post opens a new one (unless another thread did)."""
+        with self._lock:
+            if self._conversation == conversation:
+                self._conversation = None
+
+    def _refresh(self) -> None:
+        assert self._conversation is not None
+        conversation_id, token = self._conversation
+        try:
+            fresh = self._client.refresh_token(token)
+        except DirectLineError as error:
+            logger.warning("Direct Line token refresh failed (%s); opening a new worker conversation", error)
+            self._conversation = None
+            return
+        self._keep(conversation_id, fresh.token, fresh.expires_in)
+
+    def _keep(self, conversation_id: str, token: str, expires_in: int) -> None:
+        self._conversation = (conversation_id, token)
+        self._renew_at = self._monotonic() + expires_in * TOKEN_RENEWAL_SHARE if expires_in > 0 else None
 
 
 @dataclass
@@ -61,6 +120,12 @@ class WorkerDependencies:
     # Reads the conversation an operation works for; None: never checked (the work always runs to its end).
     read_conversation: ConversationReader | None = None
     cancel_check_interval: float = CANCEL_CHECK_SECONDS
+    # The instance's one Direct Line conversation for results and progress (built from `directline`).
+    conversation: WorkerConversation | None = None
+
+    def __post_init__(self) -> None:
+        if self.conversation is None:
+            self.conversation = WorkerConversation(self.directline)
 
 
 class RetryOperation(Exception):
@@ -90,15 +155,22 @@ _POST_SPANS = {RESULT_EVENT: "post operation result", PROGRESS_EVENT: "post oper
 
 
 class _ResultChannel:
-    """One Direct Line conversation per operation run, opened on first use."""
+    """An operation run's posts, in order, into the worker instance's shared conversation."""
 
-    def __init__(self, client: DirectLineClient, tracing: Tracing, request: dict[str, Any], threads: Executor) -> None:
+    def __init__(
+        self,
+        client: DirectLineClient,
+        conversation: WorkerConversation,
+        tracing: Tracing,
+        request: dict[str, Any],
+        threads: Executor,
+    ) -> None:
         self._client = client
+        self._shared = conversation
         self._threads = threads
         self._tracing = tracing
         self._attributes = trace_attributes(request)
-        self._conversation: tuple[str, str] | None = None
-        self._lock = asyncio.Lock()  # one conversation, posts in order
+        self._lock = asyncio.Lock()  # this run's posts in order
 
     async def post(self, name: str, value: dict[str, Any], best_effort: bool = False) -> None:
         with self._tracing.span(_POST_SPANS.get(name, f"post {name}"), kind="client", attributes=self._attributes):
@@ -106,10 +178,14 @@ class _ResultChannel:
             carried = with_traceparent(value, self._tracing.traceparent())
 
             def post_sync() -> None:
-                if self._conversation is None:
-                    self._conversation = self._client.start_conversation()
-                conversation_id, token = self._conversation
-                self._client.post_event(conversation_id, token, name, carried, WORKER_ID, best_effort=best_effort)
+                conversation = self._shared.current()
+                try:
+                    self._client.post_event(*conversation, name, carried, WORKER_ID, best_effort=best_effort)
+                except DirectLineError as error:
+                    if error.status not in _STALE_CONVERSATION:
+                        raise
+                    self._shared.forget(conversation)  # expired token or conversation gone: a new one, once
+                    self._client.post_event(*self._shared.current(), name, carried, WORKER_ID, best_effort=best_effort)
 
             async with self._lock:
                 # As asyncio.to_thread does, the thread runs in a copy of this context (log and trace context).
@@ -162,7 +238,8 @@ async def _run(request: dict[str, Any], message: QueueMessageData, deps: WorkerD
         # Cancelled (or expired) before any worker picked it up: it never runs.
         logger.info("operation %s not run: its conversation no longer waits for it", operation_id)
         return "cancelled"
-    channel = _ResultChannel(deps.directline, deps.tracing, request, deps.blocking_io)
+    assert deps.conversation is not None  # WorkerDependencies.__post_init__
+    channel = _ResultChannel(deps.directline, deps.conversation, deps.tracing, request, deps.blocking_io)
 
     async def report(outcome: str, text: str) -> str:
         await channel.post(RESULT_EVENT, sign(result_payload(request, outcome, text), deps.signing_key))

@@ -30,7 +30,9 @@ RETRYABLE = {429, 500, 502, 503, 504}
 
 
 class DirectLineError(Exception):
-    pass
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status that ended the request; None for network errors and bad answers
 
 
 @dataclass(frozen=True)
@@ -90,13 +92,13 @@ class DirectLineClient:
                     return _json_object(response, method, path)
                 status, retry_after, reason = response.status_code, response.headers.get("Retry-After"), response.text
                 if status not in RETRYABLE:
-                    raise DirectLineError(f"{method} {path}: HTTP {status}: {reason[:200]}")
+                    raise DirectLineError(f"{method} {path}: HTTP {status}: {reason[:200]}", status)
             if attempt == max_attempts:
                 break
             delay = self._delay(attempt, retry_after)
             logger.warning("Direct Line %s %s failed (%s); retrying in %.1fs", method, path, status or reason, delay)
             self._sleep(delay)
-        raise DirectLineError(f"{method} {path}: gave up after {max_attempts} attempts ({status or reason})")
+        raise DirectLineError(f"{method} {path}: gave up after {max_attempts} attempts ({status or reason})", status)
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         asked = _retry_after_seconds(retry_after)
@@ -106,8 +108,28 @@ class DirectLineClient:
 
     def start_conversation(self) -> tuple[str, str]:
         """A new conversation; returns (conversation id, its token)."""
+        opened = self.open_conversation()
+        return str(opened.conversation_id), opened.token
+
+    def open_conversation(self) -> GeneratedToken:
+        """A new conversation with its token and the token's lifetime (seconds; 0 when the service
+        gave no token, so the secret, which does not expire, stands in)."""
         answer = self._request("POST", "/conversations", self._secret, {})
-        return answer["conversationId"], answer.get("token") or self._secret
+        conversation_id, token, expires_in = answer.get("conversationId"), answer.get("token"), answer.get("expires_in")
+        if not isinstance(conversation_id, str) or not conversation_id:
+            raise DirectLineError("POST /conversations: the answer holds no conversation id")
+        if not isinstance(token, str) or not token:
+            return GeneratedToken(self._secret, 0, conversation_id)
+        lifetime = expires_in if isinstance(expires_in, int) and not isinstance(expires_in, bool) else 0
+        return GeneratedToken(token, lifetime, conversation_id)
+
+    def refresh_token(self, token: str) -> GeneratedToken:
+        """A fresh token for the conversation `token` is bound to (POST /tokens/refresh), before it expires."""
+        answer = self._request("POST", "/tokens/refresh", token, {})
+        fresh, expires_in, conversation_id = answer.get("token"), answer.get("expires_in"), answer.get("conversationId")
+        if not isinstance(fresh, str) or not fresh or not isinstance(expires_in, int) or isinstance(expires_in, bool):
+            raise DirectLineError("POST /tokens/refresh: the answer holds no token and lifetime")
+        return GeneratedToken(fresh, expires_in, conversation_id if isinstance(conversation_id, str) else None)
 
     def generate_token(self, user_id: str) -> GeneratedToken:
         """A token for a new conversation, carrying `user_id`: with enhanced authentication on, the

@@ -70,6 +70,9 @@ CHUNK_UNITS = 30_000  # UTF-16 code units per string property (the limit is 64 K
 MAX_JSON_UNITS = 450_000  # 900 KB of an entity's 1 MiB for the activity, the rest for keys and columns
 MAX_KEY_UNITS = 400  # keys may hold 1 KiB (512 UTF-16 units); longer escaped ids are shortened with a hash
 INDEX_DAYS_REMEMBERED = 3  # the (conversation, day) pairs this process has indexed, for its latest days
+# ... and at most this many pairs in all (about 100 bytes each): past it the oldest day is forgotten first,
+# then the current day's set starts again. Forgetting costs one repeated index upsert per conversation.
+INDEX_PAIRS_REMEMBERED = 20_000
 TRIMMED_MARKER = "[removed: the activity was too large to store]"
 DEFAULT_TABLE_NAME = "transcripts"
 
@@ -436,6 +439,12 @@ class TableTranscriptStore(TranscriptStore):
         self._indexed.setdefault(day, set()).add(partition_key)
         for old_day in sorted(self._indexed)[:-INDEX_DAYS_REMEMBERED]:  # memory stays bounded
             del self._indexed[old_day]
+        while sum(map(len, self._indexed.values())) > INDEX_PAIRS_REMEMBERED:
+            oldest = min(self._indexed)
+            if len(self._indexed) > 1 or oldest != day:
+                del self._indexed[oldest]
+            else:
+                self._indexed[day] = {partition_key}
 
     async def log_activity(self, activity: Activity) -> None:
         """The SDK's TranscriptLogger: write one activity now (the app's recorder queues instead)."""

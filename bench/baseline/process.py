@@ -34,13 +34,15 @@ class BaselineProcess(Stoppable):
         self.process.stop(5.0)
 
 
-def start_baseline(settings: Mapping[str, str], log_dir: Path, name: str = "baseline") -> BaselineProcess:
-    """`python -m bench.baseline` with the app's `settings` as its environment; returns once it listens.
-    Its output goes to log_dir/<name>.log."""
+def start_baseline(
+    settings: Mapping[str, str], log_dir: Path, name: str = "baseline", module: str = "bench.baseline"
+) -> BaselineProcess:
+    """`python -m <module>` (bench.baseline, or bench.agents_baseline for the Agents SDK's) with the app's
+    `settings` as its environment; returns once it listens. Its output goes to log_dir/<name>.log."""
     port = free_port()
     (log_dir / f"{name}.log").unlink(missing_ok=True)  # spawn appends; errors are counted in this run's log
     env = {**os.environ, **settings, "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "bench.baseline", "--port", str(port)]
+    argv = [sys.executable, "-m", module, "--port", str(port)]
     process = spawn(name, argv, log_dir, env=env)
     try:
         wait_for_port("127.0.0.1", port, READY_TIMEOUT, process.popen)

@@ -16,7 +16,7 @@ from localdev.processes import PROJECT_ROOT
 
 pytestmark = [pytest.mark.emulators]
 
-SECTIONS = ("turns", "delivery", "sweeper", "cold_start", "profile")
+SECTIONS = ("turns", "delivery", "sweeper", "cold_start", "profile", "memory")
 
 
 def numbers(value: Any) -> list[float]:
@@ -37,7 +37,7 @@ def test_quick_run_writes_every_section_with_numbers(tmp_path: Path) -> None:
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,  # the whole quick run; about 2-3 min on a busy 2-core machine
     )
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "latest.json").read_text())
@@ -55,7 +55,12 @@ def test_quick_run_writes_every_section_with_numbers(tmp_path: Path) -> None:
             assert figures["count"] > 0 and figures["errors"] == 0 and figures["turns_per_s"] > 0
         assert turns[kind]["storage_per_turn"]["reads"] > 0 and turns[kind]["storage_per_turn"]["writes"] > 0
     assert turns["memory"]["host_peak_rss_mib_after_all_levels"] > 0
+    for baseline in ("baseline", "agents_baseline"):  # both baselines answer 2xx even when a turn fails
+        assert turns[baseline]["turn_errors_logged"] == 0, baseline
+        assert all(level["count"] > 0 for level in turns[baseline]["plain"]["levels"].values()), baseline
     assert all(part["count"] > 0 for part in results["delivery"]["parts_ms"].values())
     assert all(s["expired_swept"] == s["expired_seeded"] for s in results["sweeper"]["scenarios"])
     assert results["cold_start"]["host_ms"]["spawn_to_first_200_ms"] > 0
+    assert results["memory"]["errors"] == 0 and all(p["rss_mib"] > 0 for p in results["memory"]["checkpoints"])
     assert "Turns through the local Functions host" in done.stdout
+    assert "App vs Agents SDK baseline" in done.stdout

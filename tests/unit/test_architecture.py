@@ -1,14 +1,15 @@
 """The import rules the layout promises, checked on every production module (lazy imports too).
 
-    function_app (the face) -> bootstrap (the composition root) -> handlers -> bot_logic -> operations
-                                                                          \\-> services
+  function_app (the face) -> bootstrap (the composition root) -> handlers -> bot_logic -> operations
+                                                                        \\-> services
 
-  * bot_logic decides; it knows nothing of services (storage, queues, the adapter): what it
-    needs of them is a port it defines (bot_logic/effects.py) or a plain callable.
-  * services talk to the outside world and know nothing of the bot.
-  * operations are self-contained; bot_logic reads their registry for the menu.
-  * Nothing below bootstrap imports it; production code never imports localdev, tests or bench.
-  * Only services/settings.py reads the environment.
+* bot_logic decides; it knows nothing of services (storage, queues, the adapter): what it
+  needs of them is a port it defines (bot_logic/effects.py) or a plain callable.
+* services talk to the outside world and know nothing of the bot.
+* operations are self-contained; bot_logic reads their registry for the menu.
+* Nothing below bootstrap imports it; production code never imports localdev, tests or bench.
+* Packages installed for the benchmarks only (the Microsoft 365 Agents SDK baseline) stay out of production.
+* Only services/settings.py reads the environment.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "services": set(),
 }
 SETTINGS_MODULE = PROJECT_ROOT / "services" / "settings.py"
+BENCH_ONLY_PACKAGES = {"microsoft_agents"}  # requirements-dev.txt: bench/agents_baseline
 
 
 def production_files() -> list[Path]:
@@ -65,6 +67,12 @@ def test_imports_run_one_way(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", production_files(), ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
+def test_production_never_imports_bench_only_packages(path: Path) -> None:
+    bench_only = imported_parts(path) & BENCH_ONLY_PACKAGES
+    assert not bench_only, f"{path.relative_to(PROJECT_ROOT)} imports bench-only {sorted(bench_only)}"
+
+
+@pytest.mark.parametrize("path", production_files(), ids=lambda p: str(p.relative_to(PROJECT_ROOT)))
 def test_only_the_settings_module_reads_the_environment(path: Path) -> None:
     if path == SETTINGS_MODULE:
         return
@@ -76,3 +84,4 @@ def test_the_rules_are_checked_on_real_code() -> None:
     """The check itself can fail: the composition root does import every layer."""
     assert {"handlers", "bot_logic", "services"} <= imported_parts(PROJECT_ROOT / "bootstrap.py")
     assert "bootstrap" in imported_parts(PROJECT_ROOT / "function_app.py")
+    assert BENCH_ONLY_PACKAGES <= imported_parts(PROJECT_ROOT / "bench" / "agents_baseline" / "app.py")

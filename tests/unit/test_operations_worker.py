@@ -13,6 +13,7 @@ import pytest
 from bot_logic.operation_protocol import PROGRESS_EVENT, RESULT_EVENT, verified_payload
 from handlers.operations_worker import QueueMessageData, RetryOperation, WorkerDependencies, handle_operation_message
 from operations import Operation, OperationFailed, Parameter, register
+from services.directline_client import GeneratedToken
 from tests.support.clock import FakeClock
 
 KEY = "s" * 40
@@ -25,9 +26,9 @@ class RecordingDirectLine:
         self.conversations = 0
         self.posts: list[tuple[str, dict[str, Any]]] = []
 
-    def start_conversation(self) -> tuple[str, str]:
+    def open_conversation(self) -> GeneratedToken:
         self.conversations += 1
-        return f"worker-{self.conversations}", "token"
+        return GeneratedToken(f"token-{self.conversations}", 1800, f"worker-{self.conversations}")
 
     def post_event(
         self, conversation_id: str, token: str, name: str, value: Any, sender_id: str, best_effort: bool = False

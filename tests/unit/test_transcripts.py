@@ -386,3 +386,16 @@ async def test_a_handoff_gets_a_bounded_redacted_transcript_without_earlier_hand
     assert transcript[-2]["id"] == "m-79"  # the latest, in order; no earlier handoff event
     assert all(not str(a.get("name") or "").startswith("handoff.") for a in transcript)
     assert current.text == "my card is 4111"  # the turn's activity itself is untouched
+
+
+def test_the_conversations_a_process_remembers_indexing_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process remembers which conversations it indexed (to write each index row once); with more
+    conversations a day than the bound, it forgets and writes a row again rather than grow."""
+    import services.transcript_store as transcript_store
+
+    monkeypatch.setattr(transcript_store, "INDEX_PAIRS_REMEMBERED", 100)
+    store = transcript_store.TableTranscriptStore("UseDevelopmentStorage=true")
+    for n in range(1000):
+        store._remember_indexed("2026-01-01" if n < 500 else "2026-01-02", f"c{n}")
+        assert sum(map(len, store._indexed.values())) <= 100
+    assert "c999" in store._indexed["2026-01-02"]
