@@ -27,16 +27,16 @@ if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
     from handlers.operations_worker import WorkerDependencies
     from handlers.sweeper import SweeperDependencies
     from handlers.transcripts import TranscriptCleanupDependencies, TranscriptReadDependencies
-    from services.bot_adapter import FunctionsBotAdapter
-    from services.conversation_references import ConversationReferences
-    from services.cosmos import CosmosAccount
-    from services.cosmos_storage import ConversationStorage, StorageCounters
-    from services.operation_queue import OperationQueue
-    from services.outbox import Outbox
+    from services.notifications.conversation_references import ConversationReferences
+    from services.queues.storage_queue import StorageQueue
+    from services.state.cosmos import CosmosAccount
+    from services.state.cosmos_storage import ConversationStorage, StorageCounters
     from services.telemetry import Tracing
-    from services.transcript_store import TableTranscriptStore
-    from services.transcripts import TranscriptRecorder
-    from services.unit_of_work import UnitOfWork
+    from services.transcripts.recorder import TranscriptRecorder
+    from services.transcripts.store import TableTranscriptStore
+    from services.turns.bot_adapter import FunctionsBotAdapter
+    from services.turns.outbox import Outbox
+    from services.turns.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
 # The worker's Direct Line posts at once: one per running invocation (host.json batchSize plus
@@ -93,7 +93,7 @@ class Composition:
     @cached_property
     def worker(self) -> WorkerDependencies:
         from handlers.operations_worker import WorkerDependencies
-        from services.directline_client import DirectLineClient
+        from services.channel.directline_client import DirectLineClient
         from services.host_config import max_dequeue_count
 
         settings = self.settings
@@ -117,7 +117,7 @@ class Composition:
         import asyncio
 
         from handlers.directline_token import DirectLineTokenDependencies, proof_key
-        from services.directline_client import DirectLineClient
+        from services.channel.directline_client import DirectLineClient
 
         settings = self.settings
         # A browser waits for this answer: a few short attempts, then the handler's 503.
@@ -191,7 +191,7 @@ class Composition:
     def external_events(self) -> ExternalEventDependencies:
         from handlers.notification_schema import envelope_key
         from handlers.notifications import ExternalEventDependencies
-        from services.rate_limiter import RateLimiter
+        from services.channel.rate_limiter import RateLimiter
 
         settings = self.settings
         return ExternalEventDependencies(
@@ -224,7 +224,7 @@ class Composition:
 
     @cached_property
     def cosmos(self) -> CosmosAccount:
-        from services.cosmos import CosmosAccount
+        from services.state.cosmos import CosmosAccount
 
         account = CosmosAccount(self.settings)
         self._closers.append(account.close)
@@ -232,14 +232,14 @@ class Composition:
 
     @cached_property
     def counters(self) -> StorageCounters:
-        from services.cosmos_storage import StorageCounters
+        from services.state.cosmos_storage import StorageCounters
 
         return StorageCounters()
 
     @cached_property
     def conversations(self) -> ConversationStorage:
         from bot_logic.expiry import sweep_times
-        from services.cosmos_storage import ConversationStorage
+        from services.state.cosmos_storage import ConversationStorage
 
         expire_after = self.settings.expire_after_seconds
         return ConversationStorage(
@@ -252,19 +252,19 @@ class Composition:
 
     @cached_property
     def adapter(self) -> FunctionsBotAdapter:
-        from services.authentication import create_authentication
-        from services.bot_adapter import FunctionsBotAdapter
+        from services.turns.authentication import create_authentication
+        from services.turns.bot_adapter import FunctionsBotAdapter
 
         adapter = FunctionsBotAdapter(create_authentication(self.settings), self.settings.microsoft_app_id)
         if self.transcripts is not None:
-            from services.transcript_middleware import CommittedTranscriptMiddleware
+            from services.transcripts.middleware import CommittedTranscriptMiddleware
 
             adapter.use(CommittedTranscriptMiddleware(self.transcripts))
         return adapter
 
     @cached_property
     def transcript_store(self) -> TableTranscriptStore:
-        from services.transcript_store import TableTranscriptStore
+        from services.transcripts.store import TableTranscriptStore
 
         store = TableTranscriptStore(self.settings.storage, self.settings.transcript_table_name)
         self._closers.append(store.close)
@@ -275,7 +275,7 @@ class Composition:
         """Records every conversation (None when TranscriptsEnabled is false)."""
         if not self.settings.transcripts_enabled:
             return None
-        from services.transcripts import TranscriptRecorder
+        from services.transcripts.recorder import TranscriptRecorder
 
         recorder = TranscriptRecorder(
             self.transcript_store, redact_user_text=self.settings.transcript_redact_user_text, clock=self.clock
@@ -285,32 +285,32 @@ class Composition:
 
     @cached_property
     def references(self) -> ConversationReferences:
-        from services.conversation_references import ConversationReferences
+        from services.notifications.conversation_references import ConversationReferences
 
         return ConversationReferences(
             self.cosmos.reference_container, time_to_live=self.settings.cosmos_time_to_live, clock=self.clock
         )
 
     @cached_property
-    def event_queue(self) -> OperationQueue:
+    def event_queue(self) -> StorageQueue:
         return self._queue(self.settings.external_events_queue_name)
 
     @cached_property
-    def operation_queue(self) -> OperationQueue:
+    def operation_queue(self) -> StorageQueue:
         return self._queue(self.settings.operations_queue_name)
 
-    def _queue(self, name: str) -> OperationQueue:
+    def _queue(self, name: str) -> StorageQueue:
         """A sender to one of the app's storage queues, closed with the composition."""
-        from services.operation_queue import OperationQueue
+        from services.queues.storage_queue import StorageQueue
 
-        queue = OperationQueue(self.settings.storage, name)
+        queue = StorageQueue(self.settings.storage, name)
         self._closers.append(queue.close)
         return queue
 
     @cached_property
     def outbox(self) -> Outbox:
         from bot_logic.operation_protocol import trace_attributes, with_traceparent
-        from services.outbox import Outbox
+        from services.turns.outbox import Outbox
 
         # The queue message carries the enqueue span's traceparent: the worker's run joins the turn's trace.
         send = self.tracing.producer("enqueue operation", self.operation_queue.send, trace_attributes, with_traceparent)
@@ -319,9 +319,9 @@ class Composition:
     @cached_property
     def unit_of_work(self) -> UnitOfWork:
         from bot_logic.bot import BUSY_TEXT
-        from services.bot_states import DurableConversationState, DurableUserState
-        from services.cosmos_storage import CosmosStorage
-        from services.unit_of_work import StateScopes, UnitOfWork
+        from services.state.bot_states import DurableConversationState, DurableUserState
+        from services.state.cosmos_storage import CosmosStorage
+        from services.turns.unit_of_work import StateScopes, UnitOfWork
 
         user_storage = CosmosStorage(self.cosmos.user_container, counters=self.counters)
         conversations = self.conversations
@@ -334,7 +334,7 @@ class Composition:
     def bot(self) -> LongOperationBot:
         from bot_logic.bot import LongOperationBot
         from bot_logic.operation_quota import OperationQuota
-        from services.transcripts import HandoffTranscripts
+        from services.transcripts.recorder import HandoffTranscripts
 
         scopes = self.unit_of_work.scopes
         return LongOperationBot(

@@ -19,10 +19,10 @@ from bench.client import BOT, ChannelClient
 from bench.stack import Emulators, bench_settings, bot_stack
 from bench.stats import median
 from localdev.processes import PROJECT_ROOT
-from services.cosmos import CosmosAccount
 from services.settings import load_settings
+from services.state.cosmos import CosmosAccount
 
-FIRST_REQUEST_MODULES = "handlers.messages, bot_logic.bot, services.bot_adapter, services.cosmos_storage"
+FIRST_REQUEST_MODULES = "handlers.messages, bot_logic.bot, services.turns.bot_adapter, services.state.cosmos_storage"
 IMPORTS = {
     "function_app (the app's module, as the host imports it)": "function_app",
     "first request's lazy imports (handler, bot, adapter, storage)": FIRST_REQUEST_MODULES,

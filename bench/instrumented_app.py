@@ -21,10 +21,10 @@ import bot_logic.operation_protocol as operation_protocol
 import bot_logic.turn_routing as turn_routing
 import handlers.messages as messages
 import handlers.operations_worker as worker
-import services.bot_adapter as bot_adapter
-import services.directline_client as directline_client
-import services.operation_queue as operation_queue
-import services.unit_of_work as unit_of_work
+import services.channel.directline_client as directline_client
+import services.queues.storage_queue as operation_queue
+import services.turns.bot_adapter as bot_adapter
+import services.turns.unit_of_work as unit_of_work
 
 PREFIX = "BENCHMARK"
 _operation: contextvars.ContextVar[str | None] = contextvars.ContextVar("bench_operation", default=None)
@@ -45,7 +45,7 @@ def _argument(function: Callable[..., Any], name: str) -> Callable[[tuple[Any, .
     return read
 
 
-_send = operation_queue.OperationQueue.send
+_send = operation_queue.StorageQueue.send
 
 
 async def _timed_send(*args: Any, **kwargs: Any) -> None:
@@ -54,7 +54,7 @@ async def _timed_send(*args: Any, **kwargs: Any) -> None:
     mark("enqueued", message.get("operationId") if isinstance(message, dict) else None)
 
 
-operation_queue.OperationQueue.send = _timed_send  # type: ignore[method-assign]
+operation_queue.StorageQueue.send = _timed_send  # type: ignore[method-assign]
 
 _resume = turn_routing.TurnRouter._resume
 

@@ -23,8 +23,8 @@ from bench.stats import summary_ms
 from bootstrap import Composition
 from handlers.http_types import HttpRequestData
 from handlers.messages import handle_messages
-from services.cosmos_storage import escape_key
 from services.settings import load_settings
+from services.state.cosmos_storage import escape_key
 
 # Functions whose cumulative CPU time is reported, by what they stand for.
 CATEGORIES = {

@@ -1,7 +1,7 @@
 """Sweeper cost: one sweep over N stored conversations with a share of them expired.
 
 Conversation documents are seeded straight into the Cosmos DB stand-in in the shape the app
-writes (services/cosmos_storage.py, bot_logic/expiry.py), through the stand-in's bulk-load
+writes (services/state/cosmos_storage.py, bot_logic/expiry.py), through the stand-in's bulk-load
 endpoint (seeding is not what is measured). `handlers.sweeper.handle_sweep` then runs in this
 process with a no-op notifier; requests are counted at the stand-in.
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from handlers import transcripts as transcript_handlers
 from localdev.emulators import start_azurite
-from services.transcript_store import TableTranscriptStore
-from services.transcripts import TranscriptEntry
+from services.transcripts.recorder import TranscriptEntry
+from services.transcripts.store import TableTranscriptStore
 
 CONVERSATION = "bench-long-conversation"
 

@@ -357,6 +357,6 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
         "are done; the baseline has no worker. 'SDK clients per turn': CPU ms, measured in the load driver's "
         "process, that the SDK's CloudAdapter spends on every turn building a new ConnectorClient and "
         "UserTokenClient (msrest retry-policy setup; the new client also opens a new TCP connection for the "
-        "turn's replies); the app builds each once (services/authentication.py)."
+        "turn's replies); the app builds each once (services/turns/authentication.py)."
     )
     return result

@@ -2,7 +2,7 @@
 
 Bot logic decides that a user must hear a result, or that an operation must start; how that
 survives a lost commit race, a failing channel or a crashed host is the turn runner's business
-(services/unit_of_work.py implements this protocol with a transactional outbox). Bot logic only
+(services/turns/unit_of_work.py implements this protocol with a transactional outbox). Bot logic only
 sees the protocol, so it does not depend on how turns are committed.
 """
 

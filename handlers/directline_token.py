@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from handlers.http_types import BadJson, HttpRequestData, HttpResponseData, error, parse_json
-from services.directline_client import GeneratedToken
+from services.channel.directline_client import GeneratedToken
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from botbuilder.schema import Activity
 
 from bot_logic.operation_protocol import PROGRESS_EVENT, RESULT_EVENT, carried_traceparent, trace_attributes
 from handlers.http_types import BadJson, HttpRequestData, HttpResponseData, error, parse_json
-from services.authentication import KeySourceUnavailable, TokenRejected
 from services.telemetry import CONVERSATION_ID, OUTCOME, Tracing
-from services.unit_of_work import TurnConflictError
+from services.turns.authentication import KeySourceUnavailable, TokenRejected
+from services.turns.unit_of_work import TurnConflictError
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ async def _handle_activity(
             "The bot cannot check Bot Framework tokens right now; try again later.",
             {"Retry-After": str(outage.retry_after)},
         )
-    except Exception:  # services/authentication.py turns every token problem into TokenRejected: a bug
+    except Exception:  # services/turns/authentication.py turns every token problem into TokenRejected: a bug
         logger.exception("conversation %s: authentication failed unexpectedly", conversation_id)
         return error(500, "InternalError", "The bot failed to process this activity.")
     try:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from handlers.http_types import BadJson, parse_json
-from services.conversation_references import InvalidTopic, normalise_topic
+from services.notifications.conversation_references import InvalidTopic, normalise_topic
 
 MAX_TEXT_LENGTH = 4000  # characters: a chat message, not a document; a queue message stays far below 64 KB
 MAX_ID_LENGTH = 128  # a caller's idempotency key

@@ -52,9 +52,9 @@ from handlers.notification_schema import (
     queue_message,
     seal,
 )
-from services.channel_errors import is_permanent, retry_after_of
-from services.conversation_references import DEFAULT_CLAIM_SECONDS, DeliveryClaim, UserReach
-from services.rate_limiter import RateLimiter
+from services.channel.channel_errors import is_permanent, retry_after_of
+from services.channel.rate_limiter import RateLimiter
+from services.notifications.conversation_references import DEFAULT_CLAIM_SECONDS, DeliveryClaim, UserReach
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +79,13 @@ OPTED_OUT_MESSAGE = (
 
 
 class EventQueue(Protocol):
-    """The external-events queue (services.operation_queue.OperationQueue)."""
+    """The external-events queue (services.queues.storage_queue.StorageQueue)."""
 
     async def send_raw(self, text: str, visibility_timeout: float | None = None) -> None: ...
 
 
 class NotificationTargets(Protocol):
-    """What the HTTP handler looks up (services.conversation_references.ConversationReferences)."""
+    """What the HTTP handler looks up (services.notifications.conversation_references.ConversationReferences)."""
 
     async def user_reach(self, user_id: str) -> UserReach | None: ...
 
@@ -95,7 +95,7 @@ class NotificationTargets(Protocol):
 
 
 class DeliveryStore(Protocol):
-    """What delivery needs (services.conversation_references.ConversationReferences)."""
+    """What delivery needs (services.notifications.conversation_references.ConversationReferences)."""
 
     async def user_reach(self, user_id: str) -> UserReach | None: ...
 

@@ -32,7 +32,7 @@ from bot_logic.operation_protocol import (
 from bot_logic.pending_operation import still_waiting
 from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
-from services.directline_client import DirectLineClient, DirectLineError
+from services.channel.directline_client import DirectLineClient, DirectLineError
 from services.telemetry import OUTCOME, Tracing
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ class WorkerDependencies:
     # Reads the conversation an operation works for; None: never checked (the work always runs to its end).
     read_conversation: ConversationReader | None = None
     cancel_check_interval: float = CANCEL_CHECK_SECONDS
-    # The instance's one Direct Line conversation for results and progress (built from `directline`).
+    # The instance's one Direct Line conversation for results and progress (built from `directline`;
+    # dataclasses.replace with another `directline` must pass conversation=None to get one on it).
     conversation: WorkerConversation | None = None
 
     def __post_init__(self) -> None:

@@ -8,7 +8,7 @@ number due, not all of them). For each one that bot logic says is due, bot logic
 change (bot_logic/expiry.py: `sweep`); its notices go into the conversation's outbox and all of it
 is written conditionally through the same storage the turns use (a conversation touched since the
 query is left alone: overlapping runs race on the etag and only one wins). Only then are the
-outbox's due entries sent and their delivery recorded (services/outbox.py): at least once.
+outbox's due entries sent and their delivery recorded (services/turns/outbox.py): at least once.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
 from bot_logic.expiry import ExpiryPolicy, sweep
 from bot_logic.handoff import withdrawal_payload
-from services.outbox import (
+from services.state.state_storage import StateConflictError, StateUnavailableError
+from services.turns.outbox import (
     REPLY,
     REPLY_LIFETIME_SECONDS,
     Delivery,
@@ -31,8 +32,7 @@ from services.outbox import (
     claim_due,
     reply_activity,
 )
-from services.state_storage import StateConflictError, StateUnavailableError
-from services.unit_of_work import update_state
+from services.turns.unit_of_work import update_state
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ next page in the `X-Continuation-Token` header (and a `Link: <...>; rel="next"`)
 | the table service cannot be reached | 503 with Retry-After, in plain words |
 | otherwise | 200, the `.transcript` file |
 
-`handle_transcript_cleanup` deletes what is older than the retention (services/transcript_store.py:
+`handle_transcript_cleanup` deletes what is older than the retention (services/transcripts/store.py:
 its cost follows what it deletes) and logs what it did.
 """
 
@@ -36,7 +36,7 @@ from typing import Protocol
 from urllib.parse import quote, urlencode
 
 from handlers.http_types import HttpResponseData, error
-from services.transcripts import CleanupReport, Clock, TranscriptPage, TranscriptStoreUnavailableError
+from services.transcripts.recorder import CleanupReport, Clock, TranscriptPage, TranscriptStoreUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ MAX_PAGE_SIZE = 500
 MAX_PAGE_BYTES = 1_000_000  # a page stops before the activity that would take its JSON past this
 CONTINUATION_HEADER = "X-Continuation-Token"
 _TOKEN_PREFIX = "t1."  # a version, so the token's form can change without misreading old ones
-_ROW_KEY = re.compile(r"^\d{15}-[^\x00-\x1f]{1,1100}$")  # services/transcript_store.py row_key
+_ROW_KEY = re.compile(r"^\d{15}-[^\x00-\x1f]{1,1100}$")  # services/transcripts/store.py row_key
 MAX_TOKEN_LENGTH = 2000
 
 

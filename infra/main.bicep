@@ -481,7 +481,7 @@ resource hostStorageRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 // Data Message Sender for sending. Storage Queue Data Contributor holds all four, and also what
 // the app's own client needs besides: creating the queue if missing and reading its properties
 // (the health probe). The host triggers on the two main queues and moves failed messages to the
-// poison queues; the app sends to all four (services/operation_queue.py).
+// poison queues; the app sends to all four (services/queues/storage_queue.py).
 resource operationsQueueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage::queueServices::operationsQueue.id, functionApp.id, storageQueueDataContributorRoleId)
   scope: storage::queueServices::operationsQueue
@@ -613,7 +613,7 @@ resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
             kind: 'Hash'
           }
           defaultTtl: cosmosTimeToLiveSeconds
-          // As services/cosmos.py CONVERSATION_INDEXING_POLICY: only what the sweeper filters on.
+          // As services/state/cosmos.py CONVERSATION_INDEXING_POLICY: only what the sweeper filters on.
           indexingPolicy: {
             indexingMode: 'consistent'
             includedPaths: [

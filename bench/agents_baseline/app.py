@@ -13,7 +13,7 @@ Left out, compared with the app (as for the botbuilder baseline): durable state,
 outbox, one turn at a time per conversation, redelivery checks, request validation, the worker, and
 the commands (help, menu, cancel, notifications). A start turn keeps the pending operation in the
 conversation state, saves it, then sends the request straight to the app's Azure Storage queue
-(Azurite; nothing consumes it) with the app's own OperationQueue client.
+(Azurite; nothing consumes it) with the app's own StorageQueue client.
 
 The texts are the app's (bot_logic/dialogs/main_dialog.py and bot_logic/bot.py), restated here so this
 process never imports botbuilder.
@@ -66,7 +66,7 @@ from bot_logic.handoff import (
 from bot_logic.operation_protocol import operation_request
 from bot_logic.pending_operation import describe_duration, start_pending
 from operations import all_operations
-from services.operation_queue import OperationQueue
+from services.queues.storage_queue import StorageQueue
 from services.settings import Settings, load_settings
 
 logger = logging.getLogger("bench.agents_baseline")
@@ -191,7 +191,7 @@ class MainDialog(ComponentDialog):
         return await step.end_dialog()  # the app waits in a dialog for the result; nothing reports one here
 
 
-def create_agent(settings: Settings, storage: MemoryStorage, queue: OperationQueue) -> AgentApplication[TurnState]:
+def create_agent(settings: Settings, storage: MemoryStorage, queue: StorageQueue) -> AgentApplication[TurnState]:
     # The samples' .env with an empty client id: anonymous, as the botbuilder baseline and the app locally.
     connections = MsalConnectionManager(
         **load_configuration_from_env({"CONNECTIONS__SERVICE_CONNECTION__SETTINGS__CLIENTID": ""})
@@ -266,7 +266,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> web.Application:
     OperationTimeoutSeconds, the operations queue) so it matches the app being compared."""
     settings = load_settings(environ)
     storage = MemoryStorage()
-    queue = OperationQueue(settings.storage, settings.operations_queue_name)
+    queue = StorageQueue(settings.storage, settings.operations_queue_name)
     agent = create_agent(settings, storage, queue)
     adapter = CloudAdapter(connection_manager=agent.connection_manager)
 

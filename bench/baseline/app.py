@@ -11,7 +11,7 @@ recent activity ids, in memory), and the request validation of handlers/messages
 
 A start turn: the dialog asks for the operation (DurableEffects.request_operation); here that is
 kept for the turn and, once the state is saved, sent straight to an Azure Storage queue (Azurite,
-with the app's own OperationQueue client; nothing consumes that queue). There is no outbox: a crash
+with the app's own StorageQueue client; nothing consumes that queue). There is no outbox: a crash
 between the save and the send loses the request, and a failing queue is reported to the user once,
 never retried.
 """
@@ -37,7 +37,7 @@ from bench.baseline import TURN_ERROR_LOG
 from bot_logic.bot import LongOperationBot
 from bot_logic.clock import Clock, system_clock
 from bot_logic.operation_quota import OperationQuota
-from services.operation_queue import OperationQueue
+from services.queues.storage_queue import StorageQueue
 from services.settings import Settings, load_settings
 
 logger = logging.getLogger("bench.baseline")
@@ -65,7 +65,7 @@ class _TurnEffects:
 class AfterSaveEffects:
     """DurableEffects without durability: what a turn asks for is done after its state is saved."""
 
-    def __init__(self, queue: OperationQueue) -> None:
+    def __init__(self, queue: StorageQueue) -> None:
         self._queue = queue
 
     @staticmethod
@@ -186,7 +186,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> web.Application:
     adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(config))
     adapter.on_turn_error = on_turn_error
     memory = MemoryStorage()
-    queue = OperationQueue(settings.storage, settings.operations_queue_name)
+    queue = StorageQueue(settings.storage, settings.operations_queue_name)
     bot = BaselineBot(ConversationState(memory), UserState(memory), AfterSaveEffects(queue), settings)
 
     async def messages(request: web.Request) -> web.Response:
@@ -204,7 +204,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> web.Application:
 
 async def per_turn_clients_cpu_ms(service_url: str, repeats: int = 20) -> float:
     """CPU ms that CloudAdapterBase.process_activity spends on every turn building a new ConnectorClient
-    and a new UserTokenClient (the app keeps both: services/authentication.py), measured in this process
+    and a new UserTokenClient (the app keeps both: services/turns/authentication.py), measured in this process
     the way it builds them, without sending anything. Each holds an msrest configuration whose retry
     policy builds its status list by scanning a 500-element list 999 times."""
     authentication = ConfigurationBotFrameworkAuthentication(SdkConfig("", "", "MultiTenant", ""))

@@ -7,13 +7,13 @@ from __future__ import annotations
 import pytest
 
 from bootstrap import startup_warnings
-from services.cosmos import (
+from services.settings import SettingsError, load_settings
+from services.state.cosmos import (
     CONVERSATION_INDEXING_POLICY,
     REFERENCE_DEFAULT_TTL,
     REFERENCE_INDEXING_POLICY,
     USER_INDEXING_POLICY,
 )
-from services.settings import SettingsError, load_settings
 from tests.deploy import bicep
 from tests.deploy.project import (
     app_settings,

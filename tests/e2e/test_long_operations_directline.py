@@ -151,7 +151,7 @@ def test_duplicated_queue_message_gives_one_result(
     from azure.cosmos import CosmosClient
 
     from bot_logic.operation_protocol import operation_request
-    from services.cosmos_storage import escape_key
+    from services.state.cosmos_storage import escape_key
 
     before = succeeded_count(bot)
     start_medium(alice)

@@ -95,5 +95,5 @@ async def rig(
 @pytest.fixture
 def lost(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
     """The outbox's `LOST` log lines so far (an effect dropped at its deadline)."""
-    caplog.set_level(logging.WARNING, logger="services.outbox")
+    caplog.set_level(logging.WARNING, logger="services.turns.outbox")
     return lambda: [r.getMessage() for r in caplog.records if r.getMessage().startswith("LOST")]

@@ -26,7 +26,7 @@ from azure.storage.queue.aio import QueueClient
 from bootstrap import Composition
 from handlers.operations_worker import QueueMessageData, WorkerDependencies, handle_operation_message
 from localdev.emulators import Azurite, CosmosStandIn
-from services import outbox
+from services.turns import outbox as outbox
 from tests.support.activities import activity, joined
 from tests.support.app import composed_app, send
 from tests.support.clock import FakeClock

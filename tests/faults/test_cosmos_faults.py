@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from handlers.sweeper import handle_sweep
-from services.outbox import LEASE_SECONDS
+from services.turns.outbox import LEASE_SECONDS
 from tests.faults.conftest import Survived
 from tests.faults.harness import QUICK_OPERATION, RESULT_POST_PATH, RESULT_PREFIX, STARTED_PREFIX, Rig
 from tests.support.fault_proxy import PASS, THROTTLE, UNAVAILABLE

@@ -13,7 +13,7 @@ import pytest
 
 from bootstrap import Composition
 from handlers.sweeper import handle_sweep
-from services.outbox import LEASE_SECONDS
+from services.turns.outbox import LEASE_SECONDS
 from tests.faults.conftest import Survived
 from tests.faults.harness import CONNECTOR_PATH, QUICK_OPERATION, RESULT_PREFIX, Rig
 from tests.support.fault_proxy import HANG

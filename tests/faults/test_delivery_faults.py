@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from handlers.sweeper import handle_sweep
-from services.directline_client import DirectLineClient
+from services.channel.directline_client import DirectLineClient
 from tests.faults.conftest import Survived
 from tests.faults.harness import (
     CONNECTOR_PATH,
@@ -89,7 +89,7 @@ async def test_direct_line_faults_are_retried_by_the_worker(
     settings = rig.app.settings
     # The production client with a short timeout, so that a hung answer costs the test 2 s, not 30.
     client = DirectLineClient(settings.direct_line_endpoint, settings.direct_line_secret, timeout=2.0)
-    deps = dataclasses.replace(rig.app.worker, directline=client)
+    deps = dataclasses.replace(rig.app.worker, directline=client, conversation=None)  # a conversation on `client`
     rig.directline_proxy.inject(
         fault, times, method="POST", path=RESULT_POST_PATH, retry_after=retry_after, hang_seconds=5.0
     )

@@ -23,8 +23,8 @@ from botframework.connector.auth import AuthenticationConstants, JwtTokenExtract
 from bootstrap import Composition
 from handlers.http_types import HttpResponseData
 from localdev.emulators import Azurite, CosmosStandIn
-from services.authentication import OpenIdKeySource, create_authentication
-from services.bot_adapter import FunctionsBotAdapter
+from services.turns.authentication import OpenIdKeySource, create_authentication
+from services.turns.bot_adapter import FunctionsBotAdapter
 from tests.support.activities import activity
 from tests.support.app import composed_app, send
 from tests.support.clock import FakeClock

@@ -10,7 +10,7 @@ from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 
 from bootstrap import Composition
-from services.state_storage import StateConflictError
+from services.state.state_storage import StateConflictError
 
 pytestmark = pytest.mark.emulators
 

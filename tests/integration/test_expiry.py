@@ -15,7 +15,7 @@ from bot_logic.conversation_record import RECORD_PROPERTY
 from bot_logic.expiry import ExpiryPolicy
 from handlers.sweeper import SweeperDependencies, SweepReport, handle_sweep, sweep_conversation
 from localdev.emulators import Azurite, CosmosStandIn
-from services.cosmos_storage import escape_key
+from services.state.cosmos_storage import escape_key
 from tests.support.activities import activity, joined
 from tests.support.app import composed_app, send
 from tests.support.clock import FakeClock

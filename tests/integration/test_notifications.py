@@ -32,7 +32,11 @@ from handlers.notifications import (
     handle_notify_request,
 )
 from localdev.emulators import Azurite, CosmosStandIn
-from services.conversation_references import ConversationReferences, conversation_document_id, user_document_id
+from services.notifications.conversation_references import (
+    ConversationReferences,
+    conversation_document_id,
+    user_document_id,
+)
 from tests.support.app import composed_app
 from tests.support.notifications import (
     EventsQueue,

@@ -22,7 +22,7 @@ from bot_logic.operation_protocol import (
     sign,
 )
 from localdev.emulators import Azurite, CosmosStandIn
-from services.cosmos_storage import escape_key
+from services.state.cosmos_storage import escape_key
 from tests.support.activities import activity, joined
 from tests.support.app import composed_app, send
 from tests.support.clock import FakeClock

@@ -78,7 +78,7 @@ async def choose_an_operation(app: Composition, connector: RecordingConnector) -
 async def run_worker(app: Composition, request: dict[str, Any]) -> dict[str, Any]:
     """The worker's invocation for the queued message; returns the result event's value it posted."""
     directline = RecordingDirectLine()  # the Direct Line service itself cannot run here
-    deps = dataclasses.replace(app.worker, directline=directline)
+    deps = dataclasses.replace(app.worker, directline=directline, conversation=None)  # a conversation on it
     body = json.dumps(request).encode()
     assert await handle_operation_message(QueueMessageData("m1", body, 1), deps, WORKER_HOST) == "succeeded"
     [value] = [value for name, value in directline.posts if name == RESULT_EVENT]

@@ -26,8 +26,8 @@ from handlers.transcripts import (
 )
 from localdev.emulators import Azurite
 from localdev.processes import free_port
-from services.transcript_store import TableTranscriptStore
-from services.transcripts import TranscriptEntry, TranscriptRecorder
+from services.transcripts.recorder import TranscriptEntry, TranscriptRecorder
+from services.transcripts.store import TableTranscriptStore
 from tests.support.clock import FakeClock
 from tests.support.fault_proxy import RESET, UNAVAILABLE, FaultProxy
 

@@ -15,8 +15,8 @@ from botbuilder.schema import Activity, Attachment, ChannelAccount, Conversation
 
 from localdev.emulators import Azurite
 from localdev.processes import free_port
-from services.transcript_store import TRIMMED_MARKER, TableTranscriptStore, escape_key
-from services.transcripts import TranscriptRecorder
+from services.transcripts.recorder import TranscriptRecorder
+from services.transcripts.store import TRIMMED_MARKER, TableTranscriptStore, escape_key
 from tests.support.fault_proxy import UNAVAILABLE, FaultProxy, Seen
 
 pytestmark = pytest.mark.emulators
@@ -189,7 +189,7 @@ async def test_a_long_activity_is_stored_across_properties_and_read_back_whole(a
 async def test_a_table_service_that_is_down_never_reaches_the_turn(
     azurite: Azurite, table: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="services.transcripts")
+    caplog.set_level(logging.WARNING, logger="services.transcripts.recorder")
     nothing_listens = free_port()
     sleeps: list[float] = []
 

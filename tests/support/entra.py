@@ -3,7 +3,7 @@
 It publishes an OpenID configuration and a key set (JWKS) over HTTP, as
 https://login.botframework.com/v1/.well-known/openidconfiguration does, with an RSA key generated
 at test time, and issues tokens signed with that key (or deliberately wrong ones). The bot's own
-validation (botframework-connector's, through services/authentication.py) fetches and checks them.
+validation (botframework-connector's, through services/turns/authentication.py) fetches and checks them.
 
     entra = FakeEntra(); await entra.start()
     create_authentication(settings, entra.key_sources(), credentials=entra.bot_credentials(settings))
@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from msrest.authentication import Authentication, BasicTokenAuthentication
 
-from services.authentication import KeySources
 from services.settings import Settings
+from services.turns.authentication import KeySources
 
 CHANNEL_ISSUER = AuthenticationConstants.TO_BOT_FROM_CHANNEL_TOKEN_ISSUER
 # Bot Framework keys name the channels they may sign for; the SDK checks the activity's channelId is one.

@@ -1,4 +1,4 @@
-"""State storage in memory that keeps the promise of services/state_storage.py (etags, conflicts),
+"""State storage in memory that keeps the promise of services/state/state_storage.py (etags, conflicts),
 and lets a test make another writer commit first: a lost race on demand, without Cosmos DB."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from botbuilder.core import Storage
 
-from services.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
+from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 
 Change = Callable[[dict[str, Any]], None]
 

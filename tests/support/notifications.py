@@ -21,9 +21,9 @@ from bootstrap import Composition
 from handlers.notification_schema import envelope_key
 from handlers.notifications import ExternalEventDependencies, handle_external_event
 from handlers.queue_types import QueueMessageData
-from services.conversation_references import ConversationReferences
-from services.operation_queue import OperationQueue
-from services.rate_limiter import RateLimiter
+from services.channel.rate_limiter import RateLimiter
+from services.notifications.conversation_references import ConversationReferences
+from services.queues.storage_queue import StorageQueue
 from tests.support.activities import activity
 from tests.support.clock import FakeClock
 from tests.support.connector import RecordingConnector
@@ -96,7 +96,7 @@ class NotificationHost:
     """What one host process holds for notifications: its caches, limiter and queue clients."""
 
     references: ConversationReferences
-    events: OperationQueue
+    events: StorageQueue
     deps: ExternalEventDependencies
     poisoned: list[bytes] = field(default_factory=list)
 
@@ -116,7 +116,7 @@ def notification_host(
     references = ConversationReferences(
         app.cosmos.reference_container, time_to_live=settings.cosmos_time_to_live, clock=time
     )
-    queue = OperationQueue(settings.storage, settings.external_events_queue_name)
+    queue = StorageQueue(settings.storage, settings.external_events_queue_name)
     poisoned: list[bytes] = []
 
     async def send_to_poison(body: bytes) -> None:
@@ -146,7 +146,7 @@ class StopAfter:
             raise HostStopped()
         self.calls += 1
 
-    def queue(self, inner: OperationQueue) -> Any:
+    def queue(self, inner: StorageQueue) -> Any:
         outer = self
 
         class Stopping:

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from services.directline_client import DirectLineClient, DirectLineError
+from services.channel.directline_client import DirectLineClient, DirectLineError
 
 Answer = tuple[int, dict[str, str]]
 

@@ -22,7 +22,7 @@ from handlers.directline_token import (
 from handlers.http_types import HttpRequestData, HttpResponseData
 from localdev.directline.tests.support import SECRET, Stack, running_stack
 from localdev.processes import free_port
-from services.directline_client import DirectLineClient
+from services.channel.directline_client import DirectLineClient
 from services.settings import load_settings
 
 SIGNING_KEY = "k" * 40

@@ -30,9 +30,9 @@ from handlers.notifications import (
     handle_notify_request,
 )
 from handlers.queue_types import QueueMessageData
-from services.channel_errors import DEFAULT_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS, retry_after_of
-from services.conversation_references import ConversationReferences, UserReach, escape_id
-from services.rate_limiter import RateLimiter
+from services.channel.channel_errors import DEFAULT_RETRY_AFTER_SECONDS, MAX_RETRY_AFTER_SECONDS, retry_after_of
+from services.channel.rate_limiter import RateLimiter
+from services.notifications.conversation_references import ConversationReferences, UserReach, escape_id
 from tests.support.notifications import FakeTime
 
 REFERENCE = {

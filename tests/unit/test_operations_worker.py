@@ -13,7 +13,7 @@ import pytest
 from bot_logic.operation_protocol import PROGRESS_EVENT, RESULT_EVENT, verified_payload
 from handlers.operations_worker import QueueMessageData, RetryOperation, WorkerDependencies, handle_operation_message
 from operations import Operation, OperationFailed, Parameter, register
-from services.directline_client import GeneratedToken
+from services.channel.directline_client import GeneratedToken
 from tests.support.clock import FakeClock
 
 KEY = "s" * 40

@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 from azure.core.exceptions import HttpResponseError
 
-from services.operation_queue import OperationQueue
+from services.queues.storage_clients import queue_client, table_client
+from services.queues.storage_queue import StorageQueue
 from services.settings import SettingsError, StorageConnection, load_settings
-from services.storage_clients import queue_client, table_client
-from services.transcript_store import TableTranscriptStore
+from services.transcripts.store import TableTranscriptStore
 
 BASE = {
     "CosmosDbEndpoint": "http://127.0.0.1:8081/",
@@ -117,7 +117,7 @@ async def test_a_connection_string_builds_keyed_clients_without_a_token_credenti
 
 def test_the_services_accept_the_settings_connection_or_a_connection_string() -> None:
     connection = StorageConnection(queue_service_uri="https://s.queue.core.windows.net", table_service_uri="https://s")
-    assert OperationQueue(connection, "q")._connection is connection
+    assert StorageQueue(connection, "q")._connection is connection
     assert TableTranscriptStore(AZURITE, "transcripts")._connection == StorageConnection(connection_string=AZURITE)
 
 
@@ -156,7 +156,7 @@ async def test_a_queue_the_app_may_not_create_is_used_as_the_template_made_it(cr
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;"
         f"QueueEndpoint=http://127.0.0.1:{server.port}/devstoreaccount1"
     )
-    queue = OperationQueue(connection, "q")
+    queue = StorageQueue(connection, "q")
     try:
         if sends:
             await queue.send({"operation": "x"})

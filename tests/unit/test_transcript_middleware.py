@@ -10,9 +10,9 @@ import pytest
 from botbuilder.core import ConversationState, TurnContext, UserState
 from botbuilder.schema import Activity
 
-from services.outbox import Outbox
-from services.transcript_middleware import CommittedTranscriptMiddleware, RecordsSentActivities
-from services.unit_of_work import HoldsRepliesUntilCommit, StateScopes, UnitOfWork
+from services.transcripts.middleware import CommittedTranscriptMiddleware, RecordsSentActivities
+from services.turns.outbox import Outbox
+from services.turns.unit_of_work import HoldsRepliesUntilCommit, StateScopes, UnitOfWork
 from tests.support.clock import FakeClock
 from tests.support.memory_storage import ConflictingMemoryStorage
 from tests.unit.test_unit_of_work import CONVERSATION_KEY, FlakyTestAdapter, Queue, StartingTurn, new_turn, rival_adds

@@ -13,7 +13,16 @@ from typing import Any
 import pytest
 from botbuilder.schema import Activity, Attachment, ChannelAccount, ConversationAccount
 
-from services.transcript_store import (
+from services.transcripts.recorder import (
+    REDACTED_TEXT,
+    CleanupReport,
+    HandoffTranscripts,
+    TranscriptEntry,
+    TranscriptRecorder,
+    TranscriptStoreUnavailableError,
+    transcript_file,
+)
+from services.transcripts.store import (
     CHUNK_UNITS,
     INDEX_PREFIX,
     MAX_KEY_UNITS,
@@ -26,15 +35,6 @@ from services.transcript_store import (
     escape_key,
     row_key,
     unescape_key,
-)
-from services.transcripts import (
-    REDACTED_TEXT,
-    CleanupReport,
-    HandoffTranscripts,
-    TranscriptEntry,
-    TranscriptRecorder,
-    TranscriptStoreUnavailableError,
-    transcript_file,
 )
 
 WEIRD_IDS = [
@@ -243,7 +243,7 @@ async def test_a_transient_failure_is_retried_with_backoff_and_then_written() ->
 async def test_a_failing_table_service_never_reaches_the_turn_and_drops_are_counted_and_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="services.transcripts")
+    caplog.set_level(logging.WARNING, logger="services.transcripts.recorder")
     store = MemoryStore(failures=1_000)
     recorder = TranscriptRecorder(store, sleep=RecordedSleeps())
 
@@ -265,7 +265,7 @@ async def test_a_failing_table_service_never_reaches_the_turn_and_drops_are_coun
 
 
 async def test_an_error_not_worth_retrying_drops_the_batch_at_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="services.transcripts")
+    caplog.set_level(logging.WARNING, logger="services.transcripts.recorder")
 
     class RefusesOne(MemoryStore):  # as the table service refuses an entity over 1 MB, every time
         async def write(self, conversation_id: str, entries: Sequence[TranscriptEntry]) -> None:
@@ -391,7 +391,7 @@ async def test_a_handoff_gets_a_bounded_redacted_transcript_without_earlier_hand
 def test_the_conversations_a_process_remembers_indexing_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each process remembers which conversations it indexed (to write each index row once); with more
     conversations a day than the bound, it forgets and writes a row again rather than grow."""
-    import services.transcript_store as transcript_store
+    import services.transcripts.store as transcript_store
 
     monkeypatch.setattr(transcript_store, "INDEX_PAIRS_REMEMBERED", 100)
     store = transcript_store.TableTranscriptStore("UseDevelopmentStorage=true")

@@ -13,8 +13,8 @@ from botbuilder.core import ConversationState, TurnContext, UserState
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, ResourceResponse
 
-from services.outbox import Outbox
-from services.unit_of_work import (
+from services.turns.outbox import Outbox
+from services.turns.unit_of_work import (
     ConversationLocks,
     HoldsRepliesUntilCommit,
     StateScopes,

@@ -19,7 +19,7 @@ from handlers.operations_worker import (
     handle_operation_message,
 )
 from localdev.directline.tests.support import SECRET, FakeClock, Stack, running_stack
-from services.directline_client import DirectLineClient
+from services.channel.directline_client import DirectLineClient
 from tests.support.clock import FakeClock as WallClock
 
 TOKEN_TTL = 60

@@ -1,6 +1,6 @@
 """A CloudAdapterBase for Azure Functions: one inbound activity per HTTP request.
 
-The SDK's JWT validation authenticates the request (services/authentication.py builds it).
+The SDK's JWT validation authenticates the request (services/turns/authentication.py builds it).
 While a turn's state is not yet committed, its outgoing activities are held
 (HoldsRepliesUntilCommit); what is really sent goes into the turn's transcript (RecordsSentActivities).
 """
@@ -13,8 +13,8 @@ from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.schema import Activity, ConversationReference
 from botframework.connector.auth import BotFrameworkAuthentication
 
-from services.transcript_middleware import RecordsSentActivities
-from services.unit_of_work import HoldsRepliesUntilCommit
+from services.transcripts.middleware import RecordsSentActivities
+from services.turns.unit_of_work import HoldsRepliesUntilCommit
 
 
 class FunctionsBotAdapter(HoldsRepliesUntilCommit, RecordsSentActivities, CloudAdapterBase):

@@ -97,7 +97,7 @@ class CosmosAccount:
         return self._containers["users"]
 
     async def reference_container(self) -> ContainerProxy:
-        """Conversation references and notification subscriptions (services/conversation_references.py)."""
+        """Conversation references and notification subscriptions (services/notifications/)."""
         if self._references is None:
             if not self._containers:
                 await self._ensure()

@@ -7,7 +7,7 @@
     number of times; the held replies of the losing attempt are discarded, so the user sees
     each reply once.
   * Effects that must not be lost (bot logic asks through its DurableEffects port,
-    bot_logic/effects.py) go into the conversation's transactional outbox (services/outbox.py),
+    bot_logic/effects.py) go into the conversation's transactional outbox (services/turns/outbox.py),
     committed with the state, then sent, then removed.
   * A message the turn could not take in (the conversation stayed busy, or every commit race was
     lost) is answered with a plain apology asking the user to send it again, never dropped silently.
@@ -28,8 +28,9 @@ from uuid import uuid4
 from botbuilder.core import BotState, Storage, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
-from services.bot_states import FlattenOnce, loaded_state
-from services.outbox import (
+from services.state.bot_states import FlattenOnce, loaded_state
+from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
+from services.turns.outbox import (
     OPERATION,
     REPLY,
     REPLY_LIFETIME_SECONDS,
@@ -39,7 +40,6 @@ from services.outbox import (
     addressed,
     claim_due,
 )
-from services.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ class UnitOfWork:
         return True
 
     async def _prepare_user_state(self, context: TurnContext) -> dict[str, Any] | None:
-        """Fresh user state for this attempt. A scope that keeps what it loaded (services/bot_states.py)
+        """Fresh user state for this attempt. A scope that keeps what it loaded (services/state/bot_states.py)
         is loaded on first use only, so a turn that never reads the user's profile costs no read; the
         SDK's own scopes are loaded now, and a copy kept to merge from after a conflict."""
         user = self.scopes.user

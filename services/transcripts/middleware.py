@@ -1,7 +1,7 @@
 """Intercepting every message, as the Bot Framework FAQ suggests: middleware that logs them to a table.
 
 The SDK's TranscriptLoggerMiddleware logs what a turn asks to send, also the replies of a turn
-attempt the unit of work later discards (services/unit_of_work.py re-runs a turn that lost a
+attempt the unit of work later discards (services/turns/unit_of_work.py re-runs a turn that lost a
 commit race). So this middleware records what was really sent, as the adapter sends it
 (RecordsSentActivities, below the unit of work's hold), and the inbound activity once a unit of
 work took it in; at the end of the turn everything goes to the recorder in one batch (one table
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from botbuilder.core import Middleware, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
-from services.unit_of_work import sends_of
+from services.turns.unit_of_work import sends_of
 
 TRANSCRIPT_KEY = "transcript.turn"
 _NOT_RECORDED = {ActivityTypes.typing, ActivityTypes.trace}

@@ -15,14 +15,14 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from services.queues.storage_clients import is_not_allowed_to_create, queue_client
 from services.settings import StorageConnection
-from services.storage_clients import is_not_allowed_to_create, queue_client
 
 # Azure Storage hides a new message for at most 7 days (and less than its time to live, 7 days by default).
 MAX_VISIBILITY_TIMEOUT_SECONDS = 7 * 24 * 3600 - 1
 
 
-class OperationQueue:
+class StorageQueue:
     def __init__(self, connection: StorageConnection | str, queue_name: str) -> None:
         """`connection`: the app's StorageConnection, or a connection string (local tools and tests)."""
         self._connection = StorageConnection.of(connection)

@@ -7,12 +7,12 @@
 
 `record` only snapshots the activities (serialised, stamped, redacted: the caller's objects are never
 touched) and queues them; one background task per event loop writes them through the store
-(services/transcript_store.py), with bounded retries. A transcript that cannot be written is dropped
+(services/transcripts/store.py), with bounded retries. A transcript that cannot be written is dropped
 and counted (`dropped`, a WARNING with the running total): transcripts are best effort, a turn never
 waits for them nor fails because of them.
 
 This module stays light (standard library only) so that handlers can import it on a cold start; the
-Table storage code and the Bot Framework SDK are imported by services/transcript_store.py.
+Table storage code and the Bot Framework SDK are imported by services/transcripts/store.py.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The SDK's BotState flattens a state with jsonpickle to hash it when it is loaded, again to see
 whether the turn changed it, once more to write it, and again to re-hash it after the write: four
 flattens of a state the storage has just restored. Here the storage hands back the flattened
-document it restored the state from (services/cosmos_storage.py: StoredState); saving flattens the
+document it restored the state from (services/state/cosmos_storage.py: StoredState); saving flattens the
 state once and compares that with the document: unchanged, nothing is written; changed, the same
 flattened document is written. Loading hashes nothing.
 """
@@ -16,7 +16,7 @@ from botbuilder.core import BotState, ConversationState, TurnContext, UserState
 from botbuilder.core.bot_state import CachedBotState
 from jsonpickle import Unpickler
 
-from services.cosmos_storage import CosmosStorage, flatten
+from services.state.cosmos_storage import CosmosStorage, flatten
 
 
 class _Snapshot(CachedBotState):

@@ -1,7 +1,7 @@
 """The app's Azure Storage clients (queues, the transcript table), built from a StorageConnection.
 
 Locally a connection string (Azurite). In Azure the account refuses shared keys: the clients sign in
-with the app's managed identity (DefaultAzureCredential picks it, as services/cosmos.py does), at the
+with the app's managed identity (DefaultAzureCredential picks it, as services/state/cosmos.py does), at the
 endpoints the identity-based AzureWebJobsStorage__* settings name. Each caller owns the credential it
 gets and closes it with the client.
 """

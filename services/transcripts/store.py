@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from botbuilder.core.transcript_logger import PagedResult, TranscriptInfo, TranscriptStore
 from botbuilder.schema import Activity
 
+from services.queues.storage_clients import is_not_allowed_to_create, table_client
 from services.settings import StorageConnection
-from services.storage_clients import is_not_allowed_to_create, table_client
-from services.transcripts import (
+from services.transcripts.recorder import (
     CleanupReport,
     TranscriptEntry,
     TranscriptPage,

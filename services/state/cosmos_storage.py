@@ -25,8 +25,8 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFo
 from botbuilder.core import Storage
 from jsonpickle import Pickler, Unpickler
 
-from services import outbox
-from services.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
+from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
+from services.turns import outbox as outbox
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def escape_key(key: str) -> str:
 
 @dataclass
 class StoredState:
-    """A state as read, with the flattened document it was restored from (services/bot_states.py
+    """A state as read, with the flattened document it was restored from (services/state/bot_states.py
     compares against it instead of flattening the state again to see whether a turn changed it)."""
 
     state: dict[str, Any]

@@ -1,0 +1,1 @@
+"""The channel: the Direct Line client, the Connector's errors, the send rate."""

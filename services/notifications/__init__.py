@@ -1,0 +1,1 @@
+"""Notifications' storage: each user's latest conversation reference, topics and delivered ids."""

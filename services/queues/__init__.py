@@ -1,0 +1,1 @@
+"""Azure Storage queues: the operations queue and the outside events queue, with their clients."""
