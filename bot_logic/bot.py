@@ -49,10 +49,11 @@ from bot_logic.handoff import (
     verified_status,
 )
 from bot_logic.notifications import NotificationSubscriptions
-from bot_logic.operation_protocol import PROGRESS_EVENT, reply_address_matches
+from bot_logic.operation_protocol import PROGRESS_EVENT
 from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, new_usage, record_end
 from bot_logic.pending_operation import (
     PROGRESS_MESSAGE_GAP_INTERVALS,
+    operation_event_refusal,
     progress_message_due,
     progress_text,
     result_reply,
@@ -166,24 +167,18 @@ class LongOperationBot(ActivityHandler):
     async def _on_operation_event(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
         """A verified result or progress event, continued into the user's conversation."""
         value = turn_context.activity.value
-        pending = record.get("pendingOperation")
-        if not pending or pending["id"] != value.get("operationId"):
+        refusal = operation_event_refusal(value, record)
+        if refusal is not None:
+            # Before anything is sent: a reply to a carried address would take the bot's outbound token there.
             logger.warning(
-                "refused %s for operation %s: conversation %s is not waiting for it",
+                "refused %s for operation %s in conversation %s: %s",
                 turn_context.activity.name,
                 value.get("operationId"),
                 turn_context.activity.conversation.id,
+                refusal,
             )
             return
-        if not reply_address_matches(value.get("conversation"), pending.get("reference") or record.get("reference")):
-            # Before anything is sent: a reply would go, with the bot's outbound token, to the carried address.
-            logger.warning(
-                "refused %s for operation %s: the reply address it carries is not conversation %s's",
-                turn_context.activity.name,
-                value.get("operationId"),
-                turn_context.activity.conversation.id,
-            )
-            return
+        pending = record["pendingOperation"]
         if turn_context.activity.name == PROGRESS_EVENT:
             if progress_message_due(pending, self._clock(), self._progress_messages, self._progress_gap):
                 await turn_context.send_activity(progress_text(pending, value.get("percent")))

@@ -25,6 +25,20 @@ def start_pending(
     }
 
 
+def operation_event_refusal(value: Mapping[str, Any], record: Mapping[str, Any]) -> str | None:
+    """Why a verified result or progress event must not be told in this conversation, or None: the
+    conversation must wait for that very operation, and the reply address the event carries (from the
+    queue message) must be the one stored with the pending operation."""
+    from bot_logic.operation_protocol import reply_address_matches
+
+    pending = record.get("pendingOperation")
+    if not isinstance(pending, Mapping) or pending.get("id") != value.get("operationId"):
+        return "the conversation is not waiting for it"
+    if not reply_address_matches(value.get("conversation"), pending.get("reference") or record.get("reference")):
+        return "the reply address it carries is not the conversation's"
+    return None
+
+
 def still_waiting(conversation_state: Mapping[str, Any] | None, operation_id: str) -> bool:
     """Whether a conversation (its whole stored state; None if it is gone) still waits for an operation.
     The one rule for stopping work: cancel, expiry, a timeout or a new start all replace or clear the

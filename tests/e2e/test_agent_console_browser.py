@@ -19,7 +19,6 @@ from playwright.sync_api import Browser, Page, expect
 
 from localdev.directline.tests.handoff_bot import HandoffBot
 from localdev.directline.tests.support import SECRET, Stack, running_stack
-from tests.support.browser import headless_chromium
 
 pytestmark = [pytest.mark.node, pytest.mark.browser]
 STEP_TIMEOUT_MS = 30_000
@@ -68,12 +67,6 @@ ATTACK_PAGE = """<!DOCTYPE html>
 def stack() -> Iterator[Stack]:
     with running_stack(bot=HandoffBot()) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with headless_chromium() as chromium:
-        yield chromium
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect
 from localdev.emulators import Azurite, CosmosStandIn
 from localdev.processes import PROJECT_ROOT
 from localdev.stack import LocalStack
-from tests.support.browser import headless_chromium
 from tests.support.local_bot import running_bot
 
 pytestmark = [pytest.mark.emulators, pytest.mark.node, pytest.mark.browser]
@@ -38,12 +37,6 @@ def bot(azurite: Azurite, cosmos: CosmosStandIn) -> Iterator[LocalStack]:
         ProgressIntervalSeconds="1",  # progress shows even where the operation is over in a few seconds
     ) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with headless_chromium() as chromium:
-        yield chromium
 
 
 @pytest.fixture

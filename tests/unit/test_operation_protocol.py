@@ -98,3 +98,19 @@ def test_a_reply_address_matches_only_the_stored_conversation() -> None:
         assert not reply_address_matches({**stored, **changed}, stored), changed
     assert not reply_address_matches(None, stored)
     assert not reply_address_matches(stored, None)
+
+
+def test_an_operation_event_is_told_only_in_the_conversation_waiting_for_it_at_its_stored_address() -> None:
+    from bot_logic.pending_operation import operation_event_refusal
+
+    reference = {"serviceUrl": "https://dl.example/", "channelId": "directline", "conversation": {"id": "c1"}}
+    record = {"pendingOperation": {"id": "op-1", "reference": reference}, "reference": reference}
+    assert operation_event_refusal({"operationId": "op-1", "conversation": reference}, record) is None
+    assert operation_event_refusal({"operationId": "op-2", "conversation": reference}, record) == (
+        "the conversation is not waiting for it"
+    )
+    assert operation_event_refusal({"operationId": "op-1", "conversation": reference}, {"pendingOperation": None})
+    elsewhere = {**reference, "serviceUrl": "https://evil.example/"}
+    assert operation_event_refusal({"operationId": "op-1", "conversation": elsewhere}, record) == (
+        "the reply address it carries is not the conversation's"
+    )
