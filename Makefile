@@ -48,6 +48,7 @@ run: install local.settings.json
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test: install lint
 	$(PY) -m pytest

@@ -259,7 +259,7 @@ class Composition:
         if self.transcripts is not None:
             from services.transcript_middleware import CommittedTranscriptMiddleware
 
-            adapter.use(CommittedTranscriptMiddleware(self.transcripts))
+            adapter.use(CommittedTranscriptMiddleware(self.transcripts))  # type: ignore[no-untyped-call]  # the SDK's
         return adapter
 
     @cached_property

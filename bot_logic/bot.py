@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+from typing import Any, cast
 
-from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
+from botbuilder.core import ActivityHandler, BotState, TurnContext
 from botbuilder.dialogs import DialogExtensions, DialogSet
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 
@@ -15,10 +15,13 @@ from bot_logic.clock import Clock
 from bot_logic.conversation_record import (
     DIALOG_STATE_PROPERTY,
     RECORD_PROPERTY,
+    ConversationRecord,
     already_handled,
+    load_record,
     new_record,
     remember_activity,
     start_over,
+    stored_record,
 )
 from bot_logic.dialogs.main_dialog import MainDialog
 from bot_logic.effects import DurableEffects
@@ -50,7 +53,7 @@ from bot_logic.handoff import (
 )
 from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT, reply_address_matches
-from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, new_usage, record_end
+from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, load_usage, record_end
 from bot_logic.pending_operation import (
     PROGRESS_MESSAGE_GAP_INTERVALS,
     progress_message_due,
@@ -88,8 +91,8 @@ BUSY_TEXT = "Sorry, I couldn't take in “{text}”: I was still busy with your 
 class LongOperationBot(ActivityHandler):
     def __init__(
         self,
-        conversation_state: ConversationState,
-        user_state: UserState,
+        conversation_state: BotState,
+        user_state: BotState,
         effects: DurableEffects,
         clock: Clock,
         operation_timeout_seconds: int,
@@ -134,13 +137,13 @@ class LongOperationBot(ActivityHandler):
         activity = turn_context.activity
         if is_operation_event(activity):
             # Never create state for an event: its conversation may be gone (expired, deleted by TTL).
-            record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY)
-            await self._on_operation_event(turn_context, record or {})
+            record = stored_record(self._conversation_state.get(turn_context))
+            await self._on_operation_event(turn_context, record or new_record())
             return
         is_status = activity.type == ActivityTypes.event and activity.name == STATUS_EVENT
         if is_status and not self._verify_status(turn_context):
             return  # refused before anything: no state touched, no profile loaded, nothing sent
-        record = await self.records.get(turn_context, new_record)
+        record = await load_record(self.records, turn_context)
         if already_handled(record, activity):
             logger.info(
                 "activity %s of conversation %s was already handled; ignoring the redelivery",
@@ -157,13 +160,13 @@ class LongOperationBot(ActivityHandler):
                 await turn_context.send_activity(notice)
             await turn_context.send_activity(WELCOME_BACK_TEXT)
         remember_activity(record, activity, now)
-        if activity.type == ActivityTypes.message:
+        if activity.type == ActivityTypes.message and record["reference"] is not None:
             await self._subscriptions.remember(record["reference"])  # never raises
         if timed_out(record, now):
             await self._fail_back_timed_out(turn_context, record)
         await super().on_turn(turn_context)
 
-    async def _on_operation_event(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+    async def _on_operation_event(self, turn_context: TurnContext, record: ConversationRecord) -> None:
         """A verified result or progress event, continued into the user's conversation."""
         value = turn_context.activity.value
         pending = record.get("pendingOperation")
@@ -195,7 +198,7 @@ class LongOperationBot(ActivityHandler):
             # No dialogs run while a person has the conversation, but the result is still told; the
             # dialog that waited for it restarts when the handoff ends.
             record["pendingOperation"] = None
-            record_end(await self._quota_usage.get(turn_context, new_usage), pending["id"])
+            record_end(await load_usage(self._quota_usage, turn_context), pending["id"])
             self._effects.reply_durably(turn_context, result_reply(pending["name"], value))
             return
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
@@ -209,7 +212,7 @@ class LongOperationBot(ActivityHandler):
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
-        record = await self.records.get(turn_context, new_record)
+        record = await load_record(self.records, turn_context)
         handoff = active_handoff(record)
         if handoff:
             if handoff["state"] == WAITING:
@@ -241,7 +244,7 @@ class LongOperationBot(ActivityHandler):
     async def _hand_off(self, turn_context: TurnContext, reason: str) -> None:
         """Ask the channel for a person, with the conversation's transcript, and tell the user."""
         activity = turn_context.activity
-        record = await self.records.get(turn_context, new_record)
+        record = await load_record(self.records, turn_context)
         handoff_id = start_handoff(record, reason, self._clock(), self._handoff_timeout)
         transcript = await self._transcripts.transcript(activity)
         name = display_name(await get_profile(self.profiles, turn_context))
@@ -259,7 +262,7 @@ class LongOperationBot(ActivityHandler):
         bot_logic/handoff.verified_status); the verified status waits in the turn state."""
         activity = turn_context.activity
         turn_context.turn_state.pop(VERIFIED_STATUS_KEY, None)  # an earlier attempt's (the unit of work re-runs)
-        record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY) or {}
+        record = stored_record(self._conversation_state.get(turn_context)) or new_record()
         status, reason = verified_status(
             activity.value, activity.conversation.id, record, self._handoff_signing_key, self._clock()
         )
@@ -273,18 +276,18 @@ class LongOperationBot(ActivityHandler):
         return True
 
     async def _on_handoff_status(self, turn_context: TurnContext) -> None:
-        verified: tuple[HandoffStatus, str] | None = turn_context.turn_state.get(VERIFIED_STATUS_KEY)
+        verified = cast("tuple[HandoffStatus, str] | None", turn_context.turn_state.get(VERIFIED_STATUS_KEY))
         if verified is None:
             return
         status, handoff_id = verified
-        record = await self.records.get(turn_context, new_record)
+        record = await load_record(self.records, turn_context)
         handoff = active_handoff(record)
         if handoff is None or handoff.get("id") != handoff_id:
             return  # this very turn failed the handoff back (its deadline had passed)
         await self._as_conversation_user(turn_context, record)
         if status.state == ACCEPTED:
             agent = status.agent_name or "A person"
-            handoff.update(state=ACCEPTED, agent=agent)
+            handoff["state"], handoff["agent"] = ACCEPTED, agent
             await turn_context.send_activity(ACCEPTED_TEXT.format(agent=agent))
         elif status.state == FAILED:
             end_handoff(record)
@@ -295,7 +298,7 @@ class LongOperationBot(ActivityHandler):
             await turn_context.send_activity(COMPLETED_TEXT)
             await self._resume_after_handoff(turn_context, record)
 
-    async def _as_conversation_user(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+    async def _as_conversation_user(self, turn_context: TurnContext, record: ConversationRecord) -> None:
         """A handoff.status event comes from the channel on an agent's behalf, but the dialog it resumes
         is the user's: their profile (user state is keyed by the sender) and replies addressed to them."""
         user = (record.get("reference") or {}).get("user")
@@ -305,7 +308,7 @@ class LongOperationBot(ActivityHandler):
         turn_context.activity.from_property = ChannelAccount().deserialize(user)
         await self._user_state.load(turn_context, force=True)
 
-    async def _fail_back_timed_out(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+    async def _fail_back_timed_out(self, turn_context: TurnContext, record: ConversationRecord) -> None:
         """A waiting handoff past its deadline, found by a turn before the sweeper: withdraw it."""
         text, restart_dialog = fail_back_timed_out(record, self._handoff_timeout)
         await turn_context.send_activity(text)
@@ -313,7 +316,7 @@ class LongOperationBot(ActivityHandler):
         if restart_dialog:
             await self._dialog_state.delete(turn_context)
 
-    async def _resume_after_handoff(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+    async def _resume_after_handoff(self, turn_context: TurnContext, record: ConversationRecord) -> None:
         """Back to the bot: restart the dialog, unless it still waits for a running operation."""
         pending = record.get("pendingOperation")
         if pending:

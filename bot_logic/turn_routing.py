@@ -81,4 +81,4 @@ class TurnRouter:
         # for the transcript and anyone reading it.
         continuation.channel_data = {"postedBy": WORKER_ID}
         claims = self.adapter.create_claims_identity(self.bot_app_id)
-        await self.adapter.process_proactive(claims, continuation, None, self.run_turn)
+        await self.adapter.process_proactive(claims, continuation, None, self.run_turn)  # type: ignore[arg-type]  # the SDK's own default audience

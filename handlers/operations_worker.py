@@ -19,6 +19,7 @@ from bot_logic.operation_protocol import (
     SUCCEEDED,
     WORKER_ID,
     MalformedRequest,
+    OperationRequest,
     carried_traceparent,
     parse_operation_request,
     progress_payload,
@@ -71,7 +72,7 @@ class OperationNoLongerWanted(Exception):
     """The conversation stopped waiting (cancel, expiry, timeout): the work stops, nothing is posted."""
 
 
-async def _still_wanted(request: dict[str, Any], deps: WorkerDependencies) -> bool:
+async def _still_wanted(request: OperationRequest, deps: WorkerDependencies) -> bool:
     """Whether the conversation still waits for this operation. When its state cannot be read now, the
     work goes on: a passing storage problem must not cost a user the result they wait for."""
     if deps.read_conversation is None:
@@ -92,7 +93,9 @@ _POST_SPANS = {RESULT_EVENT: "post operation result", PROGRESS_EVENT: "post oper
 class _ResultChannel:
     """One Direct Line conversation per operation run, opened on first use."""
 
-    def __init__(self, client: DirectLineClient, tracing: Tracing, request: dict[str, Any], threads: Executor) -> None:
+    def __init__(
+        self, client: DirectLineClient, tracing: Tracing, request: OperationRequest, threads: Executor
+    ) -> None:
         self._client = client
         self._threads = threads
         self._tracing = tracing
@@ -151,7 +154,7 @@ async def handle_operation_message(
         return outcome
 
 
-async def _run(request: dict[str, Any], message: QueueMessageData, deps: WorkerDependencies) -> str:
+async def _run(request: OperationRequest, message: QueueMessageData, deps: WorkerDependencies) -> str:
     operation_id = request["operationId"]
     if deps.clock() >= request["deadline"]:
         # The bot has told (or will tell) the user it timed out; its result would be refused.
@@ -216,7 +219,7 @@ class _ProgressRelay:
     and skipped while the previous post is still on its way.
     """
 
-    def __init__(self, channel: _ResultChannel, request: dict[str, Any], deps: WorkerDependencies) -> None:
+    def __init__(self, channel: _ResultChannel, request: OperationRequest, deps: WorkerDependencies) -> None:
         self._channel = channel
         self._request = request
         self._deps = deps

@@ -130,7 +130,8 @@ def parties_of(reference: Any) -> tuple[str, str]:
 def storable_reference(reference: dict[str, Any]) -> dict[str, Any]:
     """The reference as stored: plain JSON (a copy), without activityId and empty fields."""
     try:
-        copy = json.loads(json.dumps({k: v for k, v in reference.items() if k != "activityId" and v is not None}))
+        plain = {k: v for k, v in reference.items() if k != "activityId" and v is not None}
+        copy: dict[str, Any] = json.loads(json.dumps(plain))
     except (TypeError, ValueError) as error:
         raise InvalidReference(f"the conversation reference is not plain JSON: {error}") from None
     return copy
@@ -321,7 +322,7 @@ class ConversationReferences:
     async def direct_notices_off(self, user_id: str) -> bool:
         """Whether the user said "stop notifications" (and not "start notifications" since)."""
         document = await self._read(user_document_id(user_id))
-        return bool(document) and document.get(DIRECT_NOTICES_OFF) is True
+        return document is not None and document.get(DIRECT_NOTICES_OFF) is True
 
     async def conversation_reach(self, conversation_id: str) -> UserReach | None:
         """The conversation's reference and whether its user turned direct notices off (two reads);
@@ -342,7 +343,7 @@ class ConversationReferences:
     async def subscribers(self, topic: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(user id, latest reference) of every user subscribed to `topic`, page by page
         (an indexed query across partitions). Raises ReferencesUnavailable."""
-        parameters = [{"name": "@topic", "value": normalise_topic(topic)}]
+        parameters: list[dict[str, object]] = [{"name": "@topic", "value": normalise_topic(topic)}]
         container = await self._container()
         self.counters.queries += 1
         with _translated(f"subscribers of {topic!r}"):
@@ -350,12 +351,12 @@ class ConversationReferences:
                 yield row["userId"], row["reference"]
 
     async def count_subscribers(self, topic: str) -> int:
-        parameters = [{"name": "@topic", "value": normalise_topic(topic)}]
+        parameters: list[dict[str, object]] = [{"name": "@topic", "value": normalise_topic(topic)}]
         container = await self._container()
         self.counters.queries += 1
         with _translated(f"subscribers of {topic!r}"):
             counts = [n async for n in container.query_items(COUNT_QUERY, parameters=parameters)]
-        return int(sum(counts))
+        return sum(int(n) for n in counts)  # type: ignore[call-overload]  # the query's rows are numbers (VALUE COUNT)
 
     # --- delivery bookkeeping (effect once per conversation) -------------------------------
 

@@ -74,7 +74,7 @@ def last_deadline(state: Mapping[str, Any]) -> float | None:
 def add_entry(
     state: MutableMapping[str, Any],
     kind: str,
-    payload: dict[str, Any],
+    payload: Mapping[str, Any],
     now: float,
     deadline: float,
     failure_reply: dict[str, Any] | None = None,

@@ -18,6 +18,7 @@ Table storage code and the Bot Framework SDK are imported by services/transcript
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -253,7 +254,7 @@ class TranscriptRecorder:
             # A reply without a timestamp is stamped after everything before it in the batch (an inbound
             # activity carries the channel's clock), so the stored order is the order of the turn.
             after = entries[-1].timestamp_ms if entries else 0
-            entry = transcript_entry(activity, lambda after=after: self._next_stamp_ms(after))
+            entry = transcript_entry(activity, functools.partial(self._next_stamp_ms, after))
             entries.append(
                 TranscriptEntry(redact(entry.activity), entry.timestamp_ms) if self.redact_user_text else entry
             )
