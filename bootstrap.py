@@ -189,7 +189,7 @@ class Composition:
 
     @cached_property
     def external_events(self) -> ExternalEventDependencies:
-        from handlers.notification_schema import envelope_key
+        from bot_logic.notification_rules import envelope_key
         from handlers.notifications import ExternalEventDependencies
         from services.rate_limiter import RateLimiter
 

@@ -51,6 +51,7 @@ from bot_logic.handoff import (
     timed_out,
     verified_status,
 )
+from bot_logic.notification_rules import normalise_topic
 from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT, reply_address_matches
 from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, load_usage, record_end
@@ -358,7 +359,7 @@ class LongOperationBot(ActivityHandler):
             # Everything stops: the topics, and notices sent to the user directly (by user id or conversation).
             removed = await self._subscriptions.stop_notifications(reference)
             return STOPPED_TEXT.format(topics=f" (topics: {', '.join(removed)})" if removed else "")
-        topic = " ".join(subscribe.group("topic").split()).lower()
+        topic = normalise_topic(" ".join(subscribe.group("topic").split()))  # InvalidTopic: a ValueError
         topics = await self._subscriptions.subscribe(reference, topic)
         return (
             f"OK: I'll tell you here about “{topic}”. Your topics: {', '.join(topics)}. "

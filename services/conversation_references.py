@@ -40,8 +40,7 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFo
 
 logger = logging.getLogger(__name__)
 
-MAX_TOPIC_LENGTH = 100
-MAX_TOPICS_PER_USER = 50
+MAX_TOPICS_PER_USER = 50  # a user document's size stays small
 MAX_DELIVERED_IDS = 100  # per conversation: enough to catch a redelivery, small enough to rewrite
 DEFAULT_CLAIM_SECONDS = 120.0
 # How long this process trusts that what it wrote for a user is still what Cosmos DB holds.
@@ -75,8 +74,8 @@ class ReferencesUnavailable(ConnectionError):
     logic can catch it without importing services."""
 
 
-class InvalidTopic(ValueError):
-    """A topic that is empty, too long, or one too many for the user; the message says which."""
+class TooManyTopics(ValueError):
+    """The user follows MAX_TOPICS_PER_USER topics already; the message says so."""
 
 
 class InvalidReference(ValueError):
@@ -99,18 +98,6 @@ def user_document_id(user_id: str) -> str:
 
 def conversation_document_id(conversation_id: str) -> str:
     return escape_id(CONVERSATION_PREFIX + conversation_id)
-
-
-def normalise_topic(topic: str) -> str:
-    """Stripped and lower-case; raises InvalidTopic when empty or longer than MAX_TOPIC_LENGTH."""
-    if not isinstance(topic, str):
-        raise InvalidTopic("a topic must be text")
-    normalised = topic.strip().lower()
-    if not normalised:
-        raise InvalidTopic("a topic must not be empty")
-    if len(normalised) > MAX_TOPIC_LENGTH:
-        raise InvalidTopic(f"a topic may be at most {MAX_TOPIC_LENGTH} characters long")
-    return normalised
 
 
 def parties_of(reference: Any) -> tuple[str, str]:
@@ -239,9 +226,8 @@ class ConversationReferences:
             self._remembered.popitem(last=False)
 
     async def subscribe(self, reference: dict[str, Any], topic: str) -> list[str]:
-        """Subscribe the reference's user to `topic` (normalised); the user's topics now.
-        Raises InvalidTopic (empty, too long, too many), InvalidReference, ReferencesUnavailable."""
-        topic = normalise_topic(topic)
+        """Subscribe the reference's user to `topic` (normalised by bot_logic.notification_rules.normalise_topic);
+        the user's topics now. Raises TooManyTopics, InvalidReference, ReferencesUnavailable."""
         user_id, conversation_id = parties_of(reference)
         stored = storable_reference(reference)
         doc_id = user_document_id(user_id)
@@ -257,7 +243,7 @@ class ConversationReferences:
             if topic in topics:
                 return topics
             if len(topics) >= MAX_TOPICS_PER_USER:
-                raise InvalidTopic(f"a user may follow at most {MAX_TOPICS_PER_USER} topics")
+                raise TooManyTopics(f"a user may follow at most {MAX_TOPICS_PER_USER} topics")
             topics.append(topic)
             document.update(topics=topics, reference=stored, conversationId=conversation_id, updatedAt=now)
             if await self._replace(document) is not None:
@@ -343,7 +329,7 @@ class ConversationReferences:
     async def subscribers(self, topic: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(user id, latest reference) of every user subscribed to `topic`, page by page
         (an indexed query across partitions). Raises ReferencesUnavailable."""
-        parameters: list[dict[str, object]] = [{"name": "@topic", "value": normalise_topic(topic)}]
+        parameters: list[dict[str, object]] = [{"name": "@topic", "value": topic}]
         container = await self._container()
         self.counters.queries += 1
         with _translated(f"subscribers of {topic!r}"):
@@ -351,7 +337,7 @@ class ConversationReferences:
                 yield row["userId"], row["reference"]
 
     async def count_subscribers(self, topic: str) -> int:
-        parameters: list[dict[str, object]] = [{"name": "@topic", "value": normalise_topic(topic)}]
+        parameters: list[dict[str, object]] = [{"name": "@topic", "value": topic}]
         container = await self._container()
         self.counters.queries += 1
         with _translated(f"subscribers of {topic!r}"):

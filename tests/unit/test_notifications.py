@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msrest.serialization import Deserializer
 
+from bot_logic.notification_rules import Notification, envelope_key, seal
 from handlers.http_types import HttpRequestData
-from handlers.notification_schema import Notification, envelope_key, seal
 from handlers.notifications import (
     MAX_BODY_BYTES,
     POISONED,
