@@ -194,13 +194,13 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
     offending fields; 404 for an unknown user or conversation; 503 when the conversation store or
     the queue is unavailable (nothing was accepted: try again)."""
     if request.method.upper() != "POST":
-        return error(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
+        return error(405, "MethodNotAllowed", "Use POST.", {"Allow": "POST"})
     if len(request.body) > MAX_BODY_BYTES:
-        return error(413, "body_too_large", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
+        return error(413, "PayloadTooLarge", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
     try:
         notification = caller_notification(parse_body(request.body))
     except InvalidNotification as problem:
-        refused = error(400, "invalid_notification", f"Invalid notification: {problem}.")
+        refused = error(400, "InvalidNotification", f"Invalid notification: {problem}.")
         if problem.fields:
             refused.body["error"]["fields"] = list(problem.fields)
         return refused
@@ -212,7 +212,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
             if reach is None:
                 return error(
                     404,
-                    "unknown_user",
+                    "UnknownUser",
                     f"No conversation is known for user {notification.value!r}: they have not talked to the bot yet.",
                 )
         elif notification.target == CONVERSATION:
@@ -220,7 +220,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
             if reach is None:
                 return error(
                     404,
-                    "unknown_conversation",
+                    "UnknownConversation",
                     f"No conversation {notification.value!r} is known: the bot has not talked in it, "
                     "or it has been idle too long.",
                 )
@@ -231,7 +231,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
         logger.warning("notify %s: the conversation store could not be read", notification_id, exc_info=True)
         return error(
             503,
-            "store_unavailable",
+            "StoreUnavailable",
             "The bot cannot look up its conversations right now, so the notification was not accepted. "
             "Try again shortly.",
             {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
@@ -246,7 +246,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
         logger.warning("notify %s: the external-events queue is unavailable", notification_id, exc_info=True)
         return error(
             503,
-            "queue_unavailable",
+            "QueueUnavailable",
             "The notification queue is unavailable right now, so the notification was not accepted. Try again shortly.",
             {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
         )

@@ -10,7 +10,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot_logic.clock import Clock, system_clock
 from bot_logic.conversation_record import state_key
 from bot_logic.operation_protocol import (
     FAILED,
@@ -31,6 +30,7 @@ from bot_logic.operation_protocol import (
 from bot_logic.pending_operation import still_waiting
 from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
+from services.clock import Clock, system_clock
 from services.directline_client import DirectLineClient
 from services.telemetry import OUTCOME, Tracing
 

@@ -45,6 +45,7 @@ from botframework.connector.auth import (
 from jwt.algorithms import RSAAlgorithm
 
 from services.settings import Settings, is_secure_address
+from services.unavailable import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ REFRESH_AFTER_SECONDS = 24 * 3600
 UNKNOWN_KEY_REFRESH_SECONDS = 3600
 
 
-class KeySourceUnavailable(Exception):
+class KeySourceUnavailable(ServiceUnavailable):
     """The keys that sign Bot Framework tokens cannot be had now: no token can be judged either way."""
 
     def __init__(self, message: str, retry_after: int) -> None:

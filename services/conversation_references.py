@@ -23,7 +23,6 @@ Cosmos DB applies atomically, so it never erases topics or delivered ids written
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -37,6 +36,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
+
+from services.cosmos import TRANSIENT_STATUSES, escape_id
+from services.unavailable import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +55,6 @@ DEFAULT_CACHE_SIZE = 10_000
 REMEMBER_TIMEOUT_SECONDS = 3.0
 
 _MAX_RACES = 5  # conditional writes tried before giving up (each loser re-reads)
-# Throttled (429, 449 retry-with), timed out (408) or unavailable (5xx): left after the SDK's retries.
-_UNAVAILABLE = {408, 429, 449, 500, 502, 503, 504}
-_MAX_ID_LENGTH = 255
 USER_PREFIX = "user-"
 CONVERSATION_PREFIX = "conversation-"
 
@@ -68,10 +67,9 @@ ClaimStatus = Literal["claimed", "delivered", "in-flight", "unknown"]
 DIRECT_NOTICES_OFF = "directNoticesOff"
 
 
-class ReferencesUnavailable(ConnectionError):
+class ReferencesUnavailable(ServiceUnavailable):
     """Cosmos DB did not serve the request now (throttled, unavailable, timed out, or every
-    conditional write lost its race). Worth trying again shortly. A ConnectionError, so bot
-    logic can catch it without importing services."""
+    conditional write lost its race)."""
 
 
 class TooManyTopics(ValueError):
@@ -80,16 +78,6 @@ class TooManyTopics(ValueError):
 
 class InvalidReference(ValueError):
     """Not a serialised ConversationReference with user and conversation ids."""
-
-
-def escape_id(key: str) -> str:
-    """`key` as a valid Cosmos DB id: / \\ ? # (forbidden) and * (the escape character) and control
-    characters become *xx; too long, it keeps its start and gets a digest of the whole."""
-    escaped = "".join(f"*{ord(ch):02x}" if ch in "/\\?#*" or ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in key)
-    if len(escaped) <= _MAX_ID_LENGTH:
-        return escaped
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{escaped[: _MAX_ID_LENGTH - len(digest) - 1]}-{digest}"
 
 
 def user_document_id(user_id: str) -> str:
@@ -523,7 +511,7 @@ def _translated(what: str) -> Iterator[None]:
     try:
         yield
     except CosmosHttpResponseError as error:
-        if error.status_code in _UNAVAILABLE:
+        if error.status_code in TRANSIENT_STATUSES:
             raise ReferencesUnavailable(f"{what}: HTTP {error.status_code}") from error
         raise
     except (ServiceRequestError, ServiceResponseError) as error:
