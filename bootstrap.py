@@ -1,4 +1,6 @@
-"""The composition root: builds everything the three functions need from Settings, once per process.
+"""The composition root: builds what each of function_app.py's functions needs from Settings, once
+per process (messages, the operations worker, the sweeper, transcripts and their cleanup, notify and
+the external-events queue, the Direct Line token, health: one property per function, named after it).
 
 function_app.py asks it for each function's dependencies; nothing below it (handlers, bot logic,
 operations, services) imports it. Settings are read once; each function's dependencies are built
