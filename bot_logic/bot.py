@@ -171,22 +171,13 @@ class LongOperationBot(ActivityHandler):
         """A verified result or progress event, continued into the user's conversation."""
         value = turn_context.activity.value
         pending = record.get("pendingOperation")
+        activity = turn_context.activity
         if not pending or pending["id"] != value.get("operationId"):
-            logger.warning(
-                "refused %s for operation %s: conversation %s is not waiting for it",
-                turn_context.activity.name,
-                value.get("operationId"),
-                turn_context.activity.conversation.id,
-            )
+            _refuse_event(activity, f"conversation {activity.conversation.id} is not waiting for it")
             return
         if not reply_address_matches(value.get("conversation"), pending.get("reference") or record.get("reference")):
             # Before anything is sent: a reply would go, with the bot's outbound token, to the carried address.
-            logger.warning(
-                "refused %s for operation %s: the reply address it carries is not conversation %s's",
-                turn_context.activity.name,
-                value.get("operationId"),
-                turn_context.activity.conversation.id,
-            )
+            _refuse_event(activity, f"the reply address it carries is not conversation {activity.conversation.id}'s")
             return
         if turn_context.activity.name == PROGRESS_EVENT:
             if progress_message_due(pending, self._clock(), self._progress_messages, self._progress_gap):
@@ -370,3 +361,9 @@ class LongOperationBot(ActivityHandler):
     async def _start_notifications(self, reference: dict[str, Any]) -> str:
         were_off = await self._subscriptions.start_notifications(reference)
         return STARTED_TEXT if were_off else ALREADY_STARTED_TEXT
+
+
+def _refuse_event(activity: Activity, why: str) -> None:
+    """Log a refused operation event (ids only: its name, its operation's id, why)."""
+    operation_id = activity.value.get("operationId") if isinstance(activity.value, dict) else None
+    logger.warning("refused %s for operation %s: %s", activity.name, operation_id, why)

@@ -216,33 +216,45 @@ class ConversationReferences:
     async def subscribe(self, reference: dict[str, Any], topic: str) -> list[str]:
         """Subscribe the reference's user to `topic` (normalised by bot_logic.notification_rules.normalise_topic);
         the user's topics now. Raises TooManyTopics, InvalidReference, ReferencesUnavailable."""
-        user_id, conversation_id = parties_of(reference)
+        _, conversation_id = parties_of(reference)
         stored = storable_reference(reference)
-        doc_id = user_document_id(user_id)
-        for _ in range(_MAX_RACES):
-            now = self._clock()
-            document = await self._read(doc_id)
-            if document is None:
-                new = {**self._new_user_document(user_id, stored, now), "topics": [topic]}
-                if await self._create(new) is None:
-                    continue  # created meanwhile: read it
-                return [topic]
+
+        def add(document: dict[str, Any], now: float) -> tuple[bool, list[str]]:
             topics = list(document.get("topics") or [])
             if topic in topics:
-                return topics
+                return False, topics
             if len(topics) >= MAX_TOPICS_PER_USER:
                 raise TooManyTopics(f"a user may follow at most {MAX_TOPICS_PER_USER} topics")
             topics.append(topic)
             document.update(topics=topics, reference=stored, conversationId=conversation_id, updatedAt=now)
-            if await self._replace(document) is not None:
-                return topics
-        raise ReferencesUnavailable("a user's subscriptions: every write lost a race")
+            return True, topics
+
+        return await self._change_user(reference, {"topics": [topic]}, [topic], add)
 
     async def stop_notifications(self, reference: dict[str, Any]) -> list[str]:
         """Stop everything for the reference's user: remove all their subscriptions and turn off notices
         sent to them directly (by user id or conversation id); the topics removed. Creates the user's
         document if it is missing (the turn's own remember() may have failed), so the choice is kept.
         Raises InvalidReference, ReferencesUnavailable."""
+
+        def stop(document: dict[str, Any], now: float) -> tuple[bool, list[str]]:
+            removed = list(document.get("topics") or [])
+            if not removed and document.get(DIRECT_NOTICES_OFF) is True:
+                return False, []
+            document.update(topics=[], updatedAt=now, **{DIRECT_NOTICES_OFF: True})
+            return True, removed
+
+        return await self._change_user(reference, {DIRECT_NOTICES_OFF: True}, [], stop)
+
+    async def _change_user(
+        self,
+        reference: dict[str, Any],
+        new_fields: dict[str, Any],
+        created: list[str],
+        change: Callable[[dict[str, Any], float], tuple[bool, list[str]]],
+    ) -> list[str]:
+        """Create the reference's user's document with `new_fields` (answering `created`), or `change` the
+        one there in place (whether to write it, the answer), written conditionally: a lost race reads again."""
         user_id, _ = parties_of(reference)
         stored = storable_reference(reference)
         doc_id = user_document_id(user_id)
@@ -250,16 +262,12 @@ class ConversationReferences:
             now = self._clock()
             document = await self._read(doc_id)
             if document is None:
-                new = {**self._new_user_document(user_id, stored, now), DIRECT_NOTICES_OFF: True}
-                if await self._create(new) is None:
+                if await self._create({**self._new_user_document(user_id, stored, now), **new_fields}) is None:
                     continue  # created meanwhile: read it
-                return []
-            removed = list(document.get("topics") or [])
-            if not removed and document.get(DIRECT_NOTICES_OFF) is True:
-                return []
-            document.update(topics=[], updatedAt=now, **{DIRECT_NOTICES_OFF: True})
-            if await self._replace(document) is not None:
-                return removed
+                return created
+            write, answer = change(document, now)
+            if not write or await self._replace(document) is not None:
+                return answer
         raise ReferencesUnavailable("a user's subscriptions: every write lost a race")
 
     async def start_notifications(self, reference: dict[str, Any]) -> bool:
