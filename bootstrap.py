@@ -1,4 +1,6 @@
-"""The composition root: builds everything the three functions need from Settings, once per process.
+"""The composition root: builds what each of function_app.py's functions needs from Settings, once
+per process (messages, the operations worker, the sweeper, transcripts and their cleanup, notify and
+the external-events queue, the Direct Line token, health: one property per function, named after it).
 
 function_app.py asks it for each function's dependencies; nothing below it (handlers, bot logic,
 operations, services) imports it. Settings are read once; each function's dependencies are built
@@ -15,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from bot_logic.clock import Clock, system_clock
+from services.clock import Clock, system_clock
 from services.settings import Settings, load_settings, longest_sweep_gap
 
 if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
@@ -189,7 +191,7 @@ class Composition:
 
     @cached_property
     def external_events(self) -> ExternalEventDependencies:
-        from handlers.notification_schema import envelope_key
+        from bot_logic.notification_rules import envelope_key
         from handlers.notifications import ExternalEventDependencies
         from services.channel.rate_limiter import RateLimiter
 
@@ -259,7 +261,7 @@ class Composition:
         if self.transcripts is not None:
             from services.transcripts.middleware import CommittedTranscriptMiddleware
 
-            adapter.use(CommittedTranscriptMiddleware(self.transcripts))
+            adapter.use(CommittedTranscriptMiddleware(self.transcripts))  # type: ignore[no-untyped-call]  # the SDK's
         return adapter
 
     @cached_property

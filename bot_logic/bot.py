@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from typing import Any
+from typing import Any, cast
 
-from botbuilder.core import ActivityHandler, ConversationState, TurnContext, UserState
+from botbuilder.core import ActivityHandler, BotState, TurnContext
 from botbuilder.dialogs import DialogExtensions, DialogSet
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 
-from bot_logic.clock import Clock
 from bot_logic.conversation_record import (
     DIALOG_STATE_PROPERTY,
     RECORD_PROPERTY,
+    ConversationRecord,
     already_handled,
+    load_record,
     new_record,
     remember_activity,
     start_over,
+    stored_record,
 )
 from bot_logic.dialogs.main_dialog import MainDialog
 from bot_logic.effects import DurableEffects
@@ -48,9 +50,10 @@ from bot_logic.handoff import (
     timed_out,
     verified_status,
 )
+from bot_logic.notification_rules import normalise_topic
 from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT
-from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, new_usage, record_end
+from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, load_usage, record_end
 from bot_logic.pending_operation import (
     PROGRESS_MESSAGE_GAP_INTERVALS,
     operation_event_refusal,
@@ -61,6 +64,7 @@ from bot_logic.pending_operation import (
 )
 from bot_logic.turn_routing import is_operation_event
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
+from services.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +93,8 @@ BUSY_TEXT = "Sorry, I couldn't take in “{text}”: I was still busy with your 
 class LongOperationBot(ActivityHandler):
     def __init__(
         self,
-        conversation_state: ConversationState,
-        user_state: UserState,
+        conversation_state: BotState,
+        user_state: BotState,
         effects: DurableEffects,
         clock: Clock,
         operation_timeout_seconds: int,
@@ -135,13 +139,13 @@ class LongOperationBot(ActivityHandler):
         activity = turn_context.activity
         if is_operation_event(activity):
             # Never create state for an event: its conversation may be gone (expired, deleted by TTL).
-            record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY)
-            await self._on_operation_event(turn_context, record or {})
+            record = stored_record(self._conversation_state.get(turn_context))
+            await self._on_operation_event(turn_context, record or new_record())
             return
         is_status = activity.type == ActivityTypes.event and activity.name == STATUS_EVENT
         if is_status and not self._verify_status(turn_context):
             return  # refused before anything: no state touched, no profile loaded, nothing sent
-        record = await self.records.get(turn_context, new_record)
+        record = await load_record(self.records, turn_context)
         if already_handled(record, activity):
             logger.info(
                 "activity %s of conversation %s was already handled; ignoring the redelivery",
@@ -158,13 +162,13 @@ class LongOperationBot(ActivityHandler):
                 await turn_context.send_activity(notice)
             await turn_context.send_activity(WELCOME_BACK_TEXT)
         remember_activity(record, activity, now)
-        if activity.type == ActivityTypes.message:
+        if activity.type == ActivityTypes.message and record["reference"] is not None:
             await self._subscriptions.remember(record["reference"])  # never raises
         if timed_out(record, now):
             await self._fail_back_timed_out(turn_context, record)
         await super().on_turn(turn_context)
 
-    async def _on_operation_event(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+    async def _on_operation_event(self, turn_context: TurnContext, record: ConversationRecord) -> None:
         """A verified result or progress event, continued into the user's conversation."""
         value = turn_context.activity.value
         refusal = operation_event_refusal(value, record)
@@ -179,6 +183,8 @@ class LongOperationBot(ActivityHandler):
             )
             return
         pending = record["pendingOperation"]
+        if pending is None:  # refused just above; this tells the type checker too
+            return
         if turn_context.activity.name == PROGRESS_EVENT:
             if progress_message_due(pending, self._clock(), self._progress_messages, self._progress_gap):
                 await turn_context.send_activity(progress_text(pending, value.get("percent")))
@@ -190,7 +196,7 @@ class LongOperationBot(ActivityHandler):
             # No dialogs run while a person has the conversation, but the result is still told; the
             # dialog that waited for it restarts when the handoff ends.
             record["pendingOperation"] = None
-            record_end(await self._quota_usage.get(turn_context, new_usage), pending["id"])
+            record_end(await load_usage(self._quota_usage, turn_context), pending["id"])
             self._effects.reply_durably(turn_context, result_reply(pending["name"], value))
             return
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
@@ -204,7 +210,7 @@ class LongOperationBot(ActivityHandler):
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)
 
     async def on_message_activity(self, turn_context: TurnContext) -> None:
-        record = await self.records.get(turn_context, new_record)
+        record = await load_record(self.records, turn_context)
         handoff = active_handoff(record)
         if handoff:
             if handoff["state"] == WAITING:
@@ -236,7 +242,7 @@ class LongOperationBot(ActivityHandler):
     async def _hand_off(self, turn_context: TurnContext, reason: str) -> None:
         """Ask the channel for a person, with the conversation's transcript, and tell the user."""
         activity = turn_context.activity
-        record = await self.records.get(turn_context, new_record)
+        record = await load_record(self.records, turn_context)
         handoff_id = start_handoff(record, reason, self._clock(), self._handoff_timeout)
         transcript = await self._transcripts.transcript(activity)
         name = display_name(await get_profile(self.profiles, turn_context))
@@ -254,7 +260,7 @@ class LongOperationBot(ActivityHandler):
         bot_logic/handoff.verified_status); the verified status waits in the turn state."""
         activity = turn_context.activity
         turn_context.turn_state.pop(VERIFIED_STATUS_KEY, None)  # an earlier attempt's (the unit of work re-runs)
-        record = (self._conversation_state.get(turn_context) or {}).get(RECORD_PROPERTY) or {}
+        record = stored_record(self._conversation_state.get(turn_context)) or new_record()
         status, reason = verified_status(
             activity.value, activity.conversation.id, record, self._handoff_signing_key, self._clock()
         )
@@ -268,18 +274,18 @@ class LongOperationBot(ActivityHandler):
         return True
 
     async def _on_handoff_status(self, turn_context: TurnContext) -> None:
-        verified: tuple[HandoffStatus, str] | None = turn_context.turn_state.get(VERIFIED_STATUS_KEY)
+        verified = cast("tuple[HandoffStatus, str] | None", turn_context.turn_state.get(VERIFIED_STATUS_KEY))
         if verified is None:
             return
         status, handoff_id = verified
-        record = await self.records.get(turn_context, new_record)
+        record = await load_record(self.records, turn_context)
         handoff = active_handoff(record)
         if handoff is None or handoff.get("id") != handoff_id:
             return  # this very turn failed the handoff back (its deadline had passed)
         await self._as_conversation_user(turn_context, record)
         if status.state == ACCEPTED:
             agent = status.agent_name or "A person"
-            handoff.update(state=ACCEPTED, agent=agent)
+            handoff["state"], handoff["agent"] = ACCEPTED, agent
             await turn_context.send_activity(ACCEPTED_TEXT.format(agent=agent))
         elif status.state == FAILED:
             end_handoff(record)
@@ -290,7 +296,7 @@ class LongOperationBot(ActivityHandler):
             await turn_context.send_activity(COMPLETED_TEXT)
             await self._resume_after_handoff(turn_context, record)
 
-    async def _as_conversation_user(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+    async def _as_conversation_user(self, turn_context: TurnContext, record: ConversationRecord) -> None:
         """A handoff.status event comes from the channel on an agent's behalf, but the dialog it resumes
         is the user's: their profile (user state is keyed by the sender) and replies addressed to them."""
         user = (record.get("reference") or {}).get("user")
@@ -300,7 +306,7 @@ class LongOperationBot(ActivityHandler):
         turn_context.activity.from_property = ChannelAccount().deserialize(user)
         await self._user_state.load(turn_context, force=True)
 
-    async def _fail_back_timed_out(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+    async def _fail_back_timed_out(self, turn_context: TurnContext, record: ConversationRecord) -> None:
         """A waiting handoff past its deadline, found by a turn before the sweeper: withdraw it."""
         text, restart_dialog = fail_back_timed_out(record, self._handoff_timeout)
         await turn_context.send_activity(text)
@@ -308,7 +314,7 @@ class LongOperationBot(ActivityHandler):
         if restart_dialog:
             await self._dialog_state.delete(turn_context)
 
-    async def _resume_after_handoff(self, turn_context: TurnContext, record: dict[str, Any]) -> None:
+    async def _resume_after_handoff(self, turn_context: TurnContext, record: ConversationRecord) -> None:
         """Back to the bot: restart the dialog, unless it still waits for a running operation."""
         pending = record.get("pendingOperation")
         if pending:
@@ -350,7 +356,7 @@ class LongOperationBot(ActivityHandler):
             # Everything stops: the topics, and notices sent to the user directly (by user id or conversation).
             removed = await self._subscriptions.stop_notifications(reference)
             return STOPPED_TEXT.format(topics=f" (topics: {', '.join(removed)})" if removed else "")
-        topic = " ".join(subscribe.group("topic").split()).lower()
+        topic = normalise_topic(" ".join(subscribe.group("topic").split()))  # InvalidTopic: a ValueError
         topics = await self._subscriptions.subscribe(reference, topic)
         return (
             f"OK: I'll tell you here about “{topic}”. Your topics: {', '.join(topics)}. "
@@ -361,3 +367,9 @@ class LongOperationBot(ActivityHandler):
     async def _start_notifications(self, reference: dict[str, Any]) -> str:
         were_off = await self._subscriptions.start_notifications(reference)
         return STARTED_TEXT if were_off else ALREADY_STARTED_TEXT
+
+
+def _refuse_event(activity: Activity, why: str) -> None:
+    """Log a refused operation event (ids only: its name, its operation's id, why)."""
+    operation_id = activity.value.get("operationId") if isinstance(activity.value, dict) else None
+    logger.warning("refused %s for operation %s: %s", activity.name, operation_id, why)

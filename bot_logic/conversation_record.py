@@ -4,10 +4,54 @@ it proactively, which inbound activities it has already handled; and the one way
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 if TYPE_CHECKING:  # botbuilder is slow to import; keep this module cheap
+    from botbuilder.core import StatePropertyAccessor, TurnContext
     from botbuilder.schema import Activity
+
+# A serialised ConversationReference (ConversationReference.serialize()): channelId, serviceUrl,
+# conversation {id}, user {id, name}, bot {id}, ...
+Reference = dict[str, Any]
+
+
+class PendingOperation(TypedDict):
+    """The operation a conversation waits for (bot_logic/pending_operation.py)."""
+
+    id: str
+    name: str
+    parameters: dict[str, Any]
+    startedAt: float
+    deadline: float
+    reference: Reference  # the conversation's own, where its result is told
+    progressTold: NotRequired[int]  # progress messages told so far
+    progressToldAt: NotRequired[float]
+    timeoutNotified: NotRequired[bool]
+
+
+class Handoff(TypedDict):
+    """A handoff to a person (bot_logic/handoff.py)."""
+
+    id: str
+    state: str  # waiting or active
+    requestedAt: float
+    deadline: float
+    reason: str
+    agent: NotRequired[str]  # the person's name, once one accepted
+
+
+class ConversationRecord(TypedDict):
+    """The bot's bookkeeping kept in conversation state under RECORD_PROPERTY: the one list of its keys."""
+
+    lastAccessAt: float | None
+    reference: Reference | None  # for proactive messages: the user's latest message's
+    recentActivityIds: list[str]
+    pendingOperation: PendingOperation | None
+    expiredAt: float | None  # set when the sweeper closed the conversation
+    handoff: NotRequired[Handoff | None]
+    misunderstood: NotRequired[int]  # consecutive messages the bot did not understand
+    handoffOffered: NotRequired[bool]  # the bot asked whether to bring in a person; the next message answers
+
 
 RECORD_PROPERTY = "ConversationRecord"
 DIALOG_STATE_PROPERTY = "DialogState"
@@ -23,7 +67,7 @@ def state_key(reference: Mapping[str, Any]) -> str:
     return f"{reference['channelId']}/conversations/{reference['conversation']['id']}"
 
 
-def new_record() -> dict[str, Any]:
+def new_record() -> ConversationRecord:
     return {
         "lastAccessAt": None,
         "reference": None,
@@ -33,11 +77,22 @@ def new_record() -> dict[str, Any]:
     }
 
 
-def already_handled(record: dict[str, Any], activity: Activity) -> bool:
+async def load_record(records: StatePropertyAccessor, turn_context: TurnContext) -> ConversationRecord:
+    """This turn's record (a new one for a new conversation), typed: the state accessor returns an object."""
+    return cast(ConversationRecord, await records.get(turn_context, new_record))
+
+
+def stored_record(state: Mapping[str, Any] | None) -> ConversationRecord | None:
+    """The record in a conversation's stored state, if it holds one."""
+    record = (state or {}).get(RECORD_PROPERTY)
+    return cast(ConversationRecord, record) if isinstance(record, dict) else None
+
+
+def already_handled(record: ConversationRecord, activity: Activity) -> bool:
     return bool(activity.id) and activity.id in record["recentActivityIds"]
 
 
-def remember_activity(record: dict[str, Any], activity: Activity, now: float) -> None:
+def remember_activity(record: ConversationRecord, activity: Activity, now: float) -> None:
     """Record the turn: last access, the reference for proactive messages, the activity id."""
     from botbuilder.core import TurnContext
 
@@ -45,13 +100,14 @@ def remember_activity(record: dict[str, Any], activity: Activity, now: float) ->
     if activity.type == "message" or not record["reference"]:
         # The user's messages address proactive replies; a channel's event (a handoff.status sent
         # on an agent's behalf, say) must not redirect them to its sender.
-        record["reference"] = TurnContext.get_conversation_reference(activity).serialize()
+        reference: Reference = TurnContext.get_conversation_reference(activity).serialize()
+        record["reference"] = reference
     if activity.id:
         ids = [*record["recentActivityIds"], activity.id]
         record["recentActivityIds"] = ids[-RECENT_ACTIVITY_IDS:]
 
 
-def clear_conversation(state: MutableMapping[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+def clear_conversation(state: MutableMapping[str, Any], record: ConversationRecord) -> ConversationRecord:
     """Forget the conversation's dialogs and bookkeeping in place, keeping only `record`."""
     for name in CONVERSATION_PROPERTIES:
         state.pop(name, None)
@@ -59,7 +115,7 @@ def clear_conversation(state: MutableMapping[str, Any], record: dict[str, Any]) 
     return record
 
 
-def start_over(state: MutableMapping[str, Any]) -> dict[str, Any]:
+def start_over(state: MutableMapping[str, Any]) -> ConversationRecord:
     """A fresh start for the next turn of an expired conversation; returns its new record."""
     return clear_conversation(state, new_record())
 
@@ -67,5 +123,6 @@ def start_over(state: MutableMapping[str, Any]) -> dict[str, Any]:
 def close(state: MutableMapping[str, Any], now: float) -> None:
     """Close an idle conversation (the sweeper): only a marker survives, so the next turn says
     "Welcome back!"; nothing is left to sweep, and storage's time-to-live removes it."""
-    record = dict(state.get(RECORD_PROPERTY) or new_record())
-    clear_conversation(state, {**record, "expiredAt": now, "pendingOperation": None})
+    record = ConversationRecord(**(stored_record(state) or new_record()))
+    record["expiredAt"], record["pendingOperation"] = now, None
+    clear_conversation(state, record)

@@ -8,6 +8,7 @@ sees the protocol, so it does not depend on how turns are committed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from botbuilder.core import TurnContext
@@ -19,7 +20,7 @@ class DurableEffects(Protocol):
         ...
 
     def request_operation(
-        self, context: TurnContext, request: dict[str, Any], deadline: float, failure_reply: str
+        self, context: TurnContext, request: Mapping[str, Any], deadline: float, failure_reply: str
     ) -> None:
         """Send `request` to the worker once the turn's state is committed, retried until delivered or
         `deadline`; if the first attempt fails, the user is told `failure_reply`."""

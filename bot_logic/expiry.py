@@ -14,14 +14,22 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from bot_logic.conversation_record import DIALOG_STATE_PROPERTY, RECORD_PROPERTY, close
+from bot_logic.conversation_record import (
+    DIALOG_STATE_PROPERTY,
+    RECORD_PROPERTY,
+    ConversationRecord,
+    PendingOperation,
+    close,
+    new_record,
+    stored_record,
+)
 from bot_logic.handoff import active_handoff, fail_back_timed_out, timed_out, waiting_deadline
 from bot_logic.pending_operation import describe_duration, timeout_notice_once
 
 WELCOME_BACK_TEXT = "Welcome back! Let's start over from the beginning."
 
 
-def expires_at(record: Mapping[str, Any], expire_after_seconds: int) -> float | None:
+def expires_at(record: ConversationRecord, expire_after_seconds: int) -> float | None:
     """When the conversation may be expired: idle time elapsed and any operation's deadline passed."""
     last_access = record.get("lastAccessAt")
     if last_access is None or active_handoff(record):
@@ -35,7 +43,7 @@ def expires_at(record: Mapping[str, Any], expire_after_seconds: int) -> float | 
     return moment
 
 
-def is_expired(record: Mapping[str, Any], expire_after_seconds: int, now: float) -> bool:
+def is_expired(record: ConversationRecord, expire_after_seconds: int, now: float) -> bool:
     if record.get("expiredAt") is not None:  # closed by the sweeper
         return True
     moment = expires_at(record, expire_after_seconds)
@@ -49,11 +57,12 @@ class SweepTimes(NamedTuple):
 
 def sweep_times(state: Mapping[str, Any], expire_after_seconds: int) -> SweepTimes:
     """At an operation's deadline, to tell its user it timed out (once); else when the conversation expires."""
-    record = state.get(RECORD_PROPERTY) or {}
-    if record.get("expiredAt") is not None or record.get("lastAccessAt") is None:
+    record = stored_record(state)
+    if record is None or record.get("expiredAt") is not None or record.get("lastAccessAt") is None:
         return SweepTimes(None, None)  # already closed, or never used: nothing to sweep
     pending = record.get("pendingOperation")
     keep_until = pending["deadline"] if pending else None
+    sweep_at: float | None
     if pending and not pending.get("timeoutNotified"):
         sweep_at = pending["deadline"]
     else:
@@ -92,7 +101,7 @@ def sweep(state: MutableMapping[str, Any], now: float, policy: ExpiryPolicy) -> 
     due = sweep_times(state, policy.expire_after_seconds).sweep_at
     if due is None or due > now:
         return None
-    record = dict(state.get(RECORD_PROPERTY) or {})
+    record = ConversationRecord(**(stored_record(state) or new_record()))
     handoff_texts = []
     if timed_out(record, now):
         text, restart_dialog = fail_back_timed_out(record, policy.handoff_timeout_seconds)
@@ -100,11 +109,13 @@ def sweep(state: MutableMapping[str, Any], now: float, policy: ExpiryPolicy) -> 
         if restart_dialog:
             state.pop(DIALOG_STATE_PROPERTY, None)  # the next message starts the dialog afresh
     withdraw = bool(handoff_texts)
-    pending = dict(record["pendingOperation"]) if record.get("pendingOperation") else None
+    stored_pending = record.get("pendingOperation")
+    pending = PendingOperation(**stored_pending) if stored_pending else None
     overdue = pending is not None and not pending.get("timeoutNotified") and pending["deadline"] <= now
     timeout_notice = timeout_notice_once(pending) if pending and overdue else None
     if not is_expired(record, policy.expire_after_seconds, now):
-        state[RECORD_PROPERTY] = {**record, "pendingOperation": pending}
+        record["pendingOperation"] = pending
+        state[RECORD_PROPERTY] = record
         texts = [text for text in (*handoff_texts, timeout_notice) if text]
         return SweepDecision(expired=False, texts=texts, withdraw_handoff=withdraw)
     state[RECORD_PROPERTY] = record

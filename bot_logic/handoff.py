@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from bot_logic.conversation_record import ConversationRecord, Handoff
 from bot_logic.signing import is_signed_shape, sign, verified_payload
 
 if TYPE_CHECKING:  # botbuilder is slow to import; keep this module cheap
@@ -44,9 +45,9 @@ STATUS_EVENT = "handoff.status"
 TRANSCRIPT_CONTENT_TYPE = "application/vnd.microsoft.activity.transcript"
 ACCEPTED, FAILED, COMPLETED = "accepted", "failed", "completed"
 WAITING = "waiting"
-HANDOFF_KEY = "handoff"  # in the conversation record
-MISUNDERSTOOD_KEY = "misunderstood"  # consecutive messages the bot did not understand
-OFFERED_KEY = "handoffOffered"  # the bot asked whether to bring in a person; the next message answers
+HANDOFF_KEY: Final = "handoff"  # in the conversation record
+MISUNDERSTOOD_KEY: Final = "misunderstood"  # consecutive messages the bot did not understand
+OFFERED_KEY: Final = "handoffOffered"  # the bot asked whether to bring in a person; the next message answers
 USER_ASKED = "the user asked for a person"
 NOT_UNDERSTOOD = "the bot did not understand the user {count} times in a row"
 TIMED_OUT_MESSAGE = "nobody accepted the handoff in time"
@@ -87,12 +88,12 @@ def asks_for_a_person(text: str | None) -> bool:
     return bool(text) and _REQUEST.match(" ".join((text or "").split())) is not None
 
 
-def active_handoff(record: Mapping[str, Any]) -> dict[str, Any] | None:
+def active_handoff(record: ConversationRecord) -> Handoff | None:
     handoff = record.get(HANDOFF_KEY)
     return handoff if isinstance(handoff, dict) else None
 
 
-def start_handoff(record: MutableMapping[str, Any], reason: str, now: float, timeout_seconds: int) -> str:
+def start_handoff(record: ConversationRecord, reason: str, now: float, timeout_seconds: int) -> str:
     """Start a waiting handoff; returns its fresh id (the handoffId the hub's statuses must name)."""
     handoff_id = uuid.uuid4().hex
     record[HANDOFF_KEY] = {
@@ -106,23 +107,23 @@ def start_handoff(record: MutableMapping[str, Any], reason: str, now: float, tim
     return handoff_id
 
 
-def waiting_deadline(record: Mapping[str, Any]) -> float | None:
+def waiting_deadline(record: ConversationRecord) -> float | None:
     """When a waiting handoff is failed back (the sweeper indexes it); None if none waits."""
     handoff = active_handoff(record)
     return handoff["deadline"] if handoff and handoff["state"] == WAITING else None
 
 
-def timed_out(record: Mapping[str, Any], now: float) -> bool:
+def timed_out(record: ConversationRecord, now: float) -> bool:
     deadline = waiting_deadline(record)
     return deadline is not None and now >= deadline
 
 
-def end_handoff(record: MutableMapping[str, Any]) -> None:
+def end_handoff(record: ConversationRecord) -> None:
     record[HANDOFF_KEY] = None
     record[MISUNDERSTOOD_KEY] = 0
 
 
-def fail_back_timed_out(record: MutableMapping[str, Any], timeout_seconds: float) -> tuple[str, bool]:
+def fail_back_timed_out(record: ConversationRecord, timeout_seconds: float) -> tuple[str, bool]:
     """End a waiting handoff whose deadline passed (the next turn or the sweeper, whoever comes first):
     what to tell the user, and whether the dialog restarts (not while it waits for a running operation,
     whose result it must still tell)."""
@@ -136,22 +137,22 @@ def timed_out_text(timeout_seconds: float) -> str:
     return TIMED_OUT_TEXT.format(duration=describe_duration(timeout_seconds))
 
 
-def note_misunderstanding(record: MutableMapping[str, Any], limit: int) -> bool:
+def note_misunderstanding(record: ConversationRecord, limit: int) -> bool:
     """Count a message the bot did not understand; True when it is time to hand off (never if `limit` is 0)."""
     record[MISUNDERSTOOD_KEY] = int(record.get(MISUNDERSTOOD_KEY) or 0) + 1
     return 0 < limit <= record[MISUNDERSTOOD_KEY]
 
 
-def note_understood(record: MutableMapping[str, Any]) -> None:
+def note_understood(record: ConversationRecord) -> None:
     record[MISUNDERSTOOD_KEY] = 0
 
 
-def offer_handoff(record: MutableMapping[str, Any]) -> None:
+def offer_handoff(record: ConversationRecord) -> None:
     """The bot asked "Shall I bring in a person?": the next message answers it."""
     record[OFFERED_KEY] = True
 
 
-def answer_offer(record: MutableMapping[str, Any], answer: bool | None) -> bool | None:
+def answer_offer(record: ConversationRecord, answer: bool | None) -> bool | None:
     """The user's answer to an offered handoff: True (hand off), False (declined: the count starts again),
     None when no offer was open or the message was no answer (it is then taken as usual; the offer lapses)."""
     if not record.get(OFFERED_KEY):
@@ -209,7 +210,7 @@ def _optional_text(payload: Mapping[str, Any], name: str, limit: int) -> str | N
 
 
 def verified_status(
-    value: object, conversation_id: str, record: Mapping[str, Any], key: str, now: float
+    value: object, conversation_id: str, record: ConversationRecord, key: str, now: float
 ) -> tuple[HandoffStatus | None, str | None]:
     """The one rule for a handoff.status event: (status, None) when the bot acts on it, else (None, why not).
 

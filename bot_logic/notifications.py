@@ -11,7 +11,7 @@ class NotificationSubscriptions(Protocol):
         and as its conversation's reference."""
 
     async def subscribe(self, reference: dict[str, Any], topic: str) -> list[str]:
-        """Subscribe the reference's user to `topic` (normalised: stripped, lower-case); the user's topics now.
+        """Subscribe the reference's user to `topic` (notification_rules.normalise_topic's); the user's topics now.
         Raises ValueError, saying why in words for the user, for a topic it will not take."""
 
     async def stop_notifications(self, reference: dict[str, Any]) -> list[str]:

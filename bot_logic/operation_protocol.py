@@ -21,9 +21,44 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
-from bot_logic.signing import sign, verified_payload  # noqa: F401 - sign: the worker signs through this module
+from bot_logic.signing import sign as sign  # re-exported: the worker signs through this module
+from bot_logic.signing import verified_payload
+
+if TYPE_CHECKING:
+    from bot_logic.conversation_record import PendingOperation, Reference
+
+
+class OperationRequest(TypedDict):
+    """The queue message that asks the worker for an operation."""
+
+    operationId: str
+    operation: str  # its name (operations/registry.py)
+    parameters: dict[str, Any]
+    conversation: Reference  # where the result goes (checked against the stored one on arrival)
+    deadline: float  # seconds since the epoch
+    traceparent: NotRequired[str]
+
+
+class OperationEvent(TypedDict):
+    """What every event the worker posts carries, and the signature covers."""
+
+    event: str  # RESULT_EVENT or PROGRESS_EVENT
+    operationId: str
+    operation: str
+    conversation: Reference
+    expiresAt: float  # the request's deadline: an event is refused after it
+
+
+class ResultPayload(OperationEvent):
+    outcome: str  # SUCCEEDED or FAILED
+    text: str  # what the user is told
+
+
+class ProgressPayload(OperationEvent):
+    percent: int
+
 
 # The worker's Direct Line identity; the bot keeps no state for the worker's own conversations.
 WORKER_ID = "operations-worker"
@@ -39,7 +74,7 @@ FAILED = "failed"
 # --- the queue message -------------------------------------------------------------------
 
 
-def operation_request(pending: dict[str, Any]) -> dict[str, Any]:
+def operation_request(pending: PendingOperation) -> OperationRequest:
     """The queue message for a pending operation. It carries the conversation's reference so the
     result event can name the conversation, but the bot tells the result only where the reference
     stored with the pending operation points (see `reply_address_matches`)."""
@@ -77,7 +112,7 @@ class MalformedRequest(ValueError):
     """A queue message that is not an operation request; the reason is in the message."""
 
 
-def parse_operation_request(raw: bytes) -> dict[str, Any]:
+def parse_operation_request(raw: bytes) -> OperationRequest:
     try:
         request = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
@@ -92,7 +127,7 @@ def parse_operation_request(raw: bytes) -> dict[str, Any]:
         raise MalformedRequest("field 'conversation' is not a conversation reference")
     if not isinstance(request.get("parameters", {}), dict):
         raise MalformedRequest("field 'parameters' is not an object")
-    return request
+    return cast(OperationRequest, request)
 
 
 # --- trace context ------------------------------------------------------------------------
@@ -125,7 +160,7 @@ def trace_attributes(request: Mapping[str, Any]) -> dict[str, str]:
 # --- the events back -----------------------------------------------------------------------
 
 
-def _signed_fields(event: str, request: dict[str, Any]) -> dict[str, Any]:
+def _signed_fields(event: str, request: OperationRequest) -> OperationEvent:
     """What every event the worker posts carries, and the signature covers."""
     return {
         "event": event,
@@ -136,11 +171,11 @@ def _signed_fields(event: str, request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def result_payload(request: dict[str, Any], outcome: str, text: str) -> dict[str, Any]:
+def result_payload(request: OperationRequest, outcome: str, text: str) -> ResultPayload:
     return {**_signed_fields(RESULT_EVENT, request), "outcome": outcome, "text": text}
 
 
-def progress_payload(request: dict[str, Any], percent: int) -> dict[str, Any]:
+def progress_payload(request: OperationRequest, percent: int) -> ProgressPayload:
     return {**_signed_fields(PROGRESS_EVENT, request), "percent": percent}
 
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bot_logic.pending_operation import describe_duration
+
+if TYPE_CHECKING:  # botbuilder is slow to import; keep this module cheap
+    from botbuilder.core import StatePropertyAccessor, TurnContext
 
 QUOTA_PROPERTY = "OperationQuota"  # in user state
 HOUR_SECONDS = 3600
@@ -36,6 +39,11 @@ HOURLY_LIMIT_TEXT = (
 
 def new_usage() -> dict[str, Any]:
     return {"running": {}, "starts": []}
+
+
+async def load_usage(accessor: StatePropertyAccessor, context: TurnContext) -> dict[str, Any]:
+    """This user's usage (a new one for a new user), typed: the state accessor returns an object."""
+    return cast(dict[str, Any], await accessor.get(context, new_usage))
 
 
 def _pruned(usage: MutableMapping[str, Any], now: float) -> MutableMapping[str, Any]:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot_logic.conversation_record import PendingOperation, Reference
 
 
 def start_pending(
-    name: str, parameters: dict[str, int], now: float, timeout_seconds: int, reference: dict[str, Any]
-) -> dict[str, Any]:
+    name: str, parameters: dict[str, int], now: float, timeout_seconds: int, reference: Reference
+) -> PendingOperation:
     """`reference`: the conversation's own, stored with the operation; its result is told there and
     nowhere else (bot_logic/turn_routing.py compares the address a result event carries with it)."""
     return {
@@ -55,7 +58,7 @@ def still_waiting(conversation_state: Mapping[str, Any] | None, operation_id: st
 PROGRESS_MESSAGE_GAP_INTERVALS = 3
 
 
-def progress_message_due(pending: dict[str, Any], now: float, limit: int, gap_seconds: float) -> bool:
+def progress_message_due(pending: PendingOperation, now: float, limit: int, gap_seconds: float) -> bool:
     """Whether a progress event becomes a message (and count it): at most `limit` per operation, none
     sooner than `gap_seconds` after the start or the previous one; otherwise typing."""
     told = int(pending.get("progressTold") or 0)
@@ -66,7 +69,7 @@ def progress_message_due(pending: dict[str, Any], now: float, limit: int, gap_se
     return True
 
 
-def progress_text(pending: dict[str, Any], percent: object) -> str:
+def progress_text(pending: PendingOperation, percent: object) -> str:
     done = percent if isinstance(percent, int) and 0 <= percent <= 100 else 0
     return f"Still working on the {pending['name']}: {done}% done."
 
@@ -79,7 +82,7 @@ def describe_duration(seconds: float) -> str:
     return f"{minutes} min {rest} s" if rest else f"{minutes} min"
 
 
-def timeout_notice_once(pending: dict[str, Any]) -> str | None:
+def timeout_notice_once(pending: PendingOperation) -> str | None:
     """Tell the user once that an operation timed out: the notice the first time, None after.
 
     Whoever notices first (the sweeper at the deadline, the next turn, the waiting dialog)

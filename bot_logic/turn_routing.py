@@ -17,8 +17,8 @@ from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.core.conversation_reference_extension import get_continuation_activity
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference
 
-from bot_logic.clock import Clock
 from bot_logic.operation_protocol import OPERATION_EVENTS, WORKER_ID, trusted_payload
+from services.clock import Clock
 
 logger = logging.getLogger(__name__)
 
@@ -81,4 +81,4 @@ class TurnRouter:
         # for the transcript and anyone reading it.
         continuation.channel_data = {"postedBy": WORKER_ID}
         claims = self.adapter.create_claims_identity(self.bot_app_id)
-        await self.adapter.process_proactive(claims, continuation, None, self.run_turn)
+        await self.adapter.process_proactive(claims, continuation, None, self.run_turn)  # type: ignore[arg-type]  # the SDK's own default audience

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from botbuilder.core import StatePropertyAccessor, TurnContext
 
@@ -11,7 +11,7 @@ MENU_SEEN = "menuSeen"  # the user has seen the full menu once; later prompts ar
 
 
 async def get_profile(accessor: StatePropertyAccessor, context: TurnContext) -> dict[str, Any]:
-    return await accessor.get(context, dict)
+    return cast(dict[str, Any], await accessor.get(context, dict))
 
 
 def display_name(profile: dict[str, Any]) -> str | None:

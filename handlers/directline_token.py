@@ -70,7 +70,7 @@ class DirectLineTokenDependencies:
 class _Refused(Exception):
     """The request is refused with a 4xx; the message names what is wrong."""
 
-    def __init__(self, message: str, status: int = 400, code: str = "invalid_request") -> None:
+    def __init__(self, message: str, status: int = 400, code: str = "BadRequest") -> None:
         super().__init__(message)
         self.response = error(status, code, message)
 
@@ -116,9 +116,9 @@ def _proves(key: bytes, user_id: str, given_proof: str) -> bool:
 
 async def handle_directline_token(request: HttpRequestData, deps: DirectLineTokenDependencies) -> HttpResponseData:
     if request.method.upper() != "POST":
-        return error(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
+        return error(405, "MethodNotAllowed", "Use POST.", {"Allow": "POST"})
     if len(request.body) > MAX_BODY_BYTES:
-        return error(413, "body_too_large", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
+        return error(413, "PayloadTooLarge", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
     try:
         returning = _returning_user(request)
     except _Refused as refused:
@@ -131,7 +131,7 @@ async def handle_directline_token(request: HttpRequestData, deps: DirectLineToke
             logger.warning("directline token: refused a user proof that does not match its user id")
             return error(
                 403,
-                "invalid_user_proof",
+                "InvalidUserProof",
                 "This userProof was not issued for this userId. Call again without a body for a new user.",
             )
     try:
@@ -140,7 +140,7 @@ async def handle_directline_token(request: HttpRequestData, deps: DirectLineToke
         logger.warning("directline token: Direct Line did not issue a token: %s", failure or type(failure).__name__)
         return error(
             503,
-            "directline_unavailable",
+            "DirectLineUnavailable",
             "The chat service cannot start a conversation right now. Try again in a few seconds.",
             {"Retry-After": str(RETRY_AFTER_SECONDS), **NO_STORE},
         )

@@ -10,8 +10,9 @@ Two handlers:
   delivery message is sent to its user's latest conversation (or to the conversation it names),
   at the configured rate, and recorded per conversation so that a redelivered message has effect once.
 
-Message format (HTTP body and queue message alike), exactly one target and no other field
-(handlers/notification_schema.py):
+Message format (HTTP body and queue message alike), exactly one target and no other field; the rules
+(schema, topics, whether and when a delivery goes) are bot_logic/notification_rules.py, this module
+does the reading, queueing and sending:
 
     {"id"?: "<idempotency key>", "text": "...", "userId" | "conversationId" | "topic": "..."}
 
@@ -37,21 +38,29 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from handlers.http_types import HttpRequestData, HttpResponseData, error
-from handlers.notification_schema import (
-    MAX_TRANSIENT_FAILURES,
+from bot_logic.notification_rules import (
+    CONVERSATION,
+    TOPIC,
+    USER,
     InvalidNotification,
     Notification,
+    ParsedMessage,
+    SealedEnvelope,
+    after_failed_send,
     caller_notification,
     delivery_id,
-    parse_body,
+    in_flight_delay,
     queue_message,
+    refusal_for_user,
     seal,
+    topic_delivery,
+    waits_on_queue,
 )
+from handlers.http_types import BadJson, HttpRequestData, HttpResponseData, error, parse_json
 from services.channel.channel_errors import is_permanent, retry_after_of
 from services.channel.rate_limiter import RateLimiter
 from services.notifications.conversation_references import DEFAULT_CLAIM_SECONDS, DeliveryClaim, UserReach
@@ -59,8 +68,6 @@ from services.notifications.conversation_references import DEFAULT_CLAIM_SECONDS
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 64 * 1024
-FIRST_FAILURE_BACKOFF_SECONDS = 5.0
-MAX_FAILURE_BACKOFF_SECONDS = 900.0
 STORE_RETRY_AFTER_SECONDS = 5
 
 # What handle_external_event did with a message.
@@ -143,7 +150,7 @@ class ExternalEventDependencies:
     send: Callable[[dict[str, Any], str], Awaitable[None]]  # (reference, text): the proactive send
     send_to_poison: Callable[[bytes], Awaitable[None]]
     limiter: RateLimiter  # one per process: shared by every delivery of this process
-    envelope_key: bytes  # notification_schema.envelope_key(OperationSigningKey): seals the app's own messages
+    envelope_key: bytes  # notification_rules.envelope_key(OperationSigningKey): seals the app's own messages
     clock: Callable[[], float] = time.time  # wall clock: claims' leases, HTTP-date Retry-After
     max_in_process_wait: float = 10.0  # a Retry-After up to this is waited out in process
     max_send_attempts: int = 3  # sends of one message in process (each after a short 429)
@@ -158,7 +165,21 @@ class DeliveryFailed(Exception):
 # --- the queue ---------------------------------------------------------------------------------
 
 
-async def _enqueue(events: EventQueue, message: dict[str, Any], visibility_timeout: float | None = None) -> None:
+def parse_body(body: bytes) -> Any:
+    try:
+        return parse_json(body)
+    except BadJson as problem:
+        raise InvalidNotification(f"the body is not valid JSON: {problem}") from None
+
+
+def parse_queue_message(body: bytes, key: bytes) -> ParsedMessage:
+    """A message from the external-events queue: a caller's notification or the app's sealed envelope."""
+    return queue_message(parse_body(body), key)
+
+
+async def _enqueue(
+    events: EventQueue, message: Mapping[str, Any] | SealedEnvelope, visibility_timeout: float | None = None
+) -> None:
     # Not ASCII-escaped: 4000 characters of emoji stay within a queue message's 64 KB after base64.
     await events.send_raw(json.dumps(message, ensure_ascii=False), visibility_timeout)
 
@@ -173,33 +194,33 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
     offending fields; 404 for an unknown user or conversation; 503 when the conversation store or
     the queue is unavailable (nothing was accepted: try again)."""
     if request.method.upper() != "POST":
-        return error(405, "method_not_allowed", "Use POST.", {"Allow": "POST"})
+        return error(405, "MethodNotAllowed", "Use POST.", {"Allow": "POST"})
     if len(request.body) > MAX_BODY_BYTES:
-        return error(413, "body_too_large", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
+        return error(413, "PayloadTooLarge", f"The body is {len(request.body)} bytes; at most {MAX_BODY_BYTES}.")
     try:
         notification = caller_notification(parse_body(request.body))
     except InvalidNotification as problem:
-        refused = error(400, "invalid_notification", f"Invalid notification: {problem}.")
+        refused = error(400, "InvalidNotification", f"Invalid notification: {problem}.")
         if problem.fields:
             refused.body["error"]["fields"] = list(problem.fields)
         return refused
     notification_id = notification.id or deps.new_id()
     accepted: dict[str, Any] = {"id": notification_id, "status": "accepted"}
     try:
-        if notification.target == "userId":
+        if notification.target == USER:
             reach = await deps.references.user_reach(notification.value)
             if reach is None:
                 return error(
                     404,
-                    "unknown_user",
+                    "UnknownUser",
                     f"No conversation is known for user {notification.value!r}: they have not talked to the bot yet.",
                 )
-        elif notification.target == "conversationId":
+        elif notification.target == CONVERSATION:
             reach = await deps.references.conversation_reach(notification.value)
             if reach is None:
                 return error(
                     404,
-                    "unknown_conversation",
+                    "UnknownConversation",
                     f"No conversation {notification.value!r} is known: the bot has not talked in it, "
                     "or it has been idle too long.",
                 )
@@ -210,7 +231,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
         logger.warning("notify %s: the conversation store could not be read", notification_id, exc_info=True)
         return error(
             503,
-            "store_unavailable",
+            "StoreUnavailable",
             "The bot cannot look up its conversations right now, so the notification was not accepted. "
             "Try again shortly.",
             {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
@@ -225,7 +246,7 @@ async def handle_notify_request(request: HttpRequestData, deps: NotifyDependenci
         logger.warning("notify %s: the external-events queue is unavailable", notification_id, exc_info=True)
         return error(
             503,
-            "queue_unavailable",
+            "QueueUnavailable",
             "The notification queue is unavailable right now, so the notification was not accepted. Try again shortly.",
             {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)},
         )
@@ -240,7 +261,7 @@ async def handle_external_event(message: QueueMessage, deps: ExternalEventDepend
     """What happened to the message (POISONED, FANNED_OUT, DELIVERED, DUPLICATE, DROPPED, DEFERRED).
     Raises (DeliveryFailed, or the store's or queue's error) to have the queue deliver it again."""
     try:
-        notification = queue_message(message.body, deps.envelope_key).notification
+        notification = parse_queue_message(message.body, deps.envelope_key).notification
         notification_id = notification.id or message.id
         if not notification_id:
             raise InvalidNotification("it has no 'id' and the queue message has none either")
@@ -249,9 +270,8 @@ async def handle_external_event(message: QueueMessage, deps: ExternalEventDepend
         logger.warning("external event %s moved to the poison queue: %s", message.id, problem)
         await deps.send_to_poison(message.body)
         return POISONED
-    if notification.target == "topic":
-        return await _fan_out(notification, notification_id, deps)
-    return await _deliver(notification, notification_id, deps)
+    handle = _fan_out if notification.target == TOPIC else _deliver  # the kinds: a topic, or one recipient
+    return await handle(notification, notification_id, deps)
 
 
 async def _fan_out(notification: Notification, notification_id: str, deps: ExternalEventDependencies) -> str:
@@ -263,11 +283,7 @@ async def _fan_out(notification: Notification, notification_id: str, deps: Exter
     async def queue_batch() -> None:
         nonlocal queued
         messages = [
-            seal(
-                Notification(notification.text, "userId", user_id, via_topic=notification.value),
-                delivery_id(notification_id, user_id),
-                deps.envelope_key,
-            )
+            seal(topic_delivery(notification, user_id), delivery_id(notification_id, user_id), deps.envelope_key)
             for user_id in batch
         ]
         try:
@@ -291,18 +307,19 @@ async def _fan_out(notification: Notification, notification_id: str, deps: Exter
 
 async def _deliver(notification: Notification, notification_id: str, deps: ExternalEventDependencies) -> str:
     reference: dict[str, Any] | None = None
-    if notification.target == "userId":
+    if notification.target == USER:
         reach = await deps.references.user_reach(notification.value)
-        if reach is None:
+        refusal = refusal_for_user(notification, reach)
+        if refusal == "unknown user":
             # Retrying cannot help (they may never talk to the bot): log it and let the message go.
             logger.warning("notification %s dropped: no conversation is known for its user", notification_id)
             return DROPPED
-        if notification.via_topic is not None:
-            if notification.via_topic not in reach.topics:
-                logger.info("notification %s dropped: its user no longer follows its topic", notification_id)
-                return DROPPED
-        elif reach.direct_notices_off:
+        if refusal == "no longer follows the topic":
+            logger.info("notification %s dropped: its user no longer follows its topic", notification_id)
+            return DROPPED
+        if refusal == "opted out":
             return _opted_out(notification_id)
+        assert reach is not None
         reference = reach.reference
         conversation_id = reference["conversation"]["id"]
     else:
@@ -321,11 +338,11 @@ async def _deliver(notification: Notification, notification_id: str, deps: Exter
         logger.info("notification %s was delivered to %s before: skipped", notification_id, conversation_id)
         return DUPLICATE
     if claim.status == "in-flight":
-        busy_for = (claim.busy_until or 0) - deps.clock() + 1
+        busy_for = in_flight_delay(claim.busy_until, deps.clock())
         return await _defer(notification, notification_id, deps, busy_for, "another process is sending it")
 
     assert claim.reference is not None
-    if notification.target == "conversationId" and await _user_opted_out(claim.reference, deps):
+    if notification.target == CONVERSATION and await _user_opted_out(claim.reference, deps):
         await _release(claim, deps)
         return _opted_out(notification_id)
     for attempt in range(1, deps.max_send_attempts + 1):
@@ -336,17 +353,15 @@ async def _deliver(notification: Notification, notification_id: str, deps: Exter
             retry_after = retry_after_of(failure, deps.clock)
             if retry_after is None:
                 await _release(claim, deps)
-                if is_permanent(failure) or notification.failures >= MAX_TRANSIENT_FAILURES:
-                    # The queue's own retries, then its poison queue, where an operator can look.
+                after = after_failed_send(notification, is_permanent(failure))
+                if after.notification is None:
                     raise DeliveryFailed(
                         f"notification {notification_id} to conversation {conversation_id}: {failure}"
                     ) from failure
-                # A channel outage: wait on the queue, backing off, rather than burn the queue's few retries.
-                later = replace(notification, failures=notification.failures + 1)
-                backoff = min(MAX_FAILURE_BACKOFF_SECONDS, FIRST_FAILURE_BACKOFF_SECONDS * 2**notification.failures)
-                return await _defer(later, notification_id, deps, backoff, f"the send failed ({failure})")
+                why = f"the send failed ({failure})"
+                return await _defer(after.notification, notification_id, deps, after.delay, why)
             deps.limiter.pause(retry_after)  # every send of this process waits, not only this one
-            if retry_after > deps.max_in_process_wait or attempt == deps.max_send_attempts:
+            if waits_on_queue(retry_after, attempt, deps.max_send_attempts, deps.max_in_process_wait):
                 await _release(claim, deps)
                 return await _defer(notification, notification_id, deps, retry_after, "the channel answered 429")
             logger.info(

@@ -12,7 +12,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot_logic.clock import Clock, system_clock
 from bot_logic.conversation_record import state_key
 from bot_logic.operation_protocol import (
     FAILED,
@@ -21,6 +20,7 @@ from bot_logic.operation_protocol import (
     SUCCEEDED,
     WORKER_ID,
     MalformedRequest,
+    OperationRequest,
     carried_traceparent,
     parse_operation_request,
     progress_payload,
@@ -33,6 +33,7 @@ from bot_logic.pending_operation import still_waiting
 from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
 from services.channel.directline_client import DirectLineClient, DirectLineError
+from services.clock import Clock, system_clock
 from services.telemetry import OUTCOME, Tracing
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class OperationNoLongerWanted(Exception):
     """The conversation stopped waiting (cancel, expiry, timeout): the work stops, nothing is posted."""
 
 
-async def _still_wanted(request: dict[str, Any], deps: WorkerDependencies) -> bool:
+async def _still_wanted(request: OperationRequest, deps: WorkerDependencies) -> bool:
     """Whether the conversation still waits for this operation. When its state cannot be read now, the
     work goes on: a passing storage problem must not cost a user the result they wait for."""
     if deps.read_conversation is None:
@@ -163,7 +164,7 @@ class _ResultChannel:
         client: DirectLineClient,
         conversation: WorkerConversation,
         tracing: Tracing,
-        request: dict[str, Any],
+        request: OperationRequest,
         threads: Executor,
     ) -> None:
         self._client = client
@@ -228,7 +229,7 @@ async def handle_operation_message(
         return outcome
 
 
-async def _run(request: dict[str, Any], message: QueueMessageData, deps: WorkerDependencies) -> str:
+async def _run(request: OperationRequest, message: QueueMessageData, deps: WorkerDependencies) -> str:
     operation_id = request["operationId"]
     if deps.clock() >= request["deadline"]:
         # The bot has told (or will tell) the user it timed out; its result would be refused.
@@ -294,7 +295,7 @@ class _ProgressRelay:
     and skipped while the previous post is still on its way.
     """
 
-    def __init__(self, channel: _ResultChannel, request: dict[str, Any], deps: WorkerDependencies) -> None:
+    def __init__(self, channel: _ResultChannel, request: OperationRequest, deps: WorkerDependencies) -> None:
         self._channel = channel
         self._request = request
         self._deps = deps

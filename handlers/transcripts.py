@@ -36,7 +36,12 @@ from typing import Protocol
 from urllib.parse import quote, urlencode
 
 from handlers.http_types import HttpResponseData, error
-from services.transcripts.recorder import CleanupReport, Clock, TranscriptPage, TranscriptStoreUnavailableError
+from services.clock import Clock
+from services.transcripts.recorder import (
+    CleanupReport,
+    TranscriptPage,
+    TranscriptStoreUnavailableError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ _ROW_KEY = re.compile(r"^\d{15}-[^\x00-\x1f]{1,1100}$")  # services/transcripts/
 MAX_TOKEN_LENGTH = 2000
 
 
-class TranscriptReader(Protocol):
+class TranscriptPageReader(Protocol):
     async def read_page(
         self, conversation_id: str, page_size: int, *, after_row_key: str | None = None, max_bytes: int | None = None
     ) -> TranscriptPage: ...
@@ -63,7 +68,7 @@ class TranscriptCleaner(Protocol):
 
 @dataclass
 class TranscriptReadDependencies:
-    store: TranscriptReader  # TableTranscriptStore
+    store: TranscriptPageReader  # TableTranscriptStore
     enabled: bool  # TranscriptsEnabled
     retention_days: int  # TranscriptRetentionDays, for the 404's explanation
 

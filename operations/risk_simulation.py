@@ -62,7 +62,7 @@ def iter_loss_chunks(seed: int, days: int, paths: int) -> Iterator[list[float]]:
     rng = random.Random(seed)
     gauss, exp, total = rng.gauss, math.exp, PORTFOLIO_VALUE
     for first in range(0, paths, CHUNK):
-        losses = []
+        losses: list[float] = []
         append = losses.append
         for _ in range(min(CHUNK, paths - first)):
             z0, z1, z2, z3 = gauss(), gauss(), gauss(), gauss()

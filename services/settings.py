@@ -17,6 +17,11 @@ from urllib.parse import urlparse
 T = TypeVar("T")
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
+# The expiry notice's default (ExpiryNoticeText); the sample, the template and the README's settings
+# table spell it too (tests/deploy/test_settings_consistency.py compares them).
+DEFAULT_EXPIRY_NOTICE_TEXT = (
+    "This conversation was closed after {duration} without activity. Send anything to start again."
+)
 
 
 class SettingsError(ValueError):
@@ -407,7 +412,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         expiry_notice_text=_parsed(
             env,
             "ExpiryNoticeText",
-            "This conversation was closed after {duration} without activity. Send anything to start again.",
+            DEFAULT_EXPIRY_NOTICE_TEXT,
             _notice_template,
             "text whose only placeholders are {minutes} and {duration}",
         ),

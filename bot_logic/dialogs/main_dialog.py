@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from botbuilder.core import MessageFactory, StatePropertyAccessor, TurnContext
 from botbuilder.dialogs import (
@@ -15,13 +15,12 @@ from botbuilder.dialogs import (
     WaterfallDialog,
     WaterfallStepContext,
 )
-from botbuilder.dialogs.choices import Choice, ListStyle
+from botbuilder.dialogs.choices import Choice, FoundChoice, ListStyle
 from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, PromptValidatorContext, TextPrompt
 from botbuilder.schema import ActionTypes, CardAction
 
-from bot_logic.clock import Clock
 from bot_logic.commands import CANCEL, HELP, MENU, command_in, yes_or_no
-from bot_logic.conversation_record import new_record
+from bot_logic.conversation_record import ConversationRecord, PendingOperation, load_record
 from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog, with_cancel_button
 from bot_logic.effects import DurableEffects
 from bot_logic.handoff import (
@@ -33,10 +32,11 @@ from bot_logic.handoff import (
     offer_handoff,
 )
 from bot_logic.operation_protocol import operation_request
-from bot_logic.operation_quota import OperationQuota, new_usage, record_end, record_start
+from bot_logic.operation_quota import OperationQuota, load_usage, record_end, record_start
 from bot_logic.pending_operation import describe_duration, result_reply, start_pending, timeout_notice_once
 from bot_logic.user_profile import MENU_SEEN, display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
+from services.clock import Clock
 
 NAME_PROMPT = "What's your name?"
 NAME_RETRY_PROMPT = "Hello to you too! What name shall I call you?"
@@ -132,7 +132,7 @@ class MainDialog(ComponentDialog):
         self._clock = clock
         self._timeout = operation_timeout_seconds
         self.add_dialog(TextPrompt("name_prompt", _is_a_name))
-        self.add_dialog(ChoicePrompt("operation_prompt", self._understood))
+        self.add_dialog(ChoicePrompt("operation_prompt", self._understood))  # type: ignore[arg-type]  # awaited by the SDK
         self.add_dialog(WaitForOperationDialog(records, clock))
         self.add_dialog(
             WaterfallDialog(
@@ -140,7 +140,7 @@ class MainDialog(ComponentDialog):
                 [self._ask_name, self._remember_name, self._offer_operations, self._start_operation, self._tell_result],
             )
         )
-        self.initial_dialog_id = WATERFALL
+        self.initial_dialog_id = WATERFALL  # type: ignore[assignment]  # the SDK declares it None
 
     async def on_continue_dialog(self, inner_dc: DialogContext) -> DialogTurnResult:
         """Commands at any prompt, and the answer to "Shall I bring in a person?", before the prompt sees them."""
@@ -148,7 +148,7 @@ class MainDialog(ComponentDialog):
         if context.activity.type != "message":
             return await super().on_continue_dialog(inner_dc)
         text = context.activity.text
-        record = await self._records.get(context, new_record)
+        record = await load_record(self._records, context)
         offered = answer_offer(record, yes_or_no(text))
         if offered is True:
             await self._hand_off(context, NOT_UNDERSTOOD.format(count=self._misunderstandings_limit))
@@ -176,20 +176,20 @@ class MainDialog(ComponentDialog):
             return Dialog.end_of_turn
         return await super().on_continue_dialog(inner_dc)
 
-    async def _stop_pending(self, context: TurnContext, record: dict[str, Any]) -> None:
+    async def _stop_pending(self, context: TurnContext, record: ConversationRecord) -> None:
         """Stop the running operation, if any (its worker stops at its next check)."""
         pending = record.get("pendingOperation")
         if not pending:
             return
         record["pendingOperation"] = None
-        record_end(await self._quota_usage.get(context, new_usage), pending["id"])
+        record_end(await load_usage(self._quota_usage, context), pending["id"])
         await context.send_activity(f"Stopped the {pending['name']}.")
 
     async def _understood(self, prompt: PromptValidatorContext) -> bool:
         """A choice not understood is said so, with what the bot expects; after N in a row
         (HandoffAfterMisunderstandings) the bot offers a person instead (the offer stands in for the
         re-prompt: a prompt re-asks only if nothing was said)."""
-        record = await self._records.get(prompt.context, new_record)
+        record = await load_record(self._records, prompt.context)
         if prompt.recognized.succeeded:
             note_understood(record)
             return True
@@ -241,19 +241,21 @@ class MainDialog(ComponentDialog):
         )
 
     async def _start_operation(self, step: WaterfallStepContext) -> DialogTurnResult:
-        operation: Operation = next(op for op in all_operations() if op.name == step.result.value)
+        choice = cast(FoundChoice, step.result)
+        operation: Operation = next(op for op in all_operations() if op.name == choice.value)
         try:
             parameters = resolve_parameters(operation, parameters_in(step.context.activity.text or ""))
         except InvalidParameters as error:
             await step.context.send_activity(f"I can't run the {operation.name} like that: {error}")
             return await step.replace_dialog(WATERFALL)
-        usage = await self._quota_usage.get(step.context, new_usage)
+        usage = await load_usage(self._quota_usage, step.context)
         now = self._clock()
         refusal = self._quota.refusal(usage, now)
         if refusal:
             await step.context.send_activity(refusal)
             return await step.replace_dialog(WATERFALL)
-        record = await self._records.get(step.context, new_record)
+        record = await load_record(self._records, step.context)
+        assert record["reference"] is not None  # remembered at the start of every turn
         pending = start_pending(operation.name, parameters, now, self._timeout, record["reference"])
         record_start(usage, pending["id"], pending["deadline"], now)
         record["pendingOperation"] = pending
@@ -273,14 +275,14 @@ class MainDialog(ComponentDialog):
         return await step.begin_dialog(WaitForOperationDialog.__name__)
 
     async def _tell_result(self, step: WaterfallStepContext) -> DialogTurnResult:
-        result: dict[str, Any] = step.result or {}
+        result = cast(dict[str, Any], step.result or {})
         name = result.get("name", "operation")
         outcome = result.get("outcome")
         if isinstance(result.get("operationId"), str):
-            record_end(await self._quota_usage.get(step.context, new_usage), result["operationId"])
+            record_end(await load_usage(self._quota_usage, step.context), result["operationId"])
         # A result or failure must reach the user: durable replies, kept until delivered.
         if outcome == TIMED_OUT:
-            notice = timeout_notice_once(result)
+            notice = timeout_notice_once(cast(PendingOperation, result))  # the pending operation, with outcome
             if notice:
                 await step.context.send_activity(notice)
         elif outcome == CANCELLED:

@@ -3,17 +3,15 @@ the user cancels, or the deadline passes."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from botbuilder.core import MessageFactory, StatePropertyAccessor
 from botbuilder.dialogs import Dialog, DialogContext, DialogTurnResult
 from botbuilder.schema import ActionTypes, Activity, ActivityTypes, CardAction
 
-from bot_logic.clock import Clock
 from bot_logic.commands import CANCEL, command_in
-from bot_logic.conversation_record import new_record
+from bot_logic.conversation_record import load_record
 from bot_logic.operation_protocol import RESULT_EVENT
 from bot_logic.pending_operation import describe_duration
+from services.clock import Clock
 
 TIMED_OUT = "timed_out"
 _CANCEL_BUTTON = CardAction(type=ActionTypes.im_back, title="Cancel", value="cancel")
@@ -37,8 +35,8 @@ class WaitForOperationDialog(Dialog):
     async def continue_dialog(self, dialog_context: DialogContext) -> DialogTurnResult:
         context = dialog_context.context
         activity = context.activity
-        record = await self._records.get(context, new_record)
-        pending: dict[str, Any] | None = record.get("pendingOperation")
+        record = await load_record(self._records, context)
+        pending = record.get("pendingOperation")
         if pending is None:  # cleared elsewhere (e.g. expiry); nothing to wait for
             return await dialog_context.end_dialog({"outcome": CANCELLED, "name": "operation"})
 

@@ -103,8 +103,8 @@ class DirectLineClient:
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         asked = _retry_after_seconds(retry_after)
         if asked is not None:  # never sooner than asked, unless that is past max_delay (the queue's time runs too)
-            return min(self._max_delay, asked)
-        return min(self._max_delay, self._base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            return float(min(self._max_delay, asked))
+        return float(min(self._max_delay, self._base_delay * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0))
 
     def start_conversation(self) -> tuple[str, str]:
         """A new conversation; returns (conversation id, its token)."""

@@ -23,7 +23,6 @@ Cosmos DB applies atomically, so it never erases topics or delivered ids written
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -38,10 +37,12 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 
+from services.state.cosmos import TRANSIENT_STATUSES, escape_id
+from services.unavailable import ServiceUnavailable
+
 logger = logging.getLogger(__name__)
 
-MAX_TOPIC_LENGTH = 100
-MAX_TOPICS_PER_USER = 50
+MAX_TOPICS_PER_USER = 50  # a user document's size stays small
 MAX_DELIVERED_IDS = 100  # per conversation: enough to catch a redelivery, small enough to rewrite
 DEFAULT_CLAIM_SECONDS = 120.0
 # How long this process trusts that what it wrote for a user is still what Cosmos DB holds.
@@ -54,9 +55,6 @@ DEFAULT_CACHE_SIZE = 10_000
 REMEMBER_TIMEOUT_SECONDS = 3.0
 
 _MAX_RACES = 5  # conditional writes tried before giving up (each loser re-reads)
-# Throttled (429, 449 retry-with), timed out (408) or unavailable (5xx): left after the SDK's retries.
-_UNAVAILABLE = {408, 429, 449, 500, 502, 503, 504}
-_MAX_ID_LENGTH = 255
 USER_PREFIX = "user-"
 CONVERSATION_PREFIX = "conversation-"
 
@@ -69,28 +67,17 @@ ClaimStatus = Literal["claimed", "delivered", "in-flight", "unknown"]
 DIRECT_NOTICES_OFF = "directNoticesOff"
 
 
-class ReferencesUnavailable(ConnectionError):
+class ReferencesUnavailable(ServiceUnavailable):
     """Cosmos DB did not serve the request now (throttled, unavailable, timed out, or every
-    conditional write lost its race). Worth trying again shortly. A ConnectionError, so bot
-    logic can catch it without importing services."""
+    conditional write lost its race)."""
 
 
-class InvalidTopic(ValueError):
-    """A topic that is empty, too long, or one too many for the user; the message says which."""
+class TooManyTopics(ValueError):
+    """The user follows MAX_TOPICS_PER_USER topics already; the message says so."""
 
 
 class InvalidReference(ValueError):
     """Not a serialised ConversationReference with user and conversation ids."""
-
-
-def escape_id(key: str) -> str:
-    """`key` as a valid Cosmos DB id: / \\ ? # (forbidden) and * (the escape character) and control
-    characters become *xx; too long, it keeps its start and gets a digest of the whole."""
-    escaped = "".join(f"*{ord(ch):02x}" if ch in "/\\?#*" or ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in key)
-    if len(escaped) <= _MAX_ID_LENGTH:
-        return escaped
-    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{escaped[: _MAX_ID_LENGTH - len(digest) - 1]}-{digest}"
 
 
 def user_document_id(user_id: str) -> str:
@@ -99,18 +86,6 @@ def user_document_id(user_id: str) -> str:
 
 def conversation_document_id(conversation_id: str) -> str:
     return escape_id(CONVERSATION_PREFIX + conversation_id)
-
-
-def normalise_topic(topic: str) -> str:
-    """Stripped and lower-case; raises InvalidTopic when empty or longer than MAX_TOPIC_LENGTH."""
-    if not isinstance(topic, str):
-        raise InvalidTopic("a topic must be text")
-    normalised = topic.strip().lower()
-    if not normalised:
-        raise InvalidTopic("a topic must not be empty")
-    if len(normalised) > MAX_TOPIC_LENGTH:
-        raise InvalidTopic(f"a topic may be at most {MAX_TOPIC_LENGTH} characters long")
-    return normalised
 
 
 def parties_of(reference: Any) -> tuple[str, str]:
@@ -130,7 +105,8 @@ def parties_of(reference: Any) -> tuple[str, str]:
 def storable_reference(reference: dict[str, Any]) -> dict[str, Any]:
     """The reference as stored: plain JSON (a copy), without activityId and empty fields."""
     try:
-        copy = json.loads(json.dumps({k: v for k, v in reference.items() if k != "activityId" and v is not None}))
+        plain = {k: v for k, v in reference.items() if k != "activityId" and v is not None}
+        copy: dict[str, Any] = json.loads(json.dumps(plain))
     except (TypeError, ValueError) as error:
         raise InvalidReference(f"the conversation reference is not plain JSON: {error}") from None
     return copy
@@ -238,36 +214,47 @@ class ConversationReferences:
             self._remembered.popitem(last=False)
 
     async def subscribe(self, reference: dict[str, Any], topic: str) -> list[str]:
-        """Subscribe the reference's user to `topic` (normalised); the user's topics now.
-        Raises InvalidTopic (empty, too long, too many), InvalidReference, ReferencesUnavailable."""
-        topic = normalise_topic(topic)
-        user_id, conversation_id = parties_of(reference)
+        """Subscribe the reference's user to `topic` (normalised by bot_logic.notification_rules.normalise_topic);
+        the user's topics now. Raises TooManyTopics, InvalidReference, ReferencesUnavailable."""
+        _, conversation_id = parties_of(reference)
         stored = storable_reference(reference)
-        doc_id = user_document_id(user_id)
-        for _ in range(_MAX_RACES):
-            now = self._clock()
-            document = await self._read(doc_id)
-            if document is None:
-                new = {**self._new_user_document(user_id, stored, now), "topics": [topic]}
-                if await self._create(new) is None:
-                    continue  # created meanwhile: read it
-                return [topic]
+
+        def add(document: dict[str, Any], now: float) -> tuple[bool, list[str]]:
             topics = list(document.get("topics") or [])
             if topic in topics:
-                return topics
+                return False, topics
             if len(topics) >= MAX_TOPICS_PER_USER:
-                raise InvalidTopic(f"a user may follow at most {MAX_TOPICS_PER_USER} topics")
+                raise TooManyTopics(f"a user may follow at most {MAX_TOPICS_PER_USER} topics")
             topics.append(topic)
             document.update(topics=topics, reference=stored, conversationId=conversation_id, updatedAt=now)
-            if await self._replace(document) is not None:
-                return topics
-        raise ReferencesUnavailable("a user's subscriptions: every write lost a race")
+            return True, topics
+
+        return await self._change_user(reference, {"topics": [topic]}, [topic], add)
 
     async def stop_notifications(self, reference: dict[str, Any]) -> list[str]:
         """Stop everything for the reference's user: remove all their subscriptions and turn off notices
         sent to them directly (by user id or conversation id); the topics removed. Creates the user's
         document if it is missing (the turn's own remember() may have failed), so the choice is kept.
         Raises InvalidReference, ReferencesUnavailable."""
+
+        def stop(document: dict[str, Any], now: float) -> tuple[bool, list[str]]:
+            removed = list(document.get("topics") or [])
+            if not removed and document.get(DIRECT_NOTICES_OFF) is True:
+                return False, []
+            document.update(topics=[], updatedAt=now, **{DIRECT_NOTICES_OFF: True})
+            return True, removed
+
+        return await self._change_user(reference, {DIRECT_NOTICES_OFF: True}, [], stop)
+
+    async def _change_user(
+        self,
+        reference: dict[str, Any],
+        new_fields: dict[str, Any],
+        created: list[str],
+        change: Callable[[dict[str, Any], float], tuple[bool, list[str]]],
+    ) -> list[str]:
+        """Create the reference's user's document with `new_fields` (answering `created`), or `change` the
+        one there in place (whether to write it, the answer), written conditionally: a lost race reads again."""
         user_id, _ = parties_of(reference)
         stored = storable_reference(reference)
         doc_id = user_document_id(user_id)
@@ -275,16 +262,12 @@ class ConversationReferences:
             now = self._clock()
             document = await self._read(doc_id)
             if document is None:
-                new = {**self._new_user_document(user_id, stored, now), DIRECT_NOTICES_OFF: True}
-                if await self._create(new) is None:
+                if await self._create({**self._new_user_document(user_id, stored, now), **new_fields}) is None:
                     continue  # created meanwhile: read it
-                return []
-            removed = list(document.get("topics") or [])
-            if not removed and document.get(DIRECT_NOTICES_OFF) is True:
-                return []
-            document.update(topics=[], updatedAt=now, **{DIRECT_NOTICES_OFF: True})
-            if await self._replace(document) is not None:
-                return removed
+                return created
+            write, answer = change(document, now)
+            if not write or await self._replace(document) is not None:
+                return answer
         raise ReferencesUnavailable("a user's subscriptions: every write lost a race")
 
     async def start_notifications(self, reference: dict[str, Any]) -> bool:
@@ -321,7 +304,7 @@ class ConversationReferences:
     async def direct_notices_off(self, user_id: str) -> bool:
         """Whether the user said "stop notifications" (and not "start notifications" since)."""
         document = await self._read(user_document_id(user_id))
-        return bool(document) and document.get(DIRECT_NOTICES_OFF) is True
+        return document is not None and document.get(DIRECT_NOTICES_OFF) is True
 
     async def conversation_reach(self, conversation_id: str) -> UserReach | None:
         """The conversation's reference and whether its user turned direct notices off (two reads);
@@ -342,7 +325,7 @@ class ConversationReferences:
     async def subscribers(self, topic: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """(user id, latest reference) of every user subscribed to `topic`, page by page
         (an indexed query across partitions). Raises ReferencesUnavailable."""
-        parameters = [{"name": "@topic", "value": normalise_topic(topic)}]
+        parameters: list[dict[str, object]] = [{"name": "@topic", "value": topic}]
         container = await self._container()
         self.counters.queries += 1
         with _translated(f"subscribers of {topic!r}"):
@@ -350,12 +333,12 @@ class ConversationReferences:
                 yield row["userId"], row["reference"]
 
     async def count_subscribers(self, topic: str) -> int:
-        parameters = [{"name": "@topic", "value": normalise_topic(topic)}]
+        parameters: list[dict[str, object]] = [{"name": "@topic", "value": topic}]
         container = await self._container()
         self.counters.queries += 1
         with _translated(f"subscribers of {topic!r}"):
             counts = [n async for n in container.query_items(COUNT_QUERY, parameters=parameters)]
-        return int(sum(counts))
+        return sum(int(n) for n in counts)  # type: ignore[call-overload]  # the query's rows are numbers (VALUE COUNT)
 
     # --- delivery bookkeeping (effect once per conversation) -------------------------------
 
@@ -536,7 +519,7 @@ def _translated(what: str) -> Iterator[None]:
     try:
         yield
     except CosmosHttpResponseError as error:
-        if error.status_code in _UNAVAILABLE:
+        if error.status_code in TRANSIENT_STATUSES:
             raise ReferencesUnavailable(f"{what}: HTTP {error.status_code}") from error
         raise
     except (ServiceRequestError, ServiceResponseError) as error:

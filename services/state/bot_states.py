@@ -68,9 +68,9 @@ class FlattenOnce:
             cached.document = document
 
 
-class DurableConversationState(FlattenOnce, ConversationState):
+class DurableConversationState(FlattenOnce, ConversationState):  # type: ignore[misc]  # _storage: a CosmosStorage
     pass
 
 
-class DurableUserState(FlattenOnce, UserState):
+class DurableUserState(FlattenOnce, UserState):  # type: ignore[misc]  # _storage: a CosmosStorage
     pass

@@ -7,12 +7,29 @@ The state containers are created together on first use; the conversation-referen
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
 from services.settings import Settings
+
+# Throttled (429, 449 retry-with), timed out (408) or unavailable (5xx): what is left after the SDK's
+# own retries and worth trying again shortly.
+TRANSIENT_STATUSES = frozenset({408, 429, 449, 500, 502, 503, 504})
+MAX_ID_LENGTH = 255
+
+
+def escape_id(key: str) -> str:
+    """`key` as a valid Cosmos DB id: / \\ ? # (forbidden) and * (the escape character) and control
+    characters become *xx, as the SDKs escape them; too long, it keeps its start and gets a digest of the whole."""
+    escaped = "".join(f"*{ord(ch):02x}" if ch in "/\\?#*" or ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in key)
+    if len(escaped) <= MAX_ID_LENGTH:
+        return escaped
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{escaped[: MAX_ID_LENGTH - len(digest) - 1]}-{digest}"
+
 
 # Only the fields the sweeper filters and sorts on are indexed: state bodies are
 # never queried, and every indexed path costs RUs on each write.

@@ -12,7 +12,6 @@ by the index, and gives a conversation with an operation in flight a longer time
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,16 +24,12 @@ from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFo
 from botbuilder.core import Storage
 from jsonpickle import Pickler, Unpickler
 
+from services.state.cosmos import TRANSIENT_STATUSES, escape_id
 from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
-from services.turns import outbox as outbox
+from services.turns import outbox
 
 logger = logging.getLogger(__name__)
 
-# Throttled (429, 449 retry-with), timed out (408) or unavailable (5xx).
-_UNAVAILABLE = {408, 429, 449, 500, 502, 503, 504}
-# Cosmos DB ids may not contain these characters; the SDKs escape them the same way.
-_FORBIDDEN = {"\\": "*5c", "?": "*3f", "/": "*2f", "#": "*23", "*": "*2a"}
-_MAX_ID_LENGTH = 255
 
 
 @dataclass
@@ -47,12 +42,7 @@ class StorageCounters:
     queries: int = 0
 
 
-def escape_key(key: str) -> str:
-    escaped = "".join(_FORBIDDEN.get(ch, ch) for ch in key)
-    if len(escaped) <= _MAX_ID_LENGTH:
-        return escaped
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    return f"{escaped[: _MAX_ID_LENGTH - len(digest) - 1]}-{digest}"
+escape_key = escape_id  # a state key as its document's id
 
 
 @dataclass
@@ -108,7 +98,7 @@ class CosmosStorage(Storage):
             except CosmosResourceNotFoundError:
                 continue
             except CosmosHttpResponseError as error:
-                if error.status_code in _UNAVAILABLE:  # left over after the SDK's own retries
+                if error.status_code in TRANSIENT_STATUSES:  # left over after the SDK's own retries
                     raise StateUnavailableError(f"state {key!r}: HTTP {error.status_code}") from error
                 raise
             except (ServiceRequestError, ServiceResponseError) as error:
@@ -150,7 +140,7 @@ class CosmosStorage(Storage):
             # 404 on a conditional replace: deleted (e.g. by TTL) since it was read.
             if error.status_code in (409, 412) or (error.status_code == 404 and etag not in (None, "*")):
                 raise StateConflictError(f"state {key!r} changed since it was read") from error
-            if error.status_code in _UNAVAILABLE:  # left over after the SDK's own retries
+            if error.status_code in TRANSIENT_STATUSES:  # left over after the SDK's own retries
                 raise StateUnavailableError(f"state {key!r}: HTTP {error.status_code}") from error
             raise
         except (ServiceRequestError, ServiceResponseError) as error:

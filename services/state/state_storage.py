@@ -7,6 +7,8 @@ A write the store could not take just now (throttled, unavailable, timed out: it
 unknown) raises StateUnavailableError, which is worth retrying after a short wait.
 """
 
+from services.unavailable import ServiceUnavailable
+
 ETAG_KEY = "e_tag"  # the name botbuilder's own storages use
 
 
@@ -14,5 +16,5 @@ class StateConflictError(Exception):
     """The stored state changed since it was read (HTTP 412, or 409 on a first write)."""
 
 
-class StateUnavailableError(Exception):
+class StateUnavailableError(ServiceUnavailable):
     """The store did not take the write now (429, 5xx, timeout, connection lost); it may have applied it."""

@@ -64,14 +64,15 @@ class TurnTranscript:
 
 
 def transcript_of(context: TurnContext) -> TurnTranscript | None:
-    return context.turn_state.get(TRANSCRIPT_KEY)
+    return context.turn_state.get(TRANSCRIPT_KEY)  # type: ignore[return-value]  # the turn's own, or None
 
 
 class CommittedTranscriptMiddleware(Middleware):
     def __init__(self, recorder: Recorder) -> None:
         self._recorder = recorder
 
-    async def on_turn(self, context: TurnContext, logic: Callable[[], Awaitable[Any]]) -> None:
+    # The SDK annotates `logic` as taking the context, but calls it with none.
+    async def on_turn(self, context: TurnContext, logic: Callable[[], Awaitable[Any]]) -> None:  # type: ignore[override]
         turn = TurnTranscript()
         context.turn_state[TRANSCRIPT_KEY] = turn
         try:
@@ -99,7 +100,7 @@ class RecordsSentActivities:
     accepted goes into the turn's transcript."""
 
     async def send_activities(self, context: TurnContext, activities: list[Activity]) -> list[ResourceResponse]:
-        responses = await super().send_activities(context, activities)  # type: ignore[misc]
+        responses: list[ResourceResponse] = await super().send_activities(context, activities)  # type: ignore[misc]
         turn = transcript_of(context)
         if turn is not None:
             turn.add_sent(activities, responses)

@@ -18,6 +18,7 @@ Table storage code and the Bot Framework SDK are imported by services/transcript
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -26,6 +27,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Si
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from services.clock import Clock
+from services.unavailable import ServiceUnavailable
 
 if TYPE_CHECKING:
     from botbuilder.schema import Activity
@@ -44,10 +48,9 @@ DEFAULT_LINGER_SECONDS = 0.5
 QUEUE_FULL_LOG_INTERVAL = 10.0  # seconds between warnings while the queue stays full (an outage floods it)
 
 Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]  # seconds since the epoch, UTC
 
 
-class TranscriptStoreUnavailableError(Exception):
+class TranscriptStoreUnavailableError(ServiceUnavailable):
     """The table service could not be reached or answered with a transient error (timeout, 408, 429, 5xx).
 
     Worth retrying; read paths answer 503. Anything else the store raises is not worth retrying."""
@@ -253,7 +256,7 @@ class TranscriptRecorder:
             # A reply without a timestamp is stamped after everything before it in the batch (an inbound
             # activity carries the channel's clock), so the stored order is the order of the turn.
             after = entries[-1].timestamp_ms if entries else 0
-            entry = transcript_entry(activity, lambda after=after: self._next_stamp_ms(after))
+            entry = transcript_entry(activity, functools.partial(self._next_stamp_ms, after))
             entries.append(
                 TranscriptEntry(redact(entry.activity), entry.timestamp_ms) if self.redact_user_text else entry
             )
@@ -402,7 +405,7 @@ class TranscriptRecorder:
         await self.store.close()
 
 
-class TranscriptReader(Protocol):
+class RecentActivitiesReader(Protocol):
     async def latest_activities(self, conversation_id: str, count: int) -> list[dict[str, Any]]: ...
 
 
@@ -417,7 +420,7 @@ class HandoffTranscripts:
     READ_ACTIVITIES = 2 * MAX_ACTIVITIES  # read, then other channels' and earlier handoffs' are left out
     MAX_BYTES = 100_000
 
-    def __init__(self, recorder: TranscriptRecorder | None, store: TranscriptReader) -> None:
+    def __init__(self, recorder: TranscriptRecorder | None, store: RecentActivitiesReader) -> None:
         self._recorder = recorder
         self._store = store
 

@@ -173,7 +173,8 @@ def _fit(activity: dict[str, Any]) -> tuple[str, bool]:
         text = _dumps(smaller)
         if _utf16_units(text) <= MAX_JSON_UNITS:
             return text, True
-    keep = ("type", "id", "timestamp", "localTimestamp", "channelId", "from", "recipient", "conversation")
+    keep: tuple[str, ...] = ("type", "id", "timestamp", "localTimestamp", "channelId", "from", "recipient")
+    keep += ("conversation",)
     keep += ("replyToId", "name", "attachmentLayout", "textFormat", "locale")
     minimal: dict[str, Any] = {key: smaller[key] for key in keep if key in smaller}
     minimal["text"] = str(smaller.get("text") or "")[:10_000] + (" " if smaller.get("text") else "") + TRIMMED_MARKER
@@ -418,7 +419,7 @@ class TableTranscriptStore(TranscriptStore):
 
         for group in _transactions(activity_entity(partition_key, entry) for entry in entries):
             operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in group]
-            await self._call(lambda table, operations=operations: table.submit_transaction(operations))
+            await self._call(lambda table, operations=operations: table.submit_transaction(operations))  # type: ignore[misc]  # mypy infers no lambda with defaults
 
     async def _write_index(self, conversation_id: str, partition_key: str, entries: Sequence[TranscriptEntry]) -> None:
         days = {_utc_day(entry.timestamp_ms) for entry in entries}
@@ -432,7 +433,7 @@ class TableTranscriptStore(TranscriptStore):
                 "conversationId": conversation_id,
                 "channelId": channel_id,
             }
-            await self._call(lambda table, row=index_row: table.upsert_entity(row))
+            await self._call(lambda table, row=index_row: table.upsert_entity(row))  # type: ignore[misc]  # mypy infers no lambda with defaults
             self._remember_indexed(day, partition_key)
 
     def _remember_indexed(self, day: str, partition_key: str) -> None:
@@ -572,7 +573,7 @@ class TableTranscriptStore(TranscriptStore):
         result = PagedResult()
         page = rows[: self.page_size]
         result.items = [Activity().deserialize(activity) for _, activity in page]
-        result.continuation_token = page[-1][0] if len(rows) > self.page_size else None
+        result.continuation_token = page[-1][0] if len(rows) > self.page_size else None  # type: ignore[assignment]
         return result
 
     async def list_transcripts(self, channel_id: str, continuation_token: str | None = None) -> PagedResult:
@@ -602,7 +603,7 @@ class TableTranscriptStore(TranscriptStore):
             for day, conversation in page
         ]
         more = offset + self.page_size < len(ordered)
-        result.continuation_token = str(offset + self.page_size) if more else None
+        result.continuation_token = str(offset + self.page_size) if more else None  # type: ignore[assignment]
         return result
 
     # --- deleting ----------------------------------------------------------------------------
@@ -651,7 +652,7 @@ class TableTranscriptStore(TranscriptStore):
             # A row went meanwhile (another cleanup): one missing row fails the whole transaction,
             # while delete_entity ignores a missing row.
             for partition, row in keys:
-                await self._call(lambda table, p=partition, r=row: table.delete_entity(p, r))
+                await self._call(lambda table, p=partition, r=row: table.delete_entity(p, r))  # type: ignore[misc]  # mypy infers no lambda with defaults
         return len(keys)
 
     async def cleanup(self, now: float, retention_days: int) -> CleanupReport:
@@ -681,7 +682,7 @@ class TableTranscriptStore(TranscriptStore):
             if deleted:
                 report.deleted_activities += deleted
                 touched.add(partition_key)
-            await self._call(lambda table, row=index_row: table.delete_entity(row["PartitionKey"], row["RowKey"]))
+            await self._call(lambda table, row=index_row: table.delete_entity(row["PartitionKey"], row["RowKey"]))  # type: ignore[misc]  # mypy infers no lambda with defaults
             report.index_rows_removed += 1
             for conversations in self._indexed.values():
                 conversations.discard(partition_key)  # a late activity of that day is indexed again

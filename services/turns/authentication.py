@@ -45,6 +45,7 @@ from botframework.connector.auth import (
 from jwt.algorithms import RSAAlgorithm
 
 from services.settings import Settings, is_secure_address
+from services.unavailable import ServiceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ REFRESH_AFTER_SECONDS = 24 * 3600
 UNKNOWN_KEY_REFRESH_SECONDS = 3600
 
 
-class KeySourceUnavailable(Exception):
+class KeySourceUnavailable(ServiceUnavailable):
     """The keys that sign Bot Framework tokens cannot be had now: no token can be judged either way."""
 
     def __init__(self, message: str, retry_after: int) -> None:
@@ -252,7 +253,8 @@ def credentials_from_settings(settings: Settings) -> ServiceClientCredentialsFac
     if settings.microsoft_app_type == "UserAssignedMSI":
         return ManagedIdentityServiceClientCredentialsFactory(settings.microsoft_app_id)
     tenant = settings.microsoft_app_tenant_id if settings.microsoft_app_type == "SingleTenant" else None
-    return PasswordServiceClientCredentialFactory(settings.microsoft_app_id, settings.microsoft_app_password, tenant)
+    # The SDK annotates tenant_id as str but treats None as "no tenant" (multi-tenant).
+    return PasswordServiceClientCredentialFactory(settings.microsoft_app_id, settings.microsoft_app_password, tenant)  # type: ignore[arg-type]
 
 
 def create_authentication(
@@ -350,15 +352,17 @@ class _ReusedConnectors(BotFrameworkAuthentication):
 
     async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
         # The parameterized SDK class treats only None, not "", as "no Authorization header".
-        result = await _validated(self._inner.authenticate_request(activity, auth_header or None))
+        result = await _validated(self._inner.authenticate_request(activity, auth_header or None))  # type: ignore[arg-type]
         _require_expiry(result.claims_identity)
-        result.connector_factory = self._wrap(result.connector_factory, result.claims_identity)
+        result.connector_factory = self._wrap(result.connector_factory, result.claims_identity)  # type: ignore[assignment]
         return result
 
     async def authenticate_streaming_request(self, auth_header: str, channel_id_header: str) -> Any:
-        result = await _validated(self._inner.authenticate_streaming_request(auth_header or None, channel_id_header))
+        result = await _validated(
+            self._inner.authenticate_streaming_request(auth_header or None, channel_id_header)  # type: ignore[arg-type]
+        )
         _require_expiry(result.claims_identity)
-        result.connector_factory = self._wrap(result.connector_factory, result.claims_identity)
+        result.connector_factory = self._wrap(result.connector_factory, result.claims_identity)  # type: ignore[assignment]
         return result
 
     def create_connector_factory(self, claims_identity: ClaimsIdentity) -> ConnectorFactory:
@@ -410,7 +414,7 @@ class _ReusingFactory(ConnectorFactory):
         key = (self.app_id, service_url, audience)
         client = self.clients.get(key)
         if client is None:
-            client = await self.inner.create(service_url, audience)
+            client = await self.inner.create(service_url, audience)  # type: ignore[arg-type]  # None: the default
             self.clients[key] = client
             if len(self.clients) > self.limit:
                 self.clients.popitem(last=False)

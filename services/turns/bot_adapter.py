@@ -27,7 +27,8 @@ class FunctionsBotAdapter(HoldsRepliesUntilCommit, RecordsSentActivities, CloudA
         activity = Activity().deserialize(payload)
         # The SDK reads a reference off an inbound activity; this one is outbound: swap the parties.
         reference = TurnContext.get_conversation_reference(activity)
-        reference.user, reference.bot, reference.activity_id = activity.recipient, activity.from_property, None
+        reference.user, reference.bot = activity.recipient, activity.from_property
+        reference.activity_id = None  # type: ignore[assignment]  # the SDK's own default
 
         async def deliver(context: TurnContext) -> None:
             await context.send_activity(activity)

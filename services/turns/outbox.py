@@ -29,6 +29,8 @@ from typing import Any
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ConversationReference
 
+from services.clock import Clock
+
 logger = logging.getLogger(__name__)
 
 OUTBOX_PROPERTY = "Outbox"  # in conversation state; clearing a conversation leaves it alone
@@ -42,7 +44,6 @@ SEND_TIMEOUT_SECONDS = 30.0  # one send; well inside the lease (a timed-out send
 REPLY_LIFETIME_SECONDS = 24 * 3600  # how long a durable reply is retried before it is logged as lost
 
 SendPayload = Callable[[dict[str, Any]], Awaitable[None]]
-Clock = Callable[[], float]
 
 
 def addressed(reference: ConversationReference, text: str) -> Activity:
@@ -74,7 +75,7 @@ def last_deadline(state: Mapping[str, Any]) -> float | None:
 def add_entry(
     state: MutableMapping[str, Any],
     kind: str,
-    payload: dict[str, Any],
+    payload: Mapping[str, Any],
     now: float,
     deadline: float,
     failure_reply: dict[str, Any] | None = None,

@@ -19,7 +19,7 @@ import asyncio
 import copy
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -84,7 +84,7 @@ class TurnSends:
 
 
 def sends_of(context: TurnContext) -> TurnSends | None:
-    return context.turn_state.get(TURN_SENDS_KEY)
+    return context.turn_state.get(TURN_SENDS_KEY)  # type: ignore[return-value]  # the turn's own, or None
 
 
 class HoldsRepliesUntilCommit:
@@ -95,7 +95,7 @@ class HoldsRepliesUntilCommit:
         sends = sends_of(context)
         if sends is not None and sends.holding:
             return sends.hold(activities)
-        return await super().send_activities(context, activities)  # type: ignore[misc]
+        return await super().send_activities(context, activities)  # type: ignore[misc,no-any-return]
 
 
 class ConversationLocks:
@@ -161,7 +161,7 @@ class UnitOfWork:
         self._hold_durable(context, lambda state: add_entry(state, REPLY, reply, now, now + REPLY_LIFETIME_SECONDS))
 
     def request_operation(
-        self, context: TurnContext, request: dict[str, Any], deadline: float, failure_reply: str
+        self, context: TurnContext, request: Mapping[str, Any], deadline: float, failure_reply: str
     ) -> None:
         now, failure = self.clock(), _reply(context, failure_reply).serialize()
         self._hold_durable(context, lambda state: add_entry(state, OPERATION, request, now, deadline, failure))

@@ -58,10 +58,20 @@ def code_settings() -> dict[str, CodeSetting]:
     tree = ast.parse(SETTINGS_MODULE.read_text())
     env_names = {"env", "environ", "environment"}
     found: dict[str, CodeSetting] = {}
+    # Module-level string constants (DEFAULT_EXPIRY_NOTICE_TEXT = "..."), which a default may name.
+    constants = {
+        target.id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
 
     def const(node: ast.AST | None) -> object:
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             return node.value
+        if isinstance(node, ast.Name) and node.id in constants:
+            return constants[node.id]
         return _NO_DEFAULT
 
     for node in ast.walk(tree):

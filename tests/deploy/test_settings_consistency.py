@@ -154,6 +154,52 @@ def test_template_defaults_match_the_code_defaults() -> None:
     assert not differing, f"template value vs expected: {differing}"
 
 
+# Deliberate differences between local.settings.json.sample (make run) and the code's defaults, with the reason.
+SAMPLE_OVERRIDES = {
+    "AzureWebJobsStorage": "UseDevelopmentStorage=true",  # Azurite
+    "CosmosDbAuthKey": None,  # the emulator's well-known key
+    "DirectLineEndpoint": None,  # the local Direct Line
+    "CosmosDbTimeToLive": "3600",  # short-lived local state
+    "ExpireAfterSeconds": "300",  # expiry is seen within minutes locally
+    "SweepSchedule": "*/15 * * * * *",  # and swept within seconds
+}
+# What the settings table's default column says instead of a value: only for settings without a default.
+DESCRIBED_DEFAULTS = {"empty", "set by the template", "set by Azure", "required (or identity-based)"}
+
+
+def _table_default(name: str) -> str:
+    cells = [cell.strip() for cell in TABLE[name].strip().strip("|").split("|")]
+    return cells[1].removeprefix("`").removesuffix("`")
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in CODE.items() if s.default is not None and n in SAMPLE))
+def test_the_sample_holds_the_code_default_values(name: str) -> None:
+    if name in SAMPLE_OVERRIDES:
+        expected = SAMPLE_OVERRIDES[name]
+        assert SAMPLE[name] != CODE[name].default and expected in (None, SAMPLE[name]), name
+        return
+    assert SAMPLE[name] == CODE[name].default, f"local.settings.json.sample's {name} is not the code's default"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, s in CODE.items() if s.default is not None and n in TABLE))
+def test_the_settings_table_gives_the_code_default_values(name: str) -> None:
+    documented, default = _table_default(name), CODE[name].default
+    if default == "":
+        assert documented in DESCRIBED_DEFAULTS or documented == "", f"{name}: {documented!r}"
+    else:
+        assert documented == default, f"the settings table's default for {name} is not the code's"
+
+
+def test_the_expiry_notice_has_one_default_text_everywhere() -> None:
+    from services.settings import DEFAULT_EXPIRY_NOTICE_TEXT
+
+    name = "ExpiryNoticeText"
+    assert CODE[name].default == DEFAULT_EXPIRY_NOTICE_TEXT
+    assert SAMPLE[name] == _table_default(name) == DEFAULT_EXPIRY_NOTICE_TEXT
+    assert setting_value(TEMPLATE, APP_SETTINGS[name]) == DEFAULT_EXPIRY_NOTICE_TEXT
+    assert load_settings(_template_defaults_env()).expiry_notice_text == DEFAULT_EXPIRY_NOTICE_TEXT
+
+
 def _symbol_of(name: str) -> str:
     ident = APP_SETTINGS[name]
     assert isinstance(ident, bicep.Raw) and ident.single_identifier, f"{name} should be a plain parameter reference"

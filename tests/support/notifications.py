@@ -18,7 +18,7 @@ from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ConversationReference
 
 from bootstrap import Composition
-from handlers.notification_schema import envelope_key
+from bot_logic.notification_rules import envelope_key
 from handlers.notifications import ExternalEventDependencies, handle_external_event
 from handlers.queue_types import QueueMessageData
 from services.channel.rate_limiter import RateLimiter

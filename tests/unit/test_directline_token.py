@@ -106,7 +106,7 @@ def test_naming_someone_elses_id_without_its_proof_gets_no_token(stack: Stack) -
     ):
         refused = ask(deps, forged)
         assert refused.status == 403, forged
-        assert refused.body["error"]["code"] == "invalid_user_proof" and "token" not in refused.body
+        assert refused.body["error"]["code"] == "InvalidUserProof" and "token" not in refused.body
     # A proof from a deployment with another OperationSigningKey is no proof here.
     elsewhere = ask(dependencies(stack.domain, signing_key="o" * 40)).body
     assert ask(deps, {"userId": elsewhere["userId"], "userProof": elsewhere["userProof"]}).status == 403
@@ -154,7 +154,7 @@ def test_direct_line_down_or_refusing_gets_503_in_plain_words(stack: Stack) -> N
         assert answer.status == 503 and answer.headers["Retry-After"] == "5"
         assert answer.body == {
             "error": {
-                "code": "directline_unavailable",
+                "code": "DirectLineUnavailable",
                 "message": "The chat service cannot start a conversation right now. Try again in a few seconds.",
             }
         }

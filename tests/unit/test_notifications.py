@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msrest.serialization import Deserializer
 
+from bot_logic.notification_rules import Notification, envelope_key, seal
 from handlers.http_types import HttpRequestData
-from handlers.notification_schema import Notification, envelope_key, seal
 from handlers.notifications import (
     MAX_BODY_BYTES,
     POISONED,
@@ -131,7 +131,7 @@ async def test_a_malformed_notification_is_400_naming_the_problem(body: Any, pro
     targets, queue = FakeTargets(), FakeQueue()
     response = await notify(body, targets, queue)
     assert response.status == 400
-    assert response.body["error"]["code"] == "invalid_notification"
+    assert response.body["error"]["code"] == "InvalidNotification"
     assert problem in response.body["error"]["message"]
     assert targets.lookups == 0 and queue.messages == []
 
@@ -166,7 +166,7 @@ def test_any_body_gets_a_clear_answer(body: bytes | str) -> None:
 async def test_an_oversize_body_is_413() -> None:
     queue = FakeQueue()
     response = await notify(b"{" + b" " * MAX_BODY_BYTES + b"}", queue=queue)
-    assert response.status == 413 and response.body["error"]["code"] == "body_too_large"
+    assert response.status == 413 and response.body["error"]["code"] == "PayloadTooLarge"
     assert f"at most {MAX_BODY_BYTES}" in response.body["error"]["message"]
     assert queue.messages == []
 
@@ -232,22 +232,22 @@ async def test_unknown_targets_are_404_with_a_reason() -> None:
     queue = FakeQueue()
     response = await notify({"userId": "x", "text": "Hi"}, queue=queue)
     assert response.status == 404 and response.body["error"] == {
-        "code": "unknown_user",
+        "code": "UnknownUser",
         "message": "No conversation is known for user 'x': they have not talked to the bot yet.",
     }
     response = await notify({"conversationId": "c-9", "text": "Hi"}, queue=queue)
-    assert response.status == 404 and response.body["error"]["code"] == "unknown_conversation"
+    assert response.status == 404 and response.body["error"]["code"] == "UnknownConversation"
     assert "'c-9'" in response.body["error"]["message"]
     assert queue.messages == []
 
 
 async def test_an_unavailable_store_or_queue_is_503_in_plain_words() -> None:
     response = await notify({"userId": "user-1", "text": "Hi"}, targets=FakeTargets(down=True))
-    assert response.status == 503 and response.body["error"]["code"] == "store_unavailable"
+    assert response.status == 503 and response.body["error"]["code"] == "StoreUnavailable"
     assert "not accepted" in response.body["error"]["message"] and response.headers["Retry-After"]
 
     response = await notify({"topic": "pizza", "text": "Hi"}, queue=FakeQueue(down=True))
-    assert response.status == 503 and response.body["error"]["code"] == "queue_unavailable"
+    assert response.status == 503 and response.body["error"]["code"] == "QueueUnavailable"
     assert "not accepted" in response.body["error"]["message"]
     assert "secret-internal-detail" not in json.dumps(response.body)  # no internals
 

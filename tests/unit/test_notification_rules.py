@@ -1,5 +1,6 @@
-"""The notification schema as plain functions: which fields a caller may send, their types and
-lengths, and the app's sealed envelope (what a queue writer without the key cannot forge)."""
+"""Notifications' rules as plain functions: which fields a caller may send, their types and lengths,
+the app's sealed envelope (what a queue writer without the key cannot forge), what a topic is, and
+whether and when a delivery goes."""
 
 from __future__ import annotations
 
@@ -7,25 +8,37 @@ import base64
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
-from bot_logic.operation_protocol import sign
-from handlers.notification_schema import (
+from bot_logic.notification_rules import (
     MAX_DELIVERY_ID_LENGTH,
+    MAX_FAILURE_BACKOFF_SECONDS,
     MAX_NAMED_FIELDS,
     MAX_TEXT_LENGTH,
+    MAX_TOPIC_LENGTH,
     MAX_TRANSIENT_FAILURES,
+    TOPIC,
+    USER,
     InvalidNotification,
+    InvalidTopic,
     Notification,
+    after_failed_send,
     caller_notification,
     delivery_id,
     envelope_key,
+    in_flight_delay,
+    normalise_topic,
     open_envelope,
     queue_message,
+    refusal_for_user,
     seal,
+    topic_delivery,
+    waits_on_queue,
 )
+from bot_logic.operation_protocol import sign
 
 SIGNING_KEY = "s" * 32
 KEY = envelope_key(SIGNING_KEY)
@@ -98,20 +111,20 @@ def sealed(notification: Notification, notification_id: str = "n-1", key: bytes 
 
 def test_the_apps_bookkeeping_round_trips_in_the_envelope() -> None:
     delivery = Notification("Pizza!", "userId", "u", via_topic="pizza", failures=3)
-    parsed = queue_message(sealed(delivery, delivery_id("n-1", "u")), KEY)
+    parsed = queue_message(json.loads(sealed(delivery, delivery_id("n-1", "u"))), KEY)
     assert parsed.sealed
     assert parsed.notification == Notification("Pizza!", "userId", "u", delivery_id("n-1", "u"), "pizza", 3)
 
 
 def test_a_plain_message_is_a_callers() -> None:
-    parsed = queue_message(b'{"conversationId": "c", "text": "Hi"}', KEY)
+    parsed = queue_message({"conversationId": "c", "text": "Hi"}, KEY)
     assert not parsed.sealed and parsed.notification == Notification("Hi", "conversationId", "c")
 
 
 def test_an_envelope_sealed_with_another_key_is_refused() -> None:
     forged = sealed(Notification("x", "userId", "u", failures=MAX_TRANSIENT_FAILURES), key=envelope_key("t" * 32))
     with pytest.raises(InvalidNotification, match="signature does not verify"):
-        queue_message(forged, KEY)
+        queue_message(json.loads(forged), KEY)
 
 
 def test_a_tampered_envelope_is_refused() -> None:
@@ -157,3 +170,76 @@ def test_the_largest_sealed_delivery_fits_a_queue_message() -> None:
         delivery = Notification(character * MAX_TEXT_LENGTH, "userId", "u" * 1024, via_topic="t" * 100, failures=16)
         message = json.dumps(seal(delivery, delivery_id("i" * 128, "u" * 1024), KEY), ensure_ascii=False)
         assert len(base64.b64encode(message.encode())) < 64 * 1024, character
+
+
+# --- topics ---------------------------------------------------------------------------------------
+
+
+def test_a_topic_is_stripped_and_lower_case() -> None:
+    assert normalise_topic("  Pizza ") == "pizza"
+    assert normalise_topic("PIZZA") == normalise_topic("pizza")
+    assert normalise_topic("x" * MAX_TOPIC_LENGTH) == "x" * MAX_TOPIC_LENGTH
+
+
+@pytest.mark.parametrize(
+    ("topic", "why"),
+    [("   ", "must not be empty"), ("x" * (MAX_TOPIC_LENGTH + 1), "at most 100 characters"), (7, "must be text")],
+)
+def test_a_topic_that_is_empty_too_long_or_not_text_is_refused(topic: object, why: str) -> None:
+    with pytest.raises(InvalidTopic, match=why):
+        normalise_topic(topic)
+
+
+def test_a_notification_names_its_topic_normalised() -> None:
+    assert caller_notification({"topic": " News ", "text": "Hi"}) == Notification("Hi", TOPIC, "news")
+
+
+# --- delivery decisions ---------------------------------------------------------------------------
+
+
+@dataclass
+class Reach:
+    topics: list[str] = field(default_factory=list)
+    direct_notices_off: bool = False
+
+
+def test_a_topic_delivery_goes_to_one_subscriber_while_they_follow_it() -> None:
+    delivery = topic_delivery(Notification("Pizza!", TOPIC, "pizza"), "ann")
+    assert delivery == Notification("Pizza!", USER, "ann", via_topic="pizza")
+    assert refusal_for_user(delivery, Reach(topics=["pizza"])) is None
+    assert refusal_for_user(delivery, Reach(topics=["news"])) == "no longer follows the topic"
+    # Stopping direct notices does not stop a topic the user still follows (they chose it).
+    assert refusal_for_user(delivery, Reach(topics=["pizza"], direct_notices_off=True)) is None
+
+
+def test_a_direct_notice_goes_unless_the_user_turned_notifications_off() -> None:
+    direct = Notification("Your pizza is ready.", USER, "ann")
+    assert refusal_for_user(direct, Reach()) is None
+    assert refusal_for_user(direct, Reach(direct_notices_off=True)) == "opted out"
+    assert refusal_for_user(direct, None) == "unknown user"
+
+
+def test_a_passing_failure_backs_off_doubling_up_to_fifteen_minutes() -> None:
+    delays = [after_failed_send(Notification("x", USER, "u", failures=n), permanent=False).delay for n in range(10)]
+    assert delays[:4] == [5.0, 10.0, 20.0, 40.0]
+    assert max(delays) == MAX_FAILURE_BACKOFF_SECONDS == delays[-1]
+    later = after_failed_send(Notification("x", USER, "u", failures=2), permanent=False).notification
+    assert later == Notification("x", USER, "u", failures=3)
+
+
+def test_a_permanent_failure_or_one_passing_failure_too_many_gives_up() -> None:
+    assert after_failed_send(Notification("x", USER, "u"), permanent=True).notification is None
+    hopeless = Notification("x", USER, "u", failures=MAX_TRANSIENT_FAILURES)
+    assert after_failed_send(hopeless, permanent=False).notification is None
+    assert after_failed_send(replace(hopeless, failures=MAX_TRANSIENT_FAILURES - 1), False).notification is not None
+
+
+def test_a_429_is_waited_out_in_process_only_when_short_and_not_the_last_attempt() -> None:
+    assert not waits_on_queue(retry_after=2.0, attempt=1, max_attempts=3, max_in_process_wait=10.0)
+    assert waits_on_queue(retry_after=11.0, attempt=1, max_attempts=3, max_in_process_wait=10.0)
+    assert waits_on_queue(retry_after=2.0, attempt=3, max_attempts=3, max_in_process_wait=10.0)
+
+
+def test_another_senders_claim_is_waited_out_with_a_second_to_spare() -> None:
+    assert in_flight_delay(busy_until=130.0, now=100.0) == 31.0
+    assert in_flight_delay(busy_until=None, now=100.0) < 0  # no lease: the defer's own minimum applies

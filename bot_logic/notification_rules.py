@@ -1,5 +1,6 @@
-"""What a notification message may hold, as plain functions (no I/O): the caller's schema and the
-app's own signed envelope.
+"""Notifications' rules, as plain functions (no I/O; handlers/notifications.py does the sending and
+queueing): what a message may hold (the caller's schema and the app's own signed envelope), what a
+topic is, and what to do with a delivery (whether it goes out, and when a failed send is tried again).
 
 A caller (POST /api/notify, or a message put on the external-events queue) sends exactly
 
@@ -27,11 +28,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
-from typing import Any, Final
-
-from handlers.http_types import BadJson, parse_json
-from services.notifications.conversation_references import InvalidTopic, normalise_topic
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal, Protocol, TypedDict
 
 MAX_TEXT_LENGTH = 4000  # characters: a chat message, not a document; a queue message stays far below 64 KB
 MAX_ID_LENGTH = 128  # a caller's idempotency key
@@ -42,13 +40,63 @@ MAX_DELIVERY_ID_LENGTH = MAX_ID_LENGTH + len(DELIVERY_ID_MARK) + DERIVED_ID_DIGE
 # A send that fails for a passing reason is queued again, backing off 5 s, 10 s, ... up to 15 min:
 # 16 tries cover about three hours of a channel outage; then the queue's retries and its poison queue.
 MAX_TRANSIENT_FAILURES = 16
-TARGETS: Final = ("userId", "conversationId", "topic")
+FIRST_FAILURE_BACKOFF_SECONDS = 5.0
+MAX_FAILURE_BACKOFF_SECONDS = 900.0
+MAX_TOPIC_LENGTH = 100
+# The kinds of notification, named by the one target field a message holds: a topic fans out to its
+# subscribers; the other two are delivered to one conversation.
+Target = Literal["userId", "conversationId", "topic"]
+USER: Final = "userId"
+CONVERSATION: Final = "conversationId"
+TOPIC: Final = "topic"
+TARGETS: Final[tuple[Target, ...]] = (USER, CONVERSATION, TOPIC)
 CALLER_FIELDS: Final = frozenset({"id", "text", *TARGETS})
 INTERNAL_FIELDS: Final = frozenset({"viaTopic", "failures"})  # what the envelope's "internal" may hold
 ENVELOPE_FIELDS: Final = frozenset({"envelope", "signature"})
 ENVELOPE_KEY_LABEL = b"long-operation-bot/notification-envelope/v1"  # domain separation from other uses
 MAX_NAMED_FIELDS = 10  # a refusal names at most this many fields (an attacker may send thousands)
 MAX_FIELD_NAME_SHOWN = 40  # characters of a refused field's name that are echoed back
+
+
+class NotificationMessage(TypedDict, total=False):
+    """What a caller sends (HTTP body or queue message), and the caller's part of the app's envelope:
+    "text" and exactly one target, "id" optional."""
+
+    id: str
+    text: str
+    userId: str
+    conversationId: str
+    topic: str
+
+
+class InternalFields(TypedDict, total=False):
+    """The app's bookkeeping, only ever inside its sealed envelope."""
+
+    viaTopic: str
+    failures: int
+
+
+class SealedEnvelope(TypedDict):
+    """The queue message for one of the app's own notifications."""
+
+    envelope: str  # JSON text of {"internal": InternalFields, "notification": NotificationMessage}
+    signature: str  # hex HMAC-SHA256 of that text under envelope_key(OperationSigningKey)
+
+
+class InvalidTopic(ValueError):
+    """A topic that is empty, too long, or one too many for the user; the message says which."""
+
+
+def normalise_topic(topic: object) -> str:
+    """Stripped and lower-case; raises InvalidTopic when empty or longer than MAX_TOPIC_LENGTH."""
+    if not isinstance(topic, str):
+        raise InvalidTopic("a topic must be text")
+    normalised = topic.strip().lower()
+    if not normalised:
+        raise InvalidTopic("a topic must not be empty")
+    if len(normalised) > MAX_TOPIC_LENGTH:
+        raise InvalidTopic(f"a topic may be at most {MAX_TOPIC_LENGTH} characters long")
+    return normalised
 
 
 class InvalidNotification(ValueError):
@@ -64,18 +112,21 @@ class InvalidNotification(ValueError):
 @dataclass(frozen=True)
 class Notification:
     text: str
-    target: str  # one of TARGETS
+    target: Target  # the kind: one of TARGETS
     value: str  # the user id, conversation id, or normalised topic
     id: str | None = None
     via_topic: str | None = None  # internal: with a userId, deliver only while the user still follows it
     failures: int = 0  # internal: sends that failed for a passing reason (5xx, timeouts) so far
 
-    def caller_fields(self, notification_id: str) -> dict[str, Any]:
+    def caller_fields(self, notification_id: str) -> NotificationMessage:
         """The caller's part, with its id spelled out (a re-queued copy gets a new queue message id)."""
-        return {"id": notification_id, self.target: self.value, "text": self.text}
+        message: NotificationMessage = {"id": notification_id}
+        message[self.target] = self.value
+        message["text"] = self.text
+        return message
 
-    def internal_fields(self) -> dict[str, Any]:
-        internal: dict[str, Any] = {}
+    def internal_fields(self) -> InternalFields:
+        internal: InternalFields = {}
         if self.via_topic is not None:
             internal["viaTopic"] = self.via_topic
         if self.failures:
@@ -105,13 +156,6 @@ def delivery_id(notification_id: str, user_id: str) -> str:
 
 
 # --- the caller's schema ------------------------------------------------------------------------
-
-
-def parse_body(body: bytes) -> Any:
-    try:
-        return parse_json(body)
-    except BadJson as problem:
-        raise InvalidNotification(f"the body is not valid JSON: {problem}") from None
 
 
 def caller_notification(data: Any) -> Notification:
@@ -163,7 +207,7 @@ def _notification(data: dict[str, Any], max_id_length: int) -> Notification:
         )
     target = targets[0]
     value = _text_field(data, target, MAX_TARGET_LENGTH)
-    if target == "topic":
+    if target == TOPIC:
         value = _topic(value, "topic")
     if "text" not in data:
         raise InvalidNotification("'text' is required: the message to send", ("text",))
@@ -199,7 +243,7 @@ def _text_field(data: dict[str, Any], name: str, max_length: int) -> str:
 # --- the app's envelope -------------------------------------------------------------------------
 
 
-def seal(notification: Notification, notification_id: str, key: bytes) -> dict[str, Any]:
+def seal(notification: Notification, notification_id: str, key: bytes) -> SealedEnvelope:
     """The queue message for one of the app's own notifications: its bookkeeping signed with the
     caller's fields. Not ASCII-escaped: 4000 characters of emoji stay within a queue message's 64 KB."""
     text = json.dumps(
@@ -228,8 +272,8 @@ def open_envelope(data: dict[str, Any], key: bytes) -> Notification:
         raise InvalidNotification("the envelope's signature does not verify: not sealed by this app", ("signature",))
     # Signed by this app, so well formed unless the app itself is wrong: checked all the same.
     try:
-        content = parse_json(text.encode("utf-8"))
-    except BadJson as problem:
+        content = json.loads(text)
+    except ValueError as problem:
         raise InvalidNotification(f"the envelope is not valid JSON: {problem}", ("envelope",)) from None
     if not isinstance(content, dict) or set(content) != {"internal", "notification"}:
         raise InvalidNotification("the envelope must hold exactly 'internal' and 'notification'", ("envelope",))
@@ -261,7 +305,7 @@ def _with_internal(notification: Notification, internal: dict[str, Any]) -> Noti
         )
     via_topic = None
     if "viaTopic" in internal:
-        if notification.target != "userId":
+        if notification.target != USER:
             raise InvalidNotification("'viaTopic' goes only with 'userId'", ("viaTopic",))
         via_topic = _topic(_text_field(internal, "viaTopic", MAX_TARGET_LENGTH), "viaTopic")
     failures = internal.get("failures", 0)
@@ -274,10 +318,77 @@ def _with_internal(notification: Notification, internal: dict[str, Any]) -> Noti
     )
 
 
-def queue_message(body: bytes, key: bytes) -> ParsedMessage:
-    """A message from the external-events queue: a caller's notification, or the app's sealed envelope
-    (told apart by its 'signature' field, which no caller's notification may hold)."""
-    data = parse_body(body)
+def queue_message(data: Any, key: bytes) -> ParsedMessage:
+    """A message from the external-events queue (parsed): a caller's notification, or the app's sealed
+    envelope (told apart by its 'signature' field, which no caller's notification may hold)."""
     if isinstance(data, dict) and "signature" in data:
         return ParsedMessage(open_envelope(data, key), sealed=True)
     return ParsedMessage(caller_notification(data))
+
+
+# --- delivery decisions -------------------------------------------------------------------------
+
+
+def topic_delivery(notification: Notification, user_id: str) -> Notification:
+    """A topic notification's delivery to one subscriber: to the user, while they still follow it."""
+    return Notification(notification.text, USER, user_id, via_topic=notification.value)
+
+
+class Recipient(Protocol):
+    """What a user's notification needs to know of its user (services.notifications.conversation_references.UserReach
+    fits)."""
+
+    @property
+    def topics(self) -> list[str]: ...
+
+    @property
+    def direct_notices_off(self) -> bool: ...
+
+
+DropReason = Literal["unknown user", "no longer follows the topic", "opted out"]
+
+
+def refusal_for_user(notification: Notification, recipient: Recipient | None) -> DropReason | None:
+    """Why a notification to a user is not sent (None: send it). A topic's delivery goes while its user
+    still follows the topic ("stop notifications" removed it otherwise); a direct notice goes unless
+    they turned notifications off."""
+    if recipient is None:
+        return "unknown user"  # retrying cannot help: they may never talk to the bot
+    if notification.via_topic is not None:
+        return None if notification.via_topic in recipient.topics else "no longer follows the topic"
+    return "opted out" if recipient.direct_notices_off else None
+
+
+def failure_backoff_seconds(failures: int) -> float:
+    """How long a send that failed for a passing reason waits on the queue: 5 s, 10 s, ... up to 15 min."""
+    return float(min(MAX_FAILURE_BACKOFF_SECONDS, FIRST_FAILURE_BACKOFF_SECONDS * 2**failures))
+
+
+@dataclass(frozen=True)
+class AfterFailure:
+    """What to do after a send failed without a Retry-After: give up (`notification` None: the queue's
+    own retries, then its poison queue, where an operator can look), or queue `notification` again,
+    hidden for `delay` seconds."""
+
+    notification: Notification | None
+    delay: float = 0.0
+
+
+def after_failed_send(notification: Notification, permanent: bool) -> AfterFailure:
+    """A permanent failure, or one passing failure too many, gives up; a channel outage backs off on
+    the queue rather than burn the queue's few retries."""
+    if permanent or notification.failures >= MAX_TRANSIENT_FAILURES:
+        return AfterFailure(None)
+    later = replace(notification, failures=notification.failures + 1)
+    return AfterFailure(later, failure_backoff_seconds(notification.failures))
+
+
+def waits_on_queue(retry_after: float, attempt: int, max_attempts: int, max_in_process_wait: float) -> bool:
+    """After a 429: whether to wait on the queue (too long to wait in process, or the last attempt)
+    rather than send again in process."""
+    return retry_after > max_in_process_wait or attempt == max_attempts
+
+
+def in_flight_delay(busy_until: float | None, now: float) -> float:
+    """How long to wait for another process's claim on the same delivery to end (a second to spare)."""
+    return (busy_until or 0) - now + 1
