@@ -13,6 +13,8 @@ from botbuilder.core import ConversationState, TurnContext, UserState
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, ResourceResponse
 
+from services.bot_states import DurableConversationState, DurableUserState
+from services.cosmos_storage import StoredState, flatten
 from services.outbox import Outbox
 from services.unit_of_work import (
     ConversationLocks,
@@ -338,3 +340,133 @@ async def test_a_store_unavailable_after_the_commit_never_fails_an_answered_turn
     assert texts(adapter) == ["Nice to meet you, Grace!"]
     saved = storage.documents.get(USER_KEY, {}).get("UserProfile")
     assert saved == ({"name": "Grace"} if refusals == 2 else None)  # waited for briefly, else logged
+
+
+# --- two conversations, the production user state, giving up ---------------------------------------
+
+
+def turn_in(adapter: TestAdapter, conversation: str, text: str) -> TurnContext:
+    context = new_turn(adapter, text)
+    context.activity.conversation = ConversationAccount(id=conversation)
+    return context
+
+
+async def test_a_busy_conversation_does_not_hold_up_another_in_the_same_process(
+    storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClock, adapter: HoldingTestAdapter
+) -> None:
+    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
+    # A short busy bound: were both conversations one lock, the second would be told to resend.
+    unit_of_work = UnitOfWork(
+        scopes, Outbox(queue.send, clock), clock, busy_text="Busy, resend: {text}", locks=ConversationLocks(0.05)
+    )
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def answer(context: TurnContext) -> None:
+        if context.activity.text == "slow":
+            started.set()
+            await release.wait()
+        unit_of_work.scopes.conversation.get(context)["Seen"] = context.activity.text
+        await context.send_activity(f"answered {context.activity.text}")
+
+    slow = asyncio.create_task(unit_of_work.run(turn_in(adapter, "c-1", "slow"), answer))
+    await started.wait()
+    async with asyncio.timeout(5):
+        await unit_of_work.run(turn_in(adapter, "c-2", "quick"), answer)
+    assert texts(adapter) == ["answered quick"]
+    release.set()
+    await slow
+    assert texts(adapter) == ["answered quick", "answered slow"]
+
+
+class FlattenedMemoryStorage(ConflictingMemoryStorage):
+    """The in-memory storage with the two calls the production state classes make (as CosmosStorage)."""
+
+    async def read_stored(self, keys: list[str]) -> dict[str, StoredState]:
+        return {key: StoredState(state, flatten(state)) for key, state in (await self.read(keys)).items()}
+
+    async def write_flattened(self, key: str, value: dict[str, Any], document: dict[str, Any]) -> None:
+        await self.write({key: value})
+
+
+async def test_the_production_user_state_keeps_what_another_conversation_wrote_meanwhile(
+    queue: Queue, clock: FakeClock, adapter: HoldingTestAdapter
+) -> None:
+    storage = FlattenedMemoryStorage()
+    scopes = StateScopes(DurableConversationState(storage), DurableUserState(storage), storage, storage)
+    unit_of_work = UnitOfWork(scopes, Outbox(queue.send, clock), clock, busy_text="Busy: {text}")
+    storage.documents[USER_KEY] = {"UserProfile": {"name": "Ada", "visits": 3}, "e_tag": "0"}
+
+    def other_conversation(state: dict[str, Any]) -> None:
+        state["UserProfile"]["colour"] = "blue"
+
+    storage.commit_first(USER_KEY, other_conversation)
+    profile = scopes.user.create_property("UserProfile")
+
+    async def rename(context: TurnContext) -> None:
+        (await profile.get(context, dict))["name"] = "Grace"
+        unit_of_work.scopes.conversation.get(context)["Seen"] = True
+
+    await unit_of_work.run(new_turn(adapter), rename)
+    assert storage.documents[USER_KEY]["UserProfile"] == {"name": "Grace", "visits": 3, "colour": "blue"}
+
+
+async def test_a_user_state_that_keeps_conflicting_is_given_up_and_logged_without_its_values(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    storage.documents[USER_KEY] = {"UserProfile": {"name": "Ada"}, "e_tag": "0"}
+    storage.commit_first(USER_KEY, *(rival_adds(f"rival {n}") for n in range(50)))
+
+    async def rename(context: TurnContext) -> None:
+        unit_of_work.scopes.user.get(context)["UserProfile"]["name"] = "Grace"
+        unit_of_work.scopes.conversation.get(context)["Seen"] = True
+        await context.send_activity("Nice to meet you.")
+
+    await unit_of_work.run(new_turn(adapter), rename)
+    assert texts(adapter) == ["Nice to meet you."]  # the committed turn is answered all the same
+    assert storage.documents[USER_KEY]["UserProfile"] == {"name": "Ada"}
+    assert "user state not saved: ['UserProfile.name'] changed" in caplog.text
+    assert "Grace" not in caplog.text
+    assert storage.writes < 50  # bounded: it gave up, it did not outlast the rivals
+
+
+async def test_a_message_that_cannot_be_taken_in_nor_apologised_for_fails_so_the_channel_retries(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    storage.commit_first(CONVERSATION_KEY, *(rival_adds(f"rival {n}") for n in range(3)))
+    adapter.failing = {"Busy, resend: hello"}
+    with pytest.raises(TurnConflictError):
+        await unit_of_work.run(new_turn(adapter, "hello"), StartingTurn(unit_of_work))
+    assert texts(adapter) == []
+
+
+async def test_a_long_message_is_quoted_shortened_in_the_request_to_resend(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    storage.commit_first(CONVERSATION_KEY, *(rival_adds(f"rival {n}") for n in range(3)))
+    long_text = "word  " * 30
+    await unit_of_work.run(new_turn(adapter, long_text), StartingTurn(unit_of_work))
+    quoted = " ".join(long_text.split())[:57] + "..."
+    assert texts(adapter) == [f"Busy, resend: {quoted}"]
+
+
+async def test_a_durable_reply_is_sent_in_its_own_turn_in_the_order_the_turn_made_it(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    async def result(context: TurnContext) -> None:
+        unit_of_work.scopes.conversation.get(context)["Done"] = True
+        await context.send_activity("Here it is:")
+        unit_of_work.reply_durably(context, "Thanks for waiting. 42.")
+        await context.send_activity("What next?")
+
+    await unit_of_work.run(new_turn(adapter, kind="event"), result)
+    assert texts(adapter) == ["Here it is:", "Thanks for waiting. 42.", "What next?"]
+    assert [activity.type for activity in adapter.activity_buffer] == ["message"] * 3
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY]
+
+
+def test_durable_effects_outside_a_unit_of_work_turn_are_refused(
+    unit_of_work: UnitOfWork, adapter: HoldingTestAdapter
+) -> None:
+    with pytest.raises(RuntimeError, match="inside a unit-of-work turn"):
+        unit_of_work.reply_durably(new_turn(adapter), "lost")
