@@ -15,7 +15,7 @@ AZURITE_TABLE_PORT ?= 10002
 # Instances of the app for `make run`, behind a round-robin balancer on FUNCTIONS_PORT (as Azure scales out).
 INSTANCES ?= 1
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench mutation install clean
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -55,5 +55,13 @@ test: install lint
 bench: install
 	$(PY) -m bench
 
+# Mutation testing of the core against the fast tests (docs/testing.md); not part of `make test`.
+# MUTANTS narrows it, e.g. MUTANTS='services.outbox*'; a fresh run each time (results in mutants/).
+MUTANTS ?=
+mutation: install
+	rm -rf mutants
+	nice -n 10 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS) > mutation.log 2>&1 || { tail -n 40 mutation.log; exit 1; }
+	$(PY) -m mutation.score
+
 clean:
-	rm -rf $(VENV) node_modules .localdev .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .localdev .pytest_cache .ruff_cache .hypothesis mutants

@@ -270,3 +270,44 @@ def test_a_delivery_applies_to_a_fresher_state_and_keeps_what_was_added_meanwhil
     assert [(entry["id"], entry["attempts"]) for entry in entries(fresher)] == [(failed, 2), (added, 0)]
     assert entries(fresher)[0]["nextAttemptAt"] == clock.now + 10
     assert not Delivery().changed
+
+
+def test_a_delivery_applies_to_a_state_whose_outbox_another_sender_already_emptied(clock: FakeClock) -> None:
+    state: dict[str, Any] = {}
+    sent = add_entry(state, REPLY, reply("sent"), clock.now, clock.now + 600)
+    emptied_meanwhile: dict[str, Any] = {"other": 1}
+    Delivery(delivered={sent}).apply(emptied_meanwhile)
+    assert emptied_meanwhile == {"other": 1}
+
+
+async def test_the_logs_tell_an_operator_what_failed_where_and_what_was_lost(
+    outbox: Outbox, channel: Channel, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    state: dict[str, Any] = {}
+    failing = add_entry(state, REPLY, reply("down"), clock.now, clock.now + 600)
+    channel.failing.add("down")
+    with caplog.at_level(logging.WARNING, logger="services.outbox"):
+        await send_all(outbox, state, [failing], channel)
+        assert "reply of conversation c-1 not delivered (attempt 1; " in caplog.text
+        assert "the channel is not answering" in caplog.text
+        lost = add_entry(state, OPERATION, {"operationId": "op-9"}, clock.now, clock.now)
+        await send_all(outbox, state, [lost], channel)
+    assert "LOST operation of conversation c-1 after 0 attempts (deadline passed): {'operationId': 'op-9'}" in (
+        caplog.text
+    )
+
+
+async def test_an_error_without_a_message_is_logged_by_its_kind(
+    outbox: Outbox,
+    channel: Channel,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(outbox_module, "SEND_TIMEOUT_SECONDS", 0.01)
+    state: dict[str, Any] = {}
+    entry_id = add_entry(state, REPLY, reply("stuck"), clock.now, clock.now + 600)
+    channel.hanging.add("stuck")
+    with caplog.at_level(logging.WARNING, logger="services.outbox"):
+        await asyncio.wait_for(send_all(outbox, state, [entry_id], channel), 10)
+    assert caplog.text.rstrip().endswith("TimeoutError")

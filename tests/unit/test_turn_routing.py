@@ -127,6 +127,13 @@ async def test_the_workers_own_conversation_starts_no_turn(router: TurnRouter, t
         members_added(WORKER_ID),
         members_added(WORKER_ID, "bot"),
         members_added("bot"),
+        inbound(
+            WORKER_CONVERSATION,
+            "directline",
+            type="conversationUpdate",
+            membersAdded=[{"id": WORKER_ID}],
+            recipient=None,
+        ),
     ):
         await route(router, activity)
     assert turns.seen == []
@@ -174,6 +181,34 @@ async def test_an_untrusted_operation_event_starts_no_turn_and_is_logged_with_wh
     assert record.levelno == logging.WARNING
     assert reason in record.getMessage()
     assert WORKER_CONVERSATION in record.getMessage() and event in record.getMessage()
+
+
+async def test_an_untrusted_event_without_a_sender_is_refused_all_the_same(
+    router: TurnRouter, turns: Turns, caplog: pytest.LogCaptureFixture
+) -> None:
+    anonymous = worker_event(RESULT_EVENT, "not signed")
+    anonymous.from_property = None
+    await route(router, anonymous)
+    assert turns.seen == []
+    assert "signature" in caplog.text
+
+
+async def test_the_resumed_turn_speaks_as_the_bot_s_own_app(turns: Turns, clock: FakeClock) -> None:
+    """The resumed turn carries the bot's app id, which its replies are authenticated as."""
+    from botbuilder.core import BotAdapter
+
+    identities = []
+
+    async def record_identity(context: TurnContext) -> None:
+        identities.append(context.turn_state[BotAdapter.BOT_IDENTITY_KEY].claims)
+
+    adapter = CloudAdapter(BotFrameworkAuthenticationFactory.create())
+    router = TurnRouter(
+        run_turn=record_identity, adapter=adapter, bot_app_id="bot-app-id", signing_key=KEY, clock=clock
+    )
+    await route(router, worker_event(RESULT_EVENT, sign(result_payload(request(), SUCCEEDED, "ok"), KEY)))
+    [claims] = identities
+    assert "bot-app-id" in claims.values()
 
 
 async def test_an_event_is_trusted_until_the_moment_it_expires(
