@@ -16,6 +16,7 @@ from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, Res
 from services.bot_states import DurableConversationState, DurableUserState
 from services.cosmos_storage import StoredState, flatten
 from services.outbox import Outbox
+from services.state_storage import StateUnavailableError
 from services.unit_of_work import (
     ConversationLocks,
     HoldsRepliesUntilCommit,
@@ -24,6 +25,7 @@ from services.unit_of_work import (
     UnitOfWork,
     _apply,
     _changes,
+    update_state,
 )
 from tests.support.clock import FakeClock
 from tests.support.memory_storage import ConflictingMemoryStorage
@@ -470,3 +472,95 @@ def test_durable_effects_outside_a_unit_of_work_turn_are_refused(
 ) -> None:
     with pytest.raises(RuntimeError, match="inside a unit-of-work turn"):
         unit_of_work.reply_durably(new_turn(adapter), "lost")
+
+
+# --- merging a user's state, and the bounded conditional update --------------------------------------
+
+
+def test_every_kind_of_change_is_merged_into_a_fresher_state() -> None:
+    before = {"Count": 1, "Same": 0, "Gone": "x", "UserProfile": {"name": "Ada", "nickname": "Al"}, "e_tag": "1"}
+    after = {"Count": 2, "Same": 0, "Added": 7, "UserProfile": {"name": "Ada", "nickname": None}, "e_tag": "1"}
+    fresh = {"Count": 1, "Same": 0, "UserProfile": {"name": "Ada", "nickname": "Al", "colour": "blue"}, "e_tag": "2"}
+    _apply(fresh, _changes(before, after))  # "Gone" was removed meanwhile too: removing it again is harmless
+    assert fresh == {
+        "Count": 2,
+        "Same": 0,
+        "Added": 7,
+        "UserProfile": {"name": "Ada", "nickname": None, "colour": "blue"},  # set to None, not removed
+        "e_tag": "2",
+    }
+
+
+def test_a_property_that_becomes_an_object_replaces_what_was_there() -> None:
+    fresh = {"Settings": "old", "e_tag": "2"}
+    _apply(fresh, _changes({"Settings": "old"}, {"Settings": {"theme": "dark"}}))
+    assert fresh == {"Settings": {"theme": "dark"}, "e_tag": "2"}
+
+
+@pytest.fixture
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's unavailability is waited out in (0, 0, 0, 0) s: the same number of tries, no sleep."""
+    import services.unit_of_work as unit_of_work_module
+
+    monkeypatch.setattr(unit_of_work_module, "UNAVAILABLE_BACKOFF_SECONDS", (0.0, 0.0, 0.0, 0.0))
+
+
+async def test_a_conditional_update_outlasts_four_conflicts_and_gives_up_at_the_fifth(
+    storage: ConflictingMemoryStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage.documents["k"] = {"Log": [], "e_tag": "0"}
+    storage.commit_first("k", *(rival_adds(f"rival {n}") for n in range(4)))
+    assert await update_state(storage, "k", rival_adds("mine"))
+    assert storage.documents["k"]["Log"] == ["rival 0", "rival 1", "rival 2", "rival 3", "mine"]
+
+    storage.commit_first("k", *(rival_adds(f"late {n}") for n in range(5)))
+    assert not await update_state(storage, "k", rival_adds("given up"))
+    assert "given up" not in storage.documents["k"]["Log"]
+    assert "state k not updated after 5 conflicting writes" in caplog.text
+
+
+async def test_a_conditional_update_of_a_missing_state_creates_it_only_when_asked(
+    storage: ConflictingMemoryStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert not await update_state(storage, "gone", rival_adds("x"))
+    assert "gone" not in storage.documents
+    assert "state gone not updated: it is gone" in caplog.text
+    assert await update_state(storage, "new", rival_adds("x"), create=True)
+    assert storage.documents["new"]["Log"] == ["x"]
+
+
+async def test_a_conditional_update_waits_out_a_store_briefly_unavailable_but_not_for_ever(
+    storage: ConflictingMemoryStorage, caplog: pytest.LogCaptureFixture, no_waiting: None
+) -> None:
+    def set_value(value: str) -> Callable[[dict[str, Any]], None]:
+        return lambda state: state.update(Value=value)  # safe to apply again, as update_state asks
+
+    storage.documents["k"] = {"Value": "", "e_tag": "0"}
+    storage.unavailable["k"] = 4
+    assert await update_state(storage, "k", set_value("after four refusals"))
+    storage.unavailable["k"] = 5
+    assert not await update_state(storage, "k", set_value("after five"))
+    assert storage.documents["k"]["Value"] == "after four refusals"
+    assert "state k not updated: the store stayed unavailable (state 'k': HTTP 503)" in caplog.text
+
+
+async def test_a_delivered_effect_whose_record_cannot_be_written_is_logged_and_the_turn_still_answered(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter,
+    caplog: pytest.LogCaptureFixture, no_waiting: None,
+) -> None:  # fmt: skip
+    await unit_of_work.run(new_turn(adapter), StartingTurn(unit_of_work))
+    assert "not recorded" not in caplog.text  # recorded: nothing to say
+    commit, writes = storage.write, 0
+
+    async def commit_then_unavailable(changes: dict[str, Any]) -> None:
+        nonlocal writes
+        writes += 1
+        if writes > 1:
+            raise StateUnavailableError("HTTP 503")
+        await commit(changes)
+
+    storage.write = commit_then_unavailable  # type: ignore[method-assign]
+    await unit_of_work.run(new_turn(adapter, "again"), StartingTurn(unit_of_work))
+    assert texts(adapter)[-1] == "attempt 1"
+    assert len(queue.sent) == 2
+    assert "conversation c-1: delivery of ['" in caplog.text and "not recorded" in caplog.text
