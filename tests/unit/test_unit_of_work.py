@@ -442,13 +442,24 @@ async def test_a_message_that_cannot_be_taken_in_nor_apologised_for_fails_so_the
     assert texts(adapter) == []
 
 
-async def test_a_long_message_is_quoted_shortened_in_the_request_to_resend(
-    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
-) -> None:
+@pytest.mark.parametrize(
+    ("text", "quoted"),
+    [
+        ("word  " * 30, " ".join(("word  " * 30).split())[:57] + "..."),
+        ("x" * 60, "x" * 60),
+        ("x" * 61, "x" * 57 + "..."),
+        (None, ""),
+    ],
+    ids=["long", "60-kept", "61-shortened", "no-text"],
+)
+async def test_a_message_is_quoted_at_most_sixty_characters_long_in_the_request_to_resend(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter,
+    text: str | None, quoted: str,
+) -> None:  # fmt: skip
     storage.commit_first(CONVERSATION_KEY, *(rival_adds(f"rival {n}") for n in range(3)))
-    long_text = "word  " * 30
-    await unit_of_work.run(new_turn(adapter, long_text), StartingTurn(unit_of_work))
-    quoted = " ".join(long_text.split())[:57] + "..."
+    context = new_turn(adapter)
+    context.activity.text = text
+    await unit_of_work.run(context, StartingTurn(unit_of_work))
     assert texts(adapter) == [f"Busy, resend: {quoted}"]
 
 
