@@ -575,3 +575,21 @@ async def test_a_delivered_effect_whose_record_cannot_be_written_is_logged_and_t
     assert texts(adapter)[-1] == "attempt 1"
     assert len(queue.sent) == 2
     assert "conversation c-1: delivery of ['" in caplog.text and "not recorded" in caplog.text
+
+
+async def test_a_property_another_conversation_changed_meanwhile_is_not_reverted_by_the_merge(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    storage.documents[USER_KEY] = {"UserProfile": {"name": "Ada", "visits": 3}, "e_tag": "0"}
+
+    def other_conversation(state: dict[str, Any]) -> None:
+        state["UserProfile"]["visits"] = 4
+
+    storage.commit_first(USER_KEY, other_conversation)
+
+    async def rename(context: TurnContext) -> None:
+        unit_of_work.scopes.user.get(context)["UserProfile"]["name"] = "Grace"
+        unit_of_work.scopes.conversation.get(context)["Seen"] = True
+
+    await unit_of_work.run(new_turn(adapter), rename)
+    assert storage.documents[USER_KEY]["UserProfile"] == {"name": "Grace", "visits": 4}
