@@ -15,7 +15,7 @@ AZURITE_TABLE_PORT ?= 10002
 # Instances of the app for `make run`, behind a round-robin balancer on FUNCTIONS_PORT (as Azure scales out).
 INSTANCES ?= 1
 
-.PHONY: run test lint bench install lock check-lock clean
+.PHONY: run test lint bench mutation install lock check-lock clean
 
 # Each command installs what it needs: `make run` the app (requirements.txt, locked with hashes) and the
 # local stand-ins (npm dependencies); `make test` adds the test tools (requirements-dev.txt, npm dev
@@ -91,5 +91,13 @@ test: $(VENV)/.installed-run $(VENV)/.installed-bench node_modules/.installed-te
 bench: install $(VENV)/.installed-bench
 	$(PY) -m bench
 
+# Mutation testing of the core against the fast tests (docs/testing.md); not part of `make test`.
+# MUTANTS narrows it, e.g. MUTANTS='services.turns.outbox*'; a fresh run each time (results in mutants/).
+MUTANTS ?=
+mutation: $(VENV)/.installed-test
+	rm -rf mutants
+	nice -n 10 $(VENV)/bin/mutmut run --max-children 2 $(MUTANTS) > mutation.log 2>&1 || { tail -n 40 mutation.log; exit 1; }
+	$(PY) -m mutation.score
+
 clean:
-	rm -rf $(VENV) node_modules .localdev .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) node_modules .localdev .pytest_cache .ruff_cache .mypy_cache .hypothesis mutants

@@ -182,7 +182,7 @@ class Outbox:
                 conversation,
                 attempts,
                 backoff,
-                error or type(error).__name__,
+                str(error) or type(error).__name__,  # a timeout has no message: name it
             )
             if attempts == 1 and entry.get("failureReply"):
                 delivery.failure_replies.append(entry["failureReply"])

@@ -63,3 +63,49 @@ def test_closing_tells_an_untold_timeout_first_and_no_notice_when_disabled() -> 
     decision = sweep({RECORD_PROPERTY: record}, NOW, quiet)
     assert decision is not None and decision.expired
     assert decision.texts == ["Sorry, the prime report timed out: no result came within 10 min."]
+
+
+def test_the_default_closing_notice_names_the_idle_time_in_words() -> None:
+    from services.settings import load_settings
+    from tests.unit.test_settings import VALID
+
+    default_text = load_settings(VALID).expiry_notice_text
+    assert ExpiryPolicy(1800, True, default_text).notice() == (
+        "This conversation was closed after 30 min without activity. Send anything to start again."
+    )
+    assert ExpiryPolicy(90, True, default_text).notice() == (
+        "This conversation was closed after 1 min 30 s without activity. Send anything to start again."
+    )
+
+
+def test_the_notice_in_minutes_rounds_and_never_says_zero() -> None:
+    minutes = "Closed after {minutes} minutes ({duration})."
+    assert ExpiryPolicy(20, True, minutes).notice() == "Closed after 1 minutes (20 s)."
+    assert ExpiryPolicy(150, True, minutes).notice() == "Closed after 2 minutes (2 min 30 s)."
+    assert ExpiryPolicy(3600, True, minutes).notice() == "Closed after 60 minutes (60 min)."
+    assert ExpiryPolicy(3600, False, minutes).notice() is None
+
+
+def test_a_timeout_the_sweeper_told_is_not_told_again_by_the_next_turn() -> None:
+    import json
+
+    from bot_logic.pending_operation import timeout_notice_once
+
+    record = {"lastAccessAt": NOW - 10, "pendingOperation": pending(NOW), "expiredAt": None}
+    state = {RECORD_PROPERTY: record}
+    decision = sweep(state, NOW, replace(POLICY, expire_after_seconds=3600))
+    assert decision is not None and len(decision.texts) == 1
+    stored = json.loads(json.dumps(state))  # as the next turn reads it back from storage
+    assert timeout_notice_once(stored[RECORD_PROPERTY]["pendingOperation"]) is None
+
+
+def test_a_conversation_expiring_in_the_sweep_that_fails_back_its_handoff_withdraws_it_too() -> None:
+    from bot_logic.handoff import start_handoff, timed_out_text
+
+    record = {"lastAccessAt": NOW - 7200, "pendingOperation": None, "expiredAt": None}
+    start_handoff(record, "asked for a person", NOW - 200, timeout_seconds=120)
+    state = {RECORD_PROPERTY: record}
+    decision = sweep(state, NOW, POLICY)
+    assert decision is not None and decision.expired
+    assert decision.withdraw_handoff
+    assert decision.texts == [timed_out_text(POLICY.handoff_timeout_seconds), "Closed after 5 minutes."]

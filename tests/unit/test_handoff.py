@@ -129,3 +129,33 @@ def test_a_quiet_user_talking_to_a_person_is_not_expired() -> None:
     record["handoff"]["state"] = "accepted"
     assert not is_expired(record, 1800, NOW + 10 * 1800)
     assert sweep({RECORD_PROPERTY: record}, NOW + 10 * 1800, POLICY) is None
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5])
+def test_the_handoff_is_offered_at_exactly_the_limit_and_counted_afresh_after_a_handoff(limit: int) -> None:
+    from bot_logic.handoff import end_handoff
+
+    record: dict[str, object] = {}
+    told = [note_misunderstanding(record, limit) for _ in range(limit)]
+    assert told == [False] * (limit - 1) + [True]
+    start_handoff(record, "misunderstood", 0.0, 120)
+    assert [note_misunderstanding(record, limit) for _ in range(limit)][-1]
+    end_handoff(record)
+    assert [note_misunderstanding(record, limit) for _ in range(limit)] == [False] * (limit - 1) + [True]
+
+
+def test_a_declined_offer_starts_the_count_again_and_no_answer_lets_the_offer_lapse() -> None:
+    from bot_logic.handoff import answer_offer, offer_handoff
+
+    record: dict[str, object] = {}
+    assert answer_offer(record, True) is None  # nothing was offered
+    for _ in range(3):
+        note_misunderstanding(record, 3)
+    offer_handoff(record)
+    assert answer_offer(record, False) is False
+    assert not note_misunderstanding(record, 3)  # counted from one again
+    offer_handoff(record)
+    assert answer_offer(record, None) is None
+    assert answer_offer(record, True) is None  # lapsed: a later "yes" is an ordinary message
+    offer_handoff(record)
+    assert answer_offer(record, True) is True

@@ -8,6 +8,7 @@ import base64
 import email.utils
 import itertools
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -458,11 +459,16 @@ async def test_remember_never_raises_and_the_next_turn_tries_again(failure: Exce
     assert len(container.patches) == 4
 
 
-async def test_remember_gives_up_on_a_slow_cosmos_db_rather_than_hold_the_turn() -> None:
+async def test_remember_gives_up_on_a_slow_cosmos_db_rather_than_hold_the_turn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class HangingContainer(FlakyContainer):
+        hanging = True
+
         async def patch_item(self, item: str, partition_key: str, patch_operations: list[dict[str, Any]]) -> dict:
-            await asyncio.Event().wait()  # the SDK retrying a throttled request, for ever
-            return {}
+            if self.hanging:
+                await asyncio.Event().wait()  # the SDK retrying a throttled request, for ever
+            return await super().patch_item(item, partition_key, patch_operations)
 
     container = HangingContainer([])
 
@@ -470,8 +476,15 @@ async def test_remember_gives_up_on_a_slow_cosmos_db_rather_than_hold_the_turn()
         return container
 
     references = ConversationReferences(get_container, time_to_live=86400, remember_timeout=0.01)
-    async with asyncio.timeout(5):
-        await references.remember(REFERENCE)  # returns, logged; the next turn tries again
+    with caplog.at_level(logging.WARNING):
+        async with asyncio.timeout(5):  # a hang here fails the test instead of holding the turn
+            await references.remember(REFERENCE)
+    assert container.patches == []
+    assert caplog.records and all(record.levelno >= logging.WARNING for record in caplog.records)
+    assert "user-1" not in caplog.text  # no user id in the log
+    container.hanging = False
+    await references.remember(REFERENCE)  # given up, not remembered as written: the next turn tries again
+    assert container.patches == ["user-user-1", "conversation-conv-1"]
 
 
 async def test_remember_ignores_what_is_not_a_reference() -> None:

@@ -9,6 +9,7 @@ from botbuilder.schema import Activity
 from bot_logic.operation_protocol import (
     PROGRESS_EVENT,
     RESULT_EVENT,
+    progress_payload,
     result_payload,
     sign,
     trusted_payload,
@@ -114,3 +115,29 @@ def test_an_operation_event_is_told_only_in_the_conversation_waiting_for_it_at_i
     assert operation_event_refusal({"operationId": "op-1", "conversation": elsewhere}, record) == (
         "the reply address it carries is not the conversation's"
     )
+
+
+def test_the_signed_fields_the_worker_sends_are_the_ones_the_bot_reads() -> None:
+    """The worker and the bot may run different versions for a moment: the fields are a contract."""
+    from bot_logic.pending_operation import progress_text, result_reply
+
+    common = {
+        "operationId": "op-1",
+        "operation": "prime report",
+        "conversation": REQUEST["conversation"],
+        "expiresAt": 1000.0,
+    }
+    progress = progress_payload(REQUEST, 40)
+    result = result_payload(REQUEST, "succeeded", "42 primes")
+    assert progress == {**common, "event": PROGRESS_EVENT, "percent": 40}
+    assert result == {**common, "event": RESULT_EVENT, "outcome": "succeeded", "text": "42 primes"}
+
+    pending = {"id": "op-1", "name": "prime report"}
+    read_progress, _ = trusted_payload(PROGRESS_EVENT, sign(progress, KEY), KEY, now=999.0)
+    read_result, _ = trusted_payload(RESULT_EVENT, sign(result, KEY), KEY, now=999.0)
+    assert read_progress is not None and read_result is not None
+    assert read_progress["operationId"] == read_result["operationId"] == pending["id"]
+    assert progress_text(pending, read_progress["percent"]) == "Still working on the prime report: 40% done."
+    assert result_reply(pending["name"], read_result) == "Thanks for waiting. 42 primes"
+    failed = result_payload(REQUEST, "failed", "The store is closed.")
+    assert result_reply("prime report", failed) == "Sorry, the prime report failed. The store is closed."

@@ -13,6 +13,9 @@ from botbuilder.core import ConversationState, TurnContext, UserState
 from botbuilder.core.adapters import TestAdapter
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, ResourceResponse
 
+from services.state.bot_states import DurableConversationState, DurableUserState
+from services.state.cosmos_storage import StoredState, flatten
+from services.state.state_storage import StateUnavailableError
 from services.turns.outbox import Outbox
 from services.turns.unit_of_work import (
     ConversationLocks,
@@ -22,6 +25,7 @@ from services.turns.unit_of_work import (
     UnitOfWork,
     _apply,
     _changes,
+    update_state,
 )
 from tests.support.clock import FakeClock
 from tests.support.memory_storage import ConflictingMemoryStorage
@@ -338,3 +342,254 @@ async def test_a_store_unavailable_after_the_commit_never_fails_an_answered_turn
     assert texts(adapter) == ["Nice to meet you, Grace!"]
     saved = storage.documents.get(USER_KEY, {}).get("UserProfile")
     assert saved == ({"name": "Grace"} if refusals == 2 else None)  # waited for briefly, else logged
+
+
+# --- two conversations, the production user state, giving up ---------------------------------------
+
+
+def turn_in(adapter: TestAdapter, conversation: str, text: str) -> TurnContext:
+    context = new_turn(adapter, text)
+    context.activity.conversation = ConversationAccount(id=conversation)
+    return context
+
+
+async def test_a_busy_conversation_does_not_hold_up_another_in_the_same_process(
+    storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClock, adapter: HoldingTestAdapter
+) -> None:
+    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
+    # A short busy bound: were both conversations one lock, the second would be told to resend.
+    unit_of_work = UnitOfWork(
+        scopes, Outbox(queue.send, clock), clock, busy_text="Busy, resend: {text}", locks=ConversationLocks(0.05)
+    )
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def answer(context: TurnContext) -> None:
+        if context.activity.text == "slow":
+            started.set()
+            await release.wait()
+        unit_of_work.scopes.conversation.get(context)["Seen"] = context.activity.text
+        await context.send_activity(f"answered {context.activity.text}")
+
+    slow = asyncio.create_task(unit_of_work.run(turn_in(adapter, "c-1", "slow"), answer))
+    await started.wait()
+    async with asyncio.timeout(5):
+        await unit_of_work.run(turn_in(adapter, "c-2", "quick"), answer)
+    assert texts(adapter) == ["answered quick"]
+    release.set()
+    await slow
+    assert texts(adapter) == ["answered quick", "answered slow"]
+
+
+class FlattenedMemoryStorage(ConflictingMemoryStorage):
+    """The in-memory storage with the two calls the production state classes make (as CosmosStorage)."""
+
+    async def read_stored(self, keys: list[str]) -> dict[str, StoredState]:
+        return {key: StoredState(state, flatten(state)) for key, state in (await self.read(keys)).items()}
+
+    async def write_flattened(self, key: str, value: dict[str, Any], document: dict[str, Any]) -> None:
+        await self.write({key: value})
+
+
+async def test_the_production_user_state_keeps_what_another_conversation_wrote_meanwhile(
+    queue: Queue, clock: FakeClock, adapter: HoldingTestAdapter
+) -> None:
+    storage = FlattenedMemoryStorage()
+    scopes = StateScopes(DurableConversationState(storage), DurableUserState(storage), storage, storage)
+    unit_of_work = UnitOfWork(scopes, Outbox(queue.send, clock), clock, busy_text="Busy: {text}")
+    storage.documents[USER_KEY] = {"UserProfile": {"name": "Ada", "visits": 3}, "e_tag": "0"}
+
+    def other_conversation(state: dict[str, Any]) -> None:
+        state["UserProfile"]["colour"] = "blue"
+
+    storage.commit_first(USER_KEY, other_conversation)
+    profile = scopes.user.create_property("UserProfile")
+
+    async def rename(context: TurnContext) -> None:
+        (await profile.get(context, dict))["name"] = "Grace"
+        unit_of_work.scopes.conversation.get(context)["Seen"] = True
+
+    await unit_of_work.run(new_turn(adapter), rename)
+    assert storage.documents[USER_KEY]["UserProfile"] == {"name": "Grace", "visits": 3, "colour": "blue"}
+
+
+async def test_a_user_state_that_keeps_conflicting_is_given_up_and_logged_without_its_values(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    storage.documents[USER_KEY] = {"UserProfile": {"name": "Ada"}, "e_tag": "0"}
+    storage.commit_first(USER_KEY, *(rival_adds(f"rival {n}") for n in range(50)))
+
+    async def rename(context: TurnContext) -> None:
+        unit_of_work.scopes.user.get(context)["UserProfile"]["name"] = "Grace"
+        unit_of_work.scopes.conversation.get(context)["Seen"] = True
+        await context.send_activity("Nice to meet you.")
+
+    await unit_of_work.run(new_turn(adapter), rename)
+    assert texts(adapter) == ["Nice to meet you."]  # the committed turn is answered all the same
+    assert storage.documents[USER_KEY]["UserProfile"] == {"name": "Ada"}
+    assert "user state not saved: ['UserProfile.name'] changed" in caplog.text
+    assert "Grace" not in caplog.text
+    assert storage.writes < 50  # bounded: it gave up, it did not outlast the rivals
+
+
+async def test_a_message_that_cannot_be_taken_in_nor_apologised_for_fails_so_the_channel_retries(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    storage.commit_first(CONVERSATION_KEY, *(rival_adds(f"rival {n}") for n in range(3)))
+    adapter.failing = {"Busy, resend: hello"}
+    with pytest.raises(TurnConflictError):
+        await unit_of_work.run(new_turn(adapter, "hello"), StartingTurn(unit_of_work))
+    assert texts(adapter) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted"),
+    [
+        ("word  " * 30, " ".join(("word  " * 30).split())[:57] + "..."),
+        ("x" * 60, "x" * 60),
+        ("x" * 61, "x" * 57 + "..."),
+        (None, ""),
+    ],
+    ids=["long", "60-kept", "61-shortened", "no-text"],
+)
+async def test_a_message_is_quoted_at_most_sixty_characters_long_in_the_request_to_resend(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter,
+    text: str | None, quoted: str,
+) -> None:  # fmt: skip
+    storage.commit_first(CONVERSATION_KEY, *(rival_adds(f"rival {n}") for n in range(3)))
+    context = new_turn(adapter)
+    context.activity.text = text
+    await unit_of_work.run(context, StartingTurn(unit_of_work))
+    assert texts(adapter) == [f"Busy, resend: {quoted}"]
+
+
+async def test_a_durable_reply_is_sent_in_its_own_turn_in_the_order_the_turn_made_it(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    async def result(context: TurnContext) -> None:
+        unit_of_work.scopes.conversation.get(context)["Done"] = True
+        await context.send_activity("Here it is:")
+        unit_of_work.reply_durably(context, "Thanks for waiting. 42.")
+        await context.send_activity("What next?")
+
+    await unit_of_work.run(new_turn(adapter, kind="event"), result)
+    assert texts(adapter) == ["Here it is:", "Thanks for waiting. 42.", "What next?"]
+    assert [activity.type for activity in adapter.activity_buffer] == ["message"] * 3
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY]
+
+
+def test_durable_effects_outside_a_unit_of_work_turn_are_refused(
+    unit_of_work: UnitOfWork, adapter: HoldingTestAdapter
+) -> None:
+    with pytest.raises(RuntimeError, match="inside a unit-of-work turn"):
+        unit_of_work.reply_durably(new_turn(adapter), "lost")
+
+
+# --- merging a user's state, and the bounded conditional update --------------------------------------
+
+
+def test_every_kind_of_change_is_merged_into_a_fresher_state() -> None:
+    before = {"Count": 1, "Same": 0, "Gone": "x", "UserProfile": {"name": "Ada", "nickname": "Al"}, "e_tag": "1"}
+    after = {"Count": 2, "Same": 0, "Added": 7, "UserProfile": {"name": "Ada", "nickname": None}, "e_tag": "1"}
+    fresh = {"Count": 1, "Same": 0, "UserProfile": {"name": "Ada", "nickname": "Al", "colour": "blue"}, "e_tag": "2"}
+    _apply(fresh, _changes(before, after))  # "Gone" was removed meanwhile too: removing it again is harmless
+    assert fresh == {
+        "Count": 2,
+        "Same": 0,
+        "Added": 7,
+        "UserProfile": {"name": "Ada", "nickname": None, "colour": "blue"},  # set to None, not removed
+        "e_tag": "2",
+    }
+
+
+def test_a_property_that_becomes_an_object_replaces_what_was_there() -> None:
+    fresh = {"Settings": "old", "e_tag": "2"}
+    _apply(fresh, _changes({"Settings": "old"}, {"Settings": {"theme": "dark"}}))
+    assert fresh == {"Settings": {"theme": "dark"}, "e_tag": "2"}
+
+
+@pytest.fixture
+def no_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's unavailability is waited out in (0, 0, 0, 0) s: the same number of tries, no sleep."""
+    import services.turns.unit_of_work as unit_of_work_module
+
+    monkeypatch.setattr(unit_of_work_module, "UNAVAILABLE_BACKOFF_SECONDS", (0.0, 0.0, 0.0, 0.0))
+
+
+async def test_a_conditional_update_outlasts_four_conflicts_and_gives_up_at_the_fifth(
+    storage: ConflictingMemoryStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage.documents["k"] = {"Log": [], "e_tag": "0"}
+    storage.commit_first("k", *(rival_adds(f"rival {n}") for n in range(4)))
+    assert await update_state(storage, "k", rival_adds("mine"))
+    assert storage.documents["k"]["Log"] == ["rival 0", "rival 1", "rival 2", "rival 3", "mine"]
+
+    storage.commit_first("k", *(rival_adds(f"late {n}") for n in range(5)))
+    assert not await update_state(storage, "k", rival_adds("given up"))
+    assert "given up" not in storage.documents["k"]["Log"]
+    assert "state k not updated after 5 conflicting writes" in caplog.text
+
+
+async def test_a_conditional_update_of_a_missing_state_creates_it_only_when_asked(
+    storage: ConflictingMemoryStorage, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert not await update_state(storage, "gone", rival_adds("x"))
+    assert "gone" not in storage.documents
+    assert "state gone not updated: it is gone" in caplog.text
+    assert await update_state(storage, "new", rival_adds("x"), create=True)
+    assert storage.documents["new"]["Log"] == ["x"]
+
+
+async def test_a_conditional_update_waits_out_a_store_briefly_unavailable_but_not_for_ever(
+    storage: ConflictingMemoryStorage, caplog: pytest.LogCaptureFixture, no_waiting: None
+) -> None:
+    def set_value(value: str) -> Callable[[dict[str, Any]], None]:
+        return lambda state: state.update(Value=value)  # safe to apply again, as update_state asks
+
+    storage.documents["k"] = {"Value": "", "e_tag": "0"}
+    storage.unavailable["k"] = 4
+    assert await update_state(storage, "k", set_value("after four refusals"))
+    storage.unavailable["k"] = 5
+    assert not await update_state(storage, "k", set_value("after five"))
+    assert storage.documents["k"]["Value"] == "after four refusals"
+    assert "state k not updated: the store stayed unavailable (state 'k': HTTP 503)" in caplog.text
+
+
+async def test_a_delivered_effect_whose_record_cannot_be_written_is_logged_and_the_turn_still_answered(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter,
+    caplog: pytest.LogCaptureFixture, no_waiting: None,
+) -> None:  # fmt: skip
+    await unit_of_work.run(new_turn(adapter), StartingTurn(unit_of_work))
+    assert "not recorded" not in caplog.text  # recorded: nothing to say
+    commit, writes = storage.write, 0
+
+    async def commit_then_unavailable(changes: dict[str, Any]) -> None:
+        nonlocal writes
+        writes += 1
+        if writes > 1:
+            raise StateUnavailableError("HTTP 503")
+        await commit(changes)
+
+    storage.write = commit_then_unavailable  # type: ignore[method-assign]
+    await unit_of_work.run(new_turn(adapter, "again"), StartingTurn(unit_of_work))
+    assert texts(adapter)[-1] == "attempt 1"
+    assert len(queue.sent) == 2
+    assert "conversation c-1: delivery of ['" in caplog.text and "not recorded" in caplog.text
+
+
+async def test_a_property_another_conversation_changed_meanwhile_is_not_reverted_by_the_merge(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter
+) -> None:
+    storage.documents[USER_KEY] = {"UserProfile": {"name": "Ada", "visits": 3}, "e_tag": "0"}
+
+    def other_conversation(state: dict[str, Any]) -> None:
+        state["UserProfile"]["visits"] = 4
+
+    storage.commit_first(USER_KEY, other_conversation)
+
+    async def rename(context: TurnContext) -> None:
+        unit_of_work.scopes.user.get(context)["UserProfile"]["name"] = "Grace"
+        unit_of_work.scopes.conversation.get(context)["Seen"] = True
+
+    await unit_of_work.run(new_turn(adapter), rename)
+    assert storage.documents[USER_KEY]["UserProfile"] == {"name": "Grace", "visits": 4}
