@@ -161,12 +161,16 @@ class Outbox:
     ) -> None:
         if now >= entry["deadline"]:
             delivery.lost.add(entry["id"])
+            # Ids only: a reply's text may echo the user, an operation's payload holds their parameters and id.
+            payload = entry["payload"]
+            operation_id = payload.get("operationId") if isinstance(payload, dict) else None
             logger.error(
-                "LOST %s of conversation %s after %d attempts (deadline passed): %s",
+                "LOST %s of conversation %s after %d attempts (deadline passed): entry %s%s",
                 entry["kind"],
                 conversation,
                 entry["attempts"],
-                entry["payload"],
+                entry["id"],
+                f", operation {operation_id}" if operation_id else "",
             )
             return
         send = send_reply if entry["kind"] == REPLY else self._send_operation

@@ -292,7 +292,7 @@ async def test_the_logs_tell_an_operator_what_failed_where_and_what_was_lost(
         assert "the channel is not answering" in caplog.text
         lost = add_entry(state, OPERATION, {"operationId": "op-9"}, clock.now, clock.now)
         await send_all(outbox, state, [lost], channel)
-    assert "LOST operation of conversation c-1 after 0 attempts (deadline passed): {'operationId': 'op-9'}" in (
+    assert f"LOST operation of conversation c-1 after 0 attempts (deadline passed): entry {lost}, operation op-9" in (
         caplog.text
     )
 
