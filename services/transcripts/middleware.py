@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from botbuilder.core import Middleware, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
+from services.channel.activity_json import to_json
 from services.turns.unit_of_work import sends_of
 
 TRANSCRIPT_KEY = "transcript.turn"
@@ -48,7 +49,7 @@ class TurnTranscript:
         for activity, response in zip(activities, responses, strict=False):
             if activity.type in _NOT_RECORDED:
                 continue
-            data = activity.serialize()
+            data = to_json(activity)
             if not data.get("id") and response is not None and response.id:
                 data["id"] = response.id
             sender = data.get("from")
@@ -79,7 +80,7 @@ class CommittedTranscriptMiddleware(Middleware):
             await logic()
         finally:
             if _acted_on(context, turn):
-                turn.received = context.activity.serialize()
+                turn.received = to_json(context.activity)
             activities = turn.in_order()
             conversation = context.activity.conversation
             if activities and conversation is not None and conversation.id:

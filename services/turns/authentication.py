@@ -44,6 +44,7 @@ from botframework.connector.auth import (
 )
 from jwt.algorithms import RSAAlgorithm
 
+from services.channel.activity_json import use_plain_bodies
 from services.settings import Settings, is_secure_address
 from services.unavailable import ServiceUnavailable
 
@@ -415,6 +416,7 @@ class _ReusingFactory(ConnectorFactory):
         client = self.clients.get(key)
         if client is None:
             client = await self.inner.create(service_url, audience)  # type: ignore[arg-type]  # None: the default
+            use_plain_bodies(client)  # replies' request bodies without msrest's per-value dispatch
             self.clients[key] = client
             if len(self.clients) > self.limit:
                 self.clients.popitem(last=False)
