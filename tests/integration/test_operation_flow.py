@@ -78,7 +78,6 @@ async def conversation_doc(app: Composition, conversation: str) -> dict[str, Any
     return await container.read_item(doc_id, doc_id)
 
 
-
 async def activities_after_result(
     app: Composition, connector: RecordingConnector, request: dict[str, Any], text: str
 ) -> list[dict[str, Any]]:
@@ -86,6 +85,7 @@ async def activities_after_result(
     before = len(connector.activities)
     await send(app, worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", text)))
     return connector.activities[before:]
+
 
 async def test_result_resumes_the_dialog_once_with_thanks_and_the_menu(
     app: Composition, connector: RecordingConnector, clock: FakeClock
