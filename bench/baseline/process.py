@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiohttp import web
 
 from localdev.processes import ManagedProcess, Stoppable, free_port, spawn, wait_for_port
 
 READY_TIMEOUT = 60.0  # seconds: importing botbuilder takes about one
+
+
+def serve(
+    module: str,
+    description: str | None,
+    create_app: Callable[[], web.Application],
+    argv: list[str] | None,
+    banner: bool,
+) -> None:
+    """`python -m <module> [--host HOST] --port PORT`: serve a baseline's app until interrupted, logging
+    warnings and worse; banner: print aiohttp's "Running on" lines."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(create_app(), host=args.host, port=args.port, **({} if banner else {"print": None}))
 
 
 @dataclass

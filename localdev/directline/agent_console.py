@@ -44,7 +44,7 @@ from bot_logic.handoff import signed_status, status_payload
 from localdev.directline.activities import Activity
 from localdev.directline.channel import Channel
 from localdev.directline.client_api import CHANNEL
-from localdev.directline.errors import ApiError, Handler, bad_argument
+from localdev.directline.errors import ApiError, Handler, bad_argument, read_json_object
 from localdev.directline.handoff import (
     ACCEPT,
     COMPLETE,
@@ -138,16 +138,7 @@ def _handoff(request: web.Request) -> Handoff:
 
 async def _body(request: web.Request) -> dict[str, Any]:
     """A JSON object; an empty body counts as {} (every field of these calls but one is optional)."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "BadSyntax", "The body is not valid JSON") from exc
-    if not isinstance(body, dict):
-        raise bad_argument("The body must be a JSON object")
-    return body
+    return await read_json_object(request, optional=True)
 
 
 def _text_field(body: dict[str, Any], name: str, limit: int, required: bool) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,7 @@ from aiohttp import BodyPartReader, WSCloseCode, WSMsgType, web
 
 from localdev.directline.activities import Activity, account, random_id
 from localdev.directline.channel import Channel
-from localdev.directline.errors import ApiError, bad_argument, not_found
+from localdev.directline.errors import ApiError, bad_argument, json_object, not_found, read_json_object
 from localdev.directline.store import Conversation, StoredFile, parse_watermark
 from localdev.directline.tokens import STREAM_SCOPE, TokenError
 
@@ -65,19 +64,6 @@ def _conversation(request: web.Request, conversation_id: str) -> Conversation:
     return conversation
 
 
-async def _json_object(request: web.Request, optional: bool = False) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip() and optional:
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise ApiError(400, "BadSyntax", "The body is not valid JSON") from exc
-    if not isinstance(body, dict):
-        raise bad_argument("The body must be a JSON object")
-    return body
-
-
 def _watermark(request: web.Request) -> int:
     try:
         return parse_watermark(request.query.get("watermark"))
@@ -94,7 +80,7 @@ def _user_account(value: Any) -> dict[str, Any] | None:
 async def start_conversation(request: web.Request) -> web.Response:
     caller = authenticate(request)
     channel = _channel(request)
-    body = await _json_object(request, optional=True)
+    body = await read_json_object(request, optional=True)
     user = _user_account({"id": caller.user_id} if caller.user_id else body.get("user"))
     if caller.with_secret:
         conversation = channel.store.create()
@@ -120,7 +106,7 @@ async def generate_token(request: web.Request) -> web.Response:
     if not authenticate(request).with_secret:
         raise ApiError(403, "Forbidden", "Generating a token requires the secret")
     channel = _channel(request)
-    user = _user_account((await _json_object(request, optional=True)).get("user"))
+    user = _user_account((await read_json_object(request, optional=True)).get("user"))
     conversation = channel.store.create()  # not started: the bot hears of it when a client starts it
     return web.json_response(channel.token_answer(conversation.id, user["id"] if user else None))
 
@@ -155,7 +141,7 @@ async def post_activity(request: web.Request) -> web.Response:
     conversation_id = request.match_info["conversation_id"]
     caller = authenticate(request, conversation_id)
     conversation = _conversation(request, conversation_id)
-    activity = _prepare_client_activity(request, caller, await _json_object(request))
+    activity = _prepare_client_activity(request, caller, await read_json_object(request))
     stored = await _channel(request).receive_from_client(conversation, activity)
     return web.json_response({"id": stored["id"]})
 
@@ -176,12 +162,7 @@ async def upload(request: web.Request) -> web.Response:
             continue
         data = await _read_capped(part, channel.settings.max_upload_bytes)
         if part.name == "activity":
-            try:
-                activity = json.loads(data)
-            except ValueError as exc:
-                raise ApiError(400, "BadSyntax", "The activity part is not valid JSON") from exc
-            if not isinstance(activity, dict):
-                raise bad_argument("The activity part must be a JSON object")
+            activity = json_object(data, "The activity part")
             continue
         content_type = part.headers.get("Content-Type", "application/octet-stream")
         name = part.filename or "file"

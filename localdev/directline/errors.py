@@ -8,8 +8,10 @@ origin, which need none, can read it."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -39,6 +41,25 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 def bad_argument(message: str) -> ApiError:
     return ApiError(400, "BadArgument", message)
+
+
+def json_object(raw: bytes | bytearray, what: str = "The body") -> dict[str, Any]:
+    """raw as a JSON object, or a 400 naming `what` is not one."""
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, "BadSyntax", f"{what} is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise bad_argument(f"{what} must be a JSON object")
+    return value
+
+
+async def read_json_object(request: web.Request, optional: bool = False) -> dict[str, Any]:
+    """The request's body as a JSON object; an empty body counts as {} where the body is optional."""
+    raw = await request.read()
+    if not raw.strip() and optional:
+        return {}
+    return json_object(raw)
 
 
 def not_found(message: str = "Conversation not found") -> ApiError:

@@ -245,16 +245,30 @@ async def test_during_an_outage_one_attempt_is_shared_and_then_requests_fail_fas
     assert connector.messages(conversation) == ["What's your name?"]
 
 
+@asynccontextmanager
+async def keys_due_while_source_fails(
+    azurite: Azurite,
+    cosmos: CosmosStandIn,
+    entra: FakeEntra,
+    connector: RecordingConnector,
+    outage: str,
+    timeout_seconds: float,
+) -> AsyncIterator[tuple[Composition, str]]:
+    """A secured app that has fetched the keys once, now due for a refresh while the key source has
+    the outage; the app and a valid channel token's header."""
+    clock = FakeClock(1000.0)
+    async with secured_app(azurite, cosmos, entra, timeout_seconds=timeout_seconds, clock=clock) as bot:
+        token = bearer(entra.channel_token(APP_ID, connector.service_url))
+        assert (await post_message(bot, connector, token))[1].status == 200
+        await entra.fail_with(outage)
+        clock.now += 2 * 24 * 3600  # the keys are due for a refresh
+        yield bot, token
+
+
 async def test_keys_already_fetched_keep_serving_while_the_source_is_down(
     azurite: Azurite, cosmos: CosmosStandIn, entra: FakeEntra, connector: RecordingConnector
 ) -> None:
-    clock = FakeClock(1000.0)
-    async with secured_app(azurite, cosmos, entra, timeout_seconds=1.0, clock=clock) as bot:
-        token = bearer(entra.channel_token(APP_ID, connector.service_url))
-        assert (await post_message(bot, connector, token))[1].status == 200
-
-        await entra.fail_with("status 500")
-        clock.now += 2 * 24 * 3600  # the keys are due for a refresh, which fails
+    async with keys_due_while_source_fails(azurite, cosmos, entra, connector, "status 500", 1.0) as (bot, token):
         conversation, response = await post_message(bot, connector, token)
         assert response.status == 200
         assert connector.messages(conversation) == ["What's your name?"]
@@ -269,13 +283,7 @@ async def test_keys_already_fetched_keep_serving_while_the_source_is_down(
 async def test_while_old_keys_are_refreshed_only_one_request_waits_for_the_source(
     azurite: Azurite, cosmos: CosmosStandIn, entra: FakeEntra, connector: RecordingConnector
 ) -> None:
-    clock = FakeClock(1000.0)
-    async with secured_app(azurite, cosmos, entra, timeout_seconds=2.0, clock=clock) as bot:
-        token = bearer(entra.channel_token(APP_ID, connector.service_url))
-        assert (await post_message(bot, connector, token))[1].status == 200
-
-        await entra.fail_with("hang")
-        clock.now += 2 * 24 * 3600
+    async with keys_due_while_source_fails(azurite, cosmos, entra, connector, "hang", 2.0) as (bot, token):
         waiting = asyncio.create_task(post_message(bot, connector, token))  # refreshes, and waits
         await entra.wait_for_metadata_requests(2)
         _, meanwhile = await post_message(bot, connector, token)

@@ -13,7 +13,7 @@ from bootstrap import Composition
 from handlers.messages import MAX_BODY_BYTES
 from localdev.emulators import Azurite, CosmosStandIn
 from tests.support.activities import activity, joined
-from tests.support.app import composed_app, send
+from tests.support.app import composed_app, open_named_conversation, send
 from tests.support.connector import RecordingConnector
 
 pytestmark = pytest.mark.emulators
@@ -44,10 +44,8 @@ async def test_greets_asks_name_and_remembers_it(app: Composition, connector: Re
 async def test_buttons_start_an_operation_and_cancel_it_while_it_runs(
     app: Composition, connector: RecordingConnector
 ) -> None:
-    conversation = f"c-{uuid.uuid4()}"
     url = connector.service_url
-    await send(app, joined(conversation, url))
-    await send(app, activity(conversation, url, text="Ada"))
+    conversation = await open_named_conversation(app, url, "Ada")
     menu = connector.activities[-1]
     actions = menu["suggestedActions"]["actions"]
     assert [(a["type"], a["title"], a["value"]) for a in actions][:2] == [
@@ -177,10 +175,8 @@ async def test_a_queue_that_cannot_be_reached_is_told_not_left_waiting(
 ) -> None:
     unreachable = azurite.connection_string.replace(f":{azurite.queue_port}/", ":9/")
     async with composed_app(azurite, cosmos, AzureWebJobsStorage=unreachable) as app:
-        conversation = f"c-{uuid.uuid4()}"
         url = connector.service_url
-        await send(app, joined(conversation, url))
-        await send(app, activity(conversation, url, text="Ada"))
+        conversation = await open_named_conversation(app, url, "Ada")
         response = await send(app, activity(conversation, url, text="1"))
         key = f"directline/conversations/{conversation}"
         [entry] = (await app.conversations.read([key]))[key]["Outbox"]

@@ -24,7 +24,7 @@ from bot_logic.operation_protocol import (
 from localdev.emulators import Azurite, CosmosStandIn
 from services.state.cosmos_storage import escape_key
 from tests.support.activities import activity, joined
-from tests.support.app import composed_app, send
+from tests.support.app import composed_app, open_named_conversation, send
 from tests.support.clock import FakeClock
 from tests.support.connector import RecordingConnector
 
@@ -46,12 +46,9 @@ async def queued_requests(app: Composition) -> list[dict[str, Any]]:
 
 
 async def start_operation(app: Composition, connector: RecordingConnector) -> tuple[str, dict[str, Any]]:
-    conversation = f"c-{uuid.uuid4()}"
-    url = connector.service_url
-    await send(app, joined(conversation, url))
-    await send(app, activity(conversation, url, text="Alan"))
+    conversation = await open_named_conversation(app, connector.service_url, "Alan")
     assert await queued_requests(app) == []  # nothing queued before the choice
-    await send(app, activity(conversation, url, text="prime report"))
+    await send(app, activity(conversation, connector.service_url, text="prime report"))
     [request] = [r for r in await queued_requests(app) if r["conversation"]["conversation"]["id"] == conversation]
     assert connector.messages(conversation)[-1].startswith("Starting the prime report.")
     return conversation, request
@@ -81,6 +78,15 @@ async def conversation_doc(app: Composition, conversation: str) -> dict[str, Any
     return await container.read_item(doc_id, doc_id)
 
 
+async def activities_after_result(
+    app: Composition, connector: RecordingConnector, request: dict[str, Any], text: str
+) -> list[dict[str, Any]]:
+    """What the bot sends on a succeeded result for the request: nothing, where the result is stale."""
+    before = len(connector.activities)
+    await send(app, worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", text)))
+    return connector.activities[before:]
+
+
 async def test_result_resumes_the_dialog_once_with_thanks_and_the_menu(
     app: Composition, connector: RecordingConnector, clock: FakeClock
 ) -> None:
@@ -100,10 +106,7 @@ async def test_result_resumes_the_dialog_once_with_thanks_and_the_menu(
     assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Alan?")
 
     # The same result delivered again (a duplicated queue message) changes nothing.
-    count = len(connector.activities)
-    duplicate = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "42 primes."))
-    await send(app, duplicate)
-    assert len(connector.activities) == count
+    assert not await activities_after_result(app, connector, request, "42 primes.")
 
 
 async def test_progress_is_a_few_messages_and_typing_in_between(
@@ -168,10 +171,7 @@ async def test_cancel_drops_the_late_result(app: Composition, connector: Recordi
         connector.messages(conversation)[-2]
         == "Cancelled the prime report."
     )
-    count = len(connector.activities)
-    late = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "late"))
-    await send(app, late)
-    assert len(connector.activities) == count
+    assert not await activities_after_result(app, connector, request, "late")
 
 
 async def test_no_result_by_the_deadline_is_told_on_the_next_message(
@@ -224,10 +224,8 @@ async def test_idle_past_the_deadline_tells_the_timeout_then_starts_over(
 async def test_choice_by_number_or_name_with_parameters(
     app: Composition, connector: RecordingConnector, answer: str, parameters: dict[str, int]
 ) -> None:
-    conversation = f"c-{uuid.uuid4()}"
     url = connector.service_url
-    await send(app, joined(conversation, url))
-    await send(app, activity(conversation, url, text="Kay"))
+    conversation = await open_named_conversation(app, url, "Kay")
     await send(app, activity(conversation, url, text=answer))
     [request] = [r for r in await queued_requests(app) if r["conversation"]["conversation"]["id"] == conversation]
     assert request["parameters"] == parameters
@@ -236,10 +234,8 @@ async def test_choice_by_number_or_name_with_parameters(
 async def test_bad_parameters_are_explained_and_the_menu_offered_again(
     app: Composition, connector: RecordingConnector
 ) -> None:
-    conversation = f"c-{uuid.uuid4()}"
     url = connector.service_url
-    await send(app, joined(conversation, url))
-    await send(app, activity(conversation, url, text="Kay"))
+    conversation = await open_named_conversation(app, url, "Kay")
     await send(app, activity(conversation, url, text="route report size=999999"))
     assert connector.messages(conversation)[-2].startswith("I can't run the route report like that: size must be")
     assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Kay?")

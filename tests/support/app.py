@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from localdev.app_settings import app_settings
 from localdev.emulators import Azurite, CosmosStandIn
 from services.clock import Clock, system_clock
 from services.settings import load_settings
-from tests.support.activities import post
+from tests.support.activities import activity, joined, post
 
 
 @asynccontextmanager
@@ -31,3 +32,11 @@ async def composed_app(
 async def send(app: Composition, body: Any, **request: str) -> HttpResponseData:
     """POST an activity (or raw bytes) to the messages handler."""
     return await handle_messages(post(body, **request), app.messages)
+
+
+async def open_named_conversation(app: Composition, service_url: str, name: str) -> str:
+    """A new conversation in which the user has joined and given their name; its id."""
+    conversation = f"c-{uuid.uuid4()}"
+    await send(app, joined(conversation, service_url))
+    await send(app, activity(conversation, service_url, text=name))
+    return conversation

@@ -113,6 +113,14 @@ def unit_of_work(storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClo
     return UnitOfWork(scopes, Outbox(queue.send, clock), clock, busy_text="Busy, resend: {text}", max_attempts=3)
 
 
+def short_busy_bound(storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClock) -> UnitOfWork:
+    """A unit of work whose turns give up waiting for their conversation after 0.05 s."""
+    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
+    return UnitOfWork(
+        scopes, Outbox(queue.send, clock), clock, busy_text="Busy, resend: {text}", locks=ConversationLocks(0.05)
+    )
+
+
 @pytest.fixture
 def adapter() -> HoldingTestAdapter:
     return HoldingTestAdapter()
@@ -273,10 +281,7 @@ async def test_turns_of_one_conversation_run_one_at_a_time_in_a_process(
 async def test_a_conversation_busy_past_the_bound_asks_the_user_to_resend(
     storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClock, adapter: HoldingTestAdapter
 ) -> None:
-    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
-    unit_of_work = UnitOfWork(
-        scopes, Outbox(queue.send, clock), clock, busy_text="Busy, resend: {text}", locks=ConversationLocks(0.05)
-    )
+    unit_of_work = short_busy_bound(storage, queue, clock)
     started, release = asyncio.Event(), asyncio.Event()
 
     async def slow(context: TurnContext) -> None:
@@ -356,11 +361,8 @@ def turn_in(adapter: TestAdapter, conversation: str, text: str) -> TurnContext:
 async def test_a_busy_conversation_does_not_hold_up_another_in_the_same_process(
     storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClock, adapter: HoldingTestAdapter
 ) -> None:
-    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
     # A short busy bound: were both conversations one lock, the second would be told to resend.
-    unit_of_work = UnitOfWork(
-        scopes, Outbox(queue.send, clock), clock, busy_text="Busy, resend: {text}", locks=ConversationLocks(0.05)
-    )
+    unit_of_work = short_busy_bound(storage, queue, clock)
     started, release = asyncio.Event(), asyncio.Event()
 
     async def answer(context: TurnContext) -> None:

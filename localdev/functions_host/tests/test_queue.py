@@ -6,7 +6,7 @@ import base64
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -61,6 +61,24 @@ def record_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("queue-records")
 
 
+def spawn_queue_app(
+    azurite: Azurite,
+    record_dir: Path,
+    settings: dict[str, str],
+    *,
+    app_dir: Path = APPS / "queue_app",
+    extra_args: Sequence[str] = (),
+    log_path: Path,
+) -> HostProcess:
+    """The queue test app on Azurite, recording its invocations in record_dir; settings name its queues."""
+    return spawn_host(
+        app_dir,
+        settings={"AzureWebJobsStorage": azurite.connection_string, "RECORD_DIR": str(record_dir), **settings},
+        extra_args=extra_args,
+        log_path=log_path,
+    )
+
+
 @pytest.fixture(scope="module")
 def queue_host(azurite: Azurite, names: dict[str, str], record_dir: Path) -> Iterator[HostProcess]:
     # The host does not create trigger queues (neither does the real one): the test does.
@@ -70,16 +88,11 @@ def queue_host(azurite: Azurite, names: dict[str, str], record_dir: Path) -> Ite
     batch = queue(azurite, names["BatchQueue"])
     for number in range(BATCH_SIZE):
         batch.send_message(f"batch-{number}")
-    host = spawn_host(
-        APPS / "queue_app",
-        settings={
-            "AzureWebJobsStorage": azurite.connection_string,
-            "RECORD_DIR": str(record_dir),
-            "BATCH_SIZE": str(BATCH_SIZE),
-            "SLOW_SECONDS": "3",
-            **names,
-        },
-        # Short leases so the slow test proves renewal (renewed every second).
+    # Short leases so the slow test proves renewal (renewed every second).
+    host = spawn_queue_app(
+        azurite,
+        record_dir,
+        {"BATCH_SIZE": str(BATCH_SIZE), "SLOW_SECONDS": "3", **names},
         extra_args=["--queue-message-lease", "2"],
         log_path=LOG_DIR / "functions-host-queue.log",
     )
@@ -152,16 +165,11 @@ def test_message_encoding_none(azurite: Azurite, tmp_path: Path) -> None:
     orders = f"plain-{uuid.uuid4().hex[:8]}"
     queue(azurite, orders).create_queue()
     record_dir = tmp_path / "records"
-    host = spawn_host(
-        app_dir,
-        settings={
-            "AzureWebJobsStorage": azurite.connection_string,
-            "RECORD_DIR": str(record_dir),
-            "OrdersQueue": orders,
-            "FailQueue": f"{orders}-f",
-            "BatchQueue": f"{orders}-b",
-            "SlowQueue": f"{orders}-s",
-        },
+    host = spawn_queue_app(
+        azurite,
+        record_dir,
+        {"OrdersQueue": orders, "FailQueue": f"{orders}-f", "BatchQueue": f"{orders}-b", "SlowQueue": f"{orders}-s"},
+        app_dir=app_dir,
         log_path=LOG_DIR / "functions-host-queue-none.log",
     )
     try:
@@ -184,16 +192,10 @@ def test_trigger_queue_is_not_created_and_is_served_once_it_exists(azurite: Azur
         queue(azurite, name).create_queue()
     queue(azurite, long_fails).create_queue()
     record_dir = tmp_path / "records"
-    host = spawn_host(
-        APPS / "queue_app",
-        settings={
-            "AzureWebJobsStorage": azurite.connection_string,
-            "RECORD_DIR": str(record_dir),
-            "OrdersQueue": orders,
-            "FailQueue": long_fails,
-            "BatchQueue": f"{orders}-b",
-            "SlowQueue": f"{orders}-s",
-        },
+    host = spawn_queue_app(
+        azurite,
+        record_dir,
+        {"OrdersQueue": orders, "FailQueue": long_fails, "BatchQueue": f"{orders}-b", "SlowQueue": f"{orders}-s"},
         extra_args=["--queue-message-lease", "1"],
         log_path=LOG_DIR / "functions-host-queue-late.log",
     )
@@ -226,15 +228,10 @@ def test_ctrl_c_stops_at_once_and_releases_the_running_message(azurite: Azurite,
     for name in [*names.values(), slow]:
         queue(azurite, name).create_queue()
     record_dir = tmp_path / "records"
-    host = spawn_host(
-        APPS / "queue_app",
-        settings={
-            "AzureWebJobsStorage": azurite.connection_string,
-            "RECORD_DIR": str(record_dir),
-            "SLOW_SECONDS": "60",
-            "SlowQueue": slow,
-            **names,
-        },
+    host = spawn_queue_app(
+        azurite,
+        record_dir,
+        {"SLOW_SECONDS": "60", "SlowQueue": slow, **names},
         log_path=LOG_DIR / "functions-host-queue-interrupt.log",
     )
     try:
