@@ -141,3 +141,21 @@ def test_the_signed_fields_the_worker_sends_are_the_ones_the_bot_reads() -> None
     assert result_reply(pending["name"], read_result) == "Thanks for waiting. 42 primes"
     failed = result_payload(REQUEST, "failed", "The store is closed.")
     assert result_reply("prime report", failed) == "Sorry, the prime report failed. The store is closed."
+
+
+def test_the_queue_message_of_a_pending_operation_is_what_the_worker_reads() -> None:
+    from bot_logic.operation_protocol import operation_request, parse_operation_request
+    from bot_logic.pending_operation import start_pending
+
+    reference = {"serviceUrl": "https://dl.example/", "channelId": "directline", "conversation": {"id": "c1"}}
+    pending = start_pending("prime report", {"end": 1000}, 100.0, 600, reference)
+    message = operation_request(pending)
+    assert message == {
+        "operationId": pending["id"],
+        "operation": "prime report",
+        "parameters": {"end": 1000},
+        "conversation": reference,
+        "deadline": 700.0,
+    }
+    assert parse_operation_request(json.dumps(message).encode()) == message
+    assert operation_request({**pending, "parameters": {}})["parameters"] == {}
