@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from services.clock import Clock, system_clock
+from bot_logic.clock import Clock, system_clock
 from services.settings import Settings, load_settings, longest_sweep_gap
 
 if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below

@@ -11,6 +11,7 @@ from botbuilder.core import ActivityHandler, BotState, TurnContext
 from botbuilder.dialogs import DialogExtensions, DialogSet
 from botbuilder.schema import Activity, ActivityTypes, ChannelAccount
 
+from bot_logic.clock import Clock
 from bot_logic.conversation_record import (
     DIALOG_STATE_PROPERTY,
     RECORD_PROPERTY,
@@ -64,7 +65,6 @@ from bot_logic.pending_operation import (
 )
 from bot_logic.turn_routing import is_operation_event
 from bot_logic.user_profile import PROFILE_PROPERTY, display_name, get_profile
-from services.clock import Clock
 
 logger = logging.getLogger(__name__)
 

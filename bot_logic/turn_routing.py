@@ -17,8 +17,8 @@ from botbuilder.core import CloudAdapterBase, TurnContext
 from botbuilder.core.conversation_reference_extension import get_continuation_activity
 from botbuilder.schema import Activity, ActivityTypes, ConversationReference
 
+from bot_logic.clock import Clock
 from bot_logic.operation_protocol import OPERATION_EVENTS, WORKER_ID, trusted_payload
-from services.clock import Clock
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot_logic.clock import Clock, system_clock
 from bot_logic.conversation_record import state_key
 from bot_logic.operation_protocol import (
     FAILED,
@@ -33,7 +34,6 @@ from bot_logic.pending_operation import still_waiting
 from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
 from services.channel.directline_client import DirectLineClient, DirectLineError
-from services.clock import Clock, system_clock
 from services.telemetry import OUTCOME, Tracing
 
 logger = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot_logic.clock import Clock
 from bot_logic.conversation_record import RECORD_PROPERTY
 from bot_logic.expiry import ExpiryPolicy, sweep
 from bot_logic.handoff import withdrawal_payload
-from services.clock import Clock
 from services.state.state_storage import StateConflictError, StateUnavailableError
 from services.turns.outbox import (
     REPLY,

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote, urlencode
 
+from bot_logic.clock import Clock
 from handlers.http_types import HttpResponseData, error
-from services.clock import Clock
 from services.transcripts.recorder import (
     CleanupReport,
     TranscriptPage,

@@ -35,8 +35,8 @@ from botbuilder.schema import Activity, ActivityTypes
 
 from bench.baseline import TURN_ERROR_LOG
 from bot_logic.bot import LongOperationBot
+from bot_logic.clock import Clock, system_clock
 from bot_logic.operation_quota import OperationQuota
-from services.clock import Clock, system_clock
 from services.queues.storage_queue import StorageQueue
 from services.settings import Settings, load_settings
 

@@ -19,6 +19,7 @@ from botbuilder.dialogs.choices import Choice, FoundChoice, ListStyle
 from botbuilder.dialogs.prompts import ChoicePrompt, PromptOptions, PromptValidatorContext, TextPrompt
 from botbuilder.schema import ActionTypes, CardAction
 
+from bot_logic.clock import Clock
 from bot_logic.commands import CANCEL, HELP, MENU, command_in, yes_or_no
 from bot_logic.conversation_record import ConversationRecord, PendingOperation, load_record
 from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog, with_cancel_button
@@ -36,7 +37,6 @@ from bot_logic.operation_quota import OperationQuota, load_usage, record_end, re
 from bot_logic.pending_operation import describe_duration, result_reply, start_pending, timeout_notice_once
 from bot_logic.user_profile import MENU_SEEN, display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
-from services.clock import Clock
 
 NAME_PROMPT = "What's your name?"
 NAME_RETRY_PROMPT = "Hello to you too! What name shall I call you?"

@@ -7,11 +7,11 @@ from botbuilder.core import MessageFactory, StatePropertyAccessor
 from botbuilder.dialogs import Dialog, DialogContext, DialogTurnResult
 from botbuilder.schema import ActionTypes, Activity, ActivityTypes, CardAction
 
+from bot_logic.clock import Clock
 from bot_logic.commands import CANCEL, command_in
 from bot_logic.conversation_record import load_record
 from bot_logic.operation_protocol import RESULT_EVENT
 from bot_logic.pending_operation import describe_duration
-from services.clock import Clock
 
 TIMED_OUT = "timed_out"
 _CANCEL_BUTTON = CardAction(type=ActionTypes.im_back, title="Cancel", value="cancel")

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from services.clock import Clock
 from services.unavailable import ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -196,7 +195,7 @@ class TranscriptRecorder:
         retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         linger_seconds: float = DEFAULT_LINGER_SECONDS,
         sleep: Sleep = asyncio.sleep,
-        clock: Clock = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.redact_user_text = redact_user_text

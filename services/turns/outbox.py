@@ -29,8 +29,6 @@ from typing import Any
 from botbuilder.core import TurnContext
 from botbuilder.schema import Activity, ConversationReference
 
-from services.clock import Clock
-
 logger = logging.getLogger(__name__)
 
 OUTBOX_PROPERTY = "Outbox"  # in conversation state; clearing a conversation leaves it alone
@@ -140,7 +138,7 @@ class Delivery:
 class Outbox:
     """Sends a conversation's outbox entries; see the module's docstring."""
 
-    def __init__(self, send_operation: SendPayload, clock: Clock) -> None:
+    def __init__(self, send_operation: SendPayload, clock: Callable[[], float]) -> None:
         self._send_operation = send_operation
         self._clock = clock
 

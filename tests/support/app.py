@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from bootstrap import Composition
+from bot_logic.clock import Clock, system_clock
 from handlers.http_types import HttpResponseData
 from handlers.messages import handle_messages
 from localdev.app_settings import app_settings
 from localdev.emulators import Azurite, CosmosStandIn
-from services.clock import Clock, system_clock
 from services.settings import load_settings
 from tests.support.activities import activity, joined, post
 

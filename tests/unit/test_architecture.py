@@ -33,9 +33,8 @@ ALLOWED: dict[str, set[str]] = {
     "operations": set(),
     "services": set(),
 }
-# Single modules a part may import beyond those: the clock is the one piece of the outside world bot
-# logic names (its type, and the system clock as a default); services/clock.py imports nothing of the project.
-ALLOWED_MODULES: dict[str, set[str]] = {"bot_logic": {"services.clock"}}
+# Single modules a part may import beyond those (none today: the clock bot logic names is its own).
+ALLOWED_MODULES: dict[str, set[str]] = {}
 SETTINGS_MODULE = PROJECT_ROOT / "services" / "settings.py"
 BENCH_ONLY_PACKAGES = {"microsoft_agents"}  # requirements-dev.txt: bench/agents_baseline
 
