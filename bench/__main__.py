@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, delivery, machine, memory, profile_turn, report, sweeper, turns
+from bench import cold_start, delivery, instances, machine, memory, profile_turn, report, sweeper, turns
 from bench.stack import RESULTS_DIR, Emulators, emulators
 
 Section = Callable[[Emulators, bool], Awaitable[dict[str, Any]]]
@@ -23,6 +23,7 @@ SECTIONS: dict[str, Section] = {
     "cold_start": cold_start.run,
     "profile": profile_turn.run,
     "memory": memory.run,
+    "instances": instances.run,
 }
 
 

@@ -94,6 +94,18 @@ def tables(results: dict[str, Any]) -> list[Table]:
         ]
         title = f"5. Memory of an instance by distinct conversations (RSS before: {mem['rss_mib_before']} MiB)"
         out.append((title, ["conversations", "RSS MiB", "elapsed s", "per-process maps"], rows))
+    scale = results.get("instances")
+    if scale:
+        rows = []
+        for count, r in scale["runs"].items():
+            by_instance = r["cpu_share_by_instance"].items()
+            shares = ", ".join(f"{name} {share:.0%}" for name, share in by_instance if share is not None)
+            rows.append([count, scale["conversations"], r["count"], r["errors"], r["turns_per_s"], r["p50_ms"],
+                         r["p99_ms"], r["cpu_ms_per_turn"], shares])  # fmt: skip
+        ratio = scale["throughput_ratio_2_over_1"]
+        title = f"6. One instance vs two on this machine (plain turns; x turns/s 2 / 1 = {ratio})"
+        out.append((title, ["instances", "conversations", "turns", "errors", "turns/s", "p50", "p99",
+                    "CPU ms/turn (instances)", "CPU share"], rows))  # fmt: skip
     profile = results.get("profile")
     if profile:
         rows = [[name, value] for name, value in profile["cpu_ms_per_turn_by_category"].items()]

@@ -16,7 +16,7 @@ from localdev.processes import PROJECT_ROOT
 
 pytestmark = [pytest.mark.emulators]
 
-SECTIONS = ("turns", "delivery", "sweeper", "cold_start", "profile", "memory")
+SECTIONS = ("turns", "delivery", "sweeper", "cold_start", "profile", "memory", "instances")
 
 
 def numbers(value: Any) -> list[float]:
@@ -62,5 +62,9 @@ def test_quick_run_writes_every_section_with_numbers(tmp_path: Path) -> None:
     assert all(s["expired_swept"] == s["expired_seeded"] for s in results["sweeper"]["scenarios"])
     assert results["cold_start"]["host_ms"]["spawn_to_first_200_ms"] > 0
     assert results["memory"]["errors"] == 0 and all(p["rss_mib"] > 0 for p in results["memory"]["checkpoints"])
+    for run in results["instances"]["runs"].values():  # both instances take turns: no per-instance bottleneck
+        assert run["count"] > 0 and run["errors"] == 0
+    assert all(share > 0 for share in results["instances"]["runs"]["2"]["cpu_share_by_instance"].values())
+    assert len(results["instances"]["runs"]["2"]["cpu_share_by_instance"]) == 2
     assert "Turns through the local Functions host" in done.stdout
     assert "App vs Agents SDK baseline" in done.stdout
