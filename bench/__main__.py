@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -32,16 +33,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test's mode, well under a minute)")
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), help="run only these sections")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR, help="folder for latest.json and latest.md")
+    parser.add_argument(
+        "--memory-conversations",
+        type=int,
+        default=memory.FULL_LARGEST,
+        help=f"distinct conversations the memory section goes up to (default {memory.FULL_LARGEST:,}; "
+        "100000 takes about an hour on 2 cores)",
+    )
     return parser.parse_args(argv)
 
 
-async def run_sections(names: list[str], quick: bool) -> dict[str, Any]:
+async def run_sections(names: list[str], quick: bool, memory_conversations: int) -> dict[str, Any]:
+    sections = {**SECTIONS, "memory": functools.partial(memory.run, largest=memory_conversations)}
     results: dict[str, Any] = {}
     with emulators() as stack:
         for name in names:
             started = time.perf_counter()
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
-            results[name] = await SECTIONS[name](stack, quick)
+            results[name] = await sections[name](stack, quick)
             results[name]["section_seconds"] = round(time.perf_counter() - started, 1)
             print(f"[bench] {name} done in {results[name]['section_seconds']} s", file=sys.stderr, flush=True)
     return results
@@ -51,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     results: dict[str, Any] = {"machine": machine.describe(), "quick": args.quick}
-    results.update(asyncio.run(run_sections(args.only or list(SECTIONS), args.quick)))
+    results.update(asyncio.run(run_sections(args.only or list(SECTIONS), args.quick, args.memory_conversations)))
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     tables = report.tables(results)
     notes = {name: results[name]["notes"] for name in SECTIONS if name in results and "notes" in results[name]}

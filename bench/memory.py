@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import sys
 import time
 import uuid
 from typing import Any
@@ -24,7 +25,8 @@ from bootstrap import Composition
 from handlers.messages import handle_messages
 from services.settings import load_settings
 
-FULL_CHECKPOINTS = (1_000, 10_000, 100_000)
+FULL_LARGEST = 10_000  # `python -m bench --only memory --memory-conversations 100000` for the long run
+CHECKPOINTS = (1_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000)
 QUICK_CHECKPOINTS = (50, 200)
 CONCURRENCY = 16
 
@@ -54,8 +56,12 @@ def _map_sizes(app: Composition) -> dict[str, int]:
     return sizes
 
 
-async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
-    checkpoints = QUICK_CHECKPOINTS if quick else FULL_CHECKPOINTS
+def checkpoints_up_to(largest: int) -> tuple[int, ...]:
+    return (*(c for c in CHECKPOINTS if c < largest), largest)
+
+
+async def run(stack: Emulators, quick: bool, largest: int = FULL_LARGEST) -> dict[str, Any]:
+    checkpoints = QUICK_CHECKPOINTS if quick else checkpoints_up_to(largest)
     connector = Connector()
     await connector.start()
     app = Composition(load_settings(bench_settings(stack, "http://127.0.0.1:9/")))
@@ -89,6 +95,7 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
                     "maps": _map_sizes(app),
                 }
             )
+            print(f"[bench] memory: {points[-1]}", file=sys.stderr, flush=True)  # a long run shows its progress
     finally:
         await app.close()
         await connector.stop()
