@@ -22,13 +22,13 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from botbuilder.core import Storage
+
 from services.state import state_codec
 from services.state.cosmos import TRANSIENT_STATUSES, escape_id
 from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 from services.turns import outbox
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass

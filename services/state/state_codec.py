@@ -28,6 +28,8 @@ _RESERVED = frozenset(tags.RESERVED)
 _OBJECT, _REDUCE, _ID, _TYPE, _TUPLE = tags.OBJECT, tags.REDUCE, tags.ID, tags.TYPE, tags.TUPLE
 # A key the Unpickler treats specially in an object's attributes (it takes it as the factory of a defaultdict).
 _FACTORY_KEY = "default_factory"
+# Hooks that make the Pickler write constructor arguments too.
+_ARGUMENT_HOOKS = ("__getnewargs__", "__getnewargs_ex__", "__getinitargs__")
 
 
 class _Unsupported(Exception):
@@ -68,7 +70,7 @@ def _is_plain(cls: type, instance: object) -> bool:
         and hasattr(instance, "__dict__")
         and util.has_reduce(instance) == (False, False)
         and getattr(cls, "__getstate__", object.__getstate__) is object.__getstate__
-        and not any(util.has_method(instance, hook) for hook in ("__getnewargs__", "__getnewargs_ex__", "__getinitargs__"))
+        and not any(util.has_method(instance, hook) for hook in _ARGUMENT_HOOKS)
         and not util.is_dictionary_subclass(instance)
         and not util.is_sequence_subclass(instance)
         and not util.is_iterator(instance)

@@ -70,8 +70,7 @@ activities = st.builds(
     from_property=st.none() | accounts,
     value=json_values,
     suggested_actions=st.none() | st.builds(SuggestedActions, actions=st.lists(card_actions, max_size=3)),
-    attachments=st.none()
-    | st.lists(st.builds(Attachment, content_type=texts, content=json_values), max_size=2),
+    attachments=st.none() | st.lists(st.builds(Attachment, content_type=texts, content=json_values), max_size=2),
 )
 choices = st.builds(
     Choice, value=texts, action=st.none() | card_actions, synonyms=st.none() | st.lists(texts, max_size=3)
@@ -89,7 +88,7 @@ prompt_options = st.builds(
 others = (
     st.tuples(primitives, primitives)
     | st.frozensets(st.integers(), max_size=3).map(set)
-    | st.datetimes().map(lambda moment: moment.replace(tzinfo=datetime.timezone.utc))
+    | st.datetimes().map(lambda moment: moment.replace(tzinfo=datetime.UTC))
     | st.binary(max_size=4)
     | st.dictionaries(st.integers(), primitives, min_size=1, max_size=2)
     | st.integers().map(WithOwnState)
