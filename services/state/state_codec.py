@@ -22,9 +22,11 @@ from typing import Any
 
 from jsonpickle import Pickler, Unpickler, handlers, tags, util
 from jsonpickle.unpickler import loadclass
+from msrest.serialization import Model
 
 _PRIMITIVES = frozenset({str, int, float, bool, type(None)})
-_RESERVED = frozenset(tags.RESERVED)
+# Keys that make the Unpickler read a dict as something else (tags.RESERVED leaves out the bytes tags).
+_RESERVED = frozenset(tags.RESERVED | {tags.B64, tags.B85, tags.BYTES})
 _OBJECT, _REDUCE, _ID, _TYPE, _TUPLE = tags.OBJECT, tags.REDUCE, tags.ID, tags.TYPE, tags.TUPLE
 # A key the Unpickler treats specially in an object's attributes (it takes it as the factory of a defaultdict).
 _FACTORY_KEY = "default_factory"
@@ -36,19 +38,30 @@ class _Unsupported(Exception):
     """A value this codec does not write (or read) the way jsonpickle does: jsonpickle takes the whole state."""
 
 
+# Write msrest models (Activity and the schema's other classes) without their unset attributes, as a
+# "py/reduce" that calls the class with no arguments (setting them all to None) and then sets the others.
+# An Activity has ~45 attributes, most of them None: this halves a conversation's document. jsonpickle's
+# Unpickler restores the same objects from it (so an earlier release of the app can still read it).
+COMPACT_MODELS = True
+
 # What jsonpickle does with instances of a class: _PLAIN ({"py/object": name, **attributes}),
-# _ENUM ({"py/reduce": [{"py/type": name}, {"py/tuple": [value]}]}) or None (not handled here).
-_PLAIN, _ENUM = "plain", "enum"
-_shapes: dict[type, tuple[str | None, str]] = {}
+# _ENUM ({"py/reduce": [{"py/type": name}, {"py/tuple": [value]}]}) or None (not handled here); _MODEL:
+# a _PLAIN msrest model that can be written compactly:
+# {"py/reduce": [{"py/type": name}, {"py/tuple": []}, {**attributes that are not None}]}.
+_PLAIN, _ENUM, _MODEL = "plain", "enum", "model"
+_NOTHING: frozenset[str] = frozenset()
+_shapes: dict[type, tuple[str | None, str, frozenset[str]]] = {}
 
 
-def _shape_of(cls: type, instance: object) -> tuple[str | None, str]:
-    """How jsonpickle's Pickler writes instances of `cls` (decided on its first instance), and its name."""
+def _shape_of(cls: type, instance: object) -> tuple[str | None, str, frozenset[str]]:
+    """How jsonpickle's Pickler writes instances of `cls` (decided on its first instance), its name, and
+    for a _MODEL the attributes that a call with no arguments sets to None."""
     known = _shapes.get(cls)
     if known is not None:
         return known
     name = util.importable_name(cls)
     shape: str | None = None
+    unset = _NOTHING
     if handlers.get(cls, handlers.get(name)) is None:  # a registered handler writes its own form
         if isinstance(instance, enum.Enum):
             # Enum.__reduce_ex__ gives (class, (value,)): the Pickler writes that as py/reduce.
@@ -56,8 +69,23 @@ def _shape_of(cls: type, instance: object) -> tuple[str | None, str]:
                 shape = _ENUM
         elif _is_plain(cls, instance):
             shape = _PLAIN
-    _shapes[cls] = (shape, name)
-    return shape, name
+            if _is_model(cls):
+                shape = _MODEL
+                unset = frozenset(key for key, value in vars(cls()).items() if value is None)
+    _shapes[cls] = (shape, name, unset)
+    return shape, name, unset
+
+
+def _is_model(cls: type) -> bool:
+    """An msrest model the Unpickler restores from the compact form: called with no arguments, then its
+    __dict__ updated (it has no __setstate__)."""
+    if not issubclass(cls, Model) or hasattr(cls, "__setstate__"):
+        return False
+    try:
+        cls()
+    except Exception:  # a model that needs arguments: written in full
+        return False
+    return True
 
 
 def _is_plain(cls: type, instance: object) -> bool:
@@ -83,8 +111,9 @@ def _is_plain(cls: type, instance: object) -> bool:
 class _Encoder:
     """One flatten: numbers dicts, lists and objects in the order the Pickler meets them, for "py/id"."""
 
-    def __init__(self) -> None:
+    def __init__(self, compact_models: bool) -> None:
         self._ids: dict[int, int] = {}
+        self._compact_models = compact_models
 
     def encode(self, value: Any) -> Any:
         kind = type(value)
@@ -100,8 +129,14 @@ class _Encoder:
         if kind is list:
             encode = self.encode
             return [item if type(item) in _PRIMITIVES else encode(item) for item in value]
-        shape, name = _shape_of(kind, value)
-        if shape is _PLAIN:
+        shape, name, unset = _shape_of(kind, value)
+        if shape is _MODEL and self._compact_models:
+            # The Unpickler numbers the attributes' dict too: a number nothing refers to (a negative key
+            # is no object's id).
+            ids[~len(ids)] = len(ids)
+            attributes = {key: item for key, item in value.__dict__.items() if item is not None or key not in unset}
+            return {_REDUCE: [{_TYPE: name}, {_TUPLE: []}, self._items(attributes, {})]}
+        if shape is _PLAIN or shape is _MODEL:
             return self._items(value.__dict__, {_OBJECT: name})
         if shape is _ENUM:
             member = value._value_
@@ -132,6 +167,8 @@ def _class_named(name: str) -> tuple[str, type] | None:
     if isinstance(cls, type) and handlers.get(cls, handlers.get(name)) is None:
         if issubclass(cls, enum.Enum):
             found = (_ENUM, cls)
+        elif _is_model(cls):
+            found = (_MODEL, cls)
         elif cls.__module__ != "builtins" and not issubclass(cls, (dict, list, tuple, set, type)):
             found = (_PLAIN, cls)  # the Unpickler sets its attributes one by one (dict subclasses: items)
     _classes[name] = found
@@ -160,7 +197,8 @@ class _Decoder:
                 if _ID in value:
                     return self._reference(value[_ID])
                 if _REDUCE in value:
-                    return self._enum(value)
+                    reduce = value[_REDUCE]
+                    return self._model(reduce) if type(reduce) is list and len(reduce) == 3 else self._enum(value)
             raise _Unsupported(sorted(value.keys() & _RESERVED))
         if kind is list:
             items: list[Any] = []
@@ -178,7 +216,7 @@ class _Decoder:
     def _object(self, value: dict[str, Any]) -> Any:
         name = value[_OBJECT]
         found = _class_named(name) if type(name) is str else None
-        if found is None or found[0] is not _PLAIN or _FACTORY_KEY in value:
+        if found is None or found[0] is _ENUM or _FACTORY_KEY in value:
             raise _Unsupported(name)
         cls = found[1]
         try:
@@ -193,6 +231,31 @@ class _Decoder:
                     continue
                 raise _Unsupported(key)  # another tag, or a name the Unpickler mangles
             setattr(instance, key, item if type(item) in _PRIMITIVES else decode(item))
+        return instance
+
+    def _model(self, reduce: list[Any]) -> Any:
+        """The compact form of an msrest model, restored as the Unpickler restores that py/reduce."""
+        kind, arguments, attributes = reduce
+        if not (
+            type(kind) is dict
+            and kind.keys() == {_TYPE}
+            and type(kind[_TYPE]) is str
+            and arguments == {_TUPLE: []}
+            and type(attributes) is dict
+        ):
+            raise _Unsupported(_REDUCE)
+        found = _class_named(kind[_TYPE])
+        if found is None or found[0] is not _MODEL:
+            raise _Unsupported(kind[_TYPE])
+        instance = found[1]()
+        self._objects.append(instance)
+        state = self.decode(attributes)
+        if type(state) is not dict:
+            raise _Unsupported(_REDUCE)
+        if state:
+            for key, item in instance.__dict__.items():
+                state.setdefault(key, item)
+            instance.__dict__ = state
         return instance
 
     def _enum(self, value: dict[str, Any]) -> Any:
@@ -218,10 +281,11 @@ class _Decoder:
         return member
 
 
-def flatten(state: Any) -> Any:
-    """What jsonpickle's Pickler().flatten(state) returns."""
+def flatten(state: Any, compact_models: bool | None = None) -> Any:
+    """What jsonpickle's Pickler().flatten(state) returns, but for msrest models in their compact form
+    (if compact_models, default COMPACT_MODELS); jsonpickle's Unpickler restores it to equal objects."""
     try:
-        return _Encoder().encode(state)
+        return _Encoder(COMPACT_MODELS if compact_models is None else compact_models).encode(state)
     except _Unsupported:
         return Pickler().flatten(state)
 
