@@ -28,7 +28,13 @@ from services.state.cosmos_storage import escape_key
 
 # Functions whose cumulative CPU time is reported, by what they stand for.
 CATEGORIES = {
-    "jsonpickle (state flatten + restore)": ("jsonpickle/pickler.py:flatten", "jsonpickle/unpickler.py:restore"),
+    # The state codec, and jsonpickle where it falls back (or the SDK calls it): a fallback counts twice.
+    "state flatten + restore (state codec, jsonpickle)": (
+        "state_codec.py:flatten",
+        "state_codec.py:restore",
+        "jsonpickle/pickler.py:flatten",
+        "jsonpickle/unpickler.py:restore",
+    ),
     "Bot Connector client created per turn (ConnectorFactory.create)": ("_connector_factory_impl.py:create",),
     "replies sent (Connector API calls, client side)": ("cloud_adapter_base.py:send_activities",),
     "Cosmos DB SDK calls (read_item, replace_item)": ("_container.py:read_item", "_container.py:replace_item"),
@@ -139,7 +145,7 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
         "cpu_ms_per_turn_by_category": categories,
         "notes": (
             f"{turns} plain turns (menu retry prompt) in one conversation, handled in this process. CPU ms per turn "
-            "from cProfile (cumulative, so categories overlap: e.g. jsonpickle inside the handler); the profiler "
+            "from cProfile (cumulative, so categories overlap: e.g. state flatten inside the handler); the profiler "
             "inflates absolute figures, compare them with each other. tcp_connections_for_replies: distinct "
             "client ports the replies arrived on (1 = one kept-alive connection; = replies: a new one each time)."
         ),

@@ -14,8 +14,8 @@ from typing import Any
 
 from botbuilder.core import BotState, ConversationState, TurnContext, UserState
 from botbuilder.core.bot_state import CachedBotState
-from jsonpickle import Unpickler
 
+from services.state import state_codec
 from services.state.cosmos_storage import CosmosStorage, flatten
 
 
@@ -33,7 +33,7 @@ class _Snapshot(CachedBotState):
 
     def loaded(self) -> dict[str, Any]:
         """The state as it was loaded or last saved (restored afresh from its document)."""
-        return dict(Unpickler().restore(self.document))
+        return dict(state_codec.restore(self.document))
 
 
 def loaded_state(scope: BotState, turn_context: TurnContext) -> dict[str, Any]:

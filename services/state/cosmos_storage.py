@@ -22,14 +22,13 @@ from azure.core.exceptions import ServiceRequestError, ServiceResponseError
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosHttpResponseError, CosmosResourceNotFoundError
 from botbuilder.core import Storage
-from jsonpickle import Pickler, Unpickler
 
+from services.state import state_codec
 from services.state.cosmos import TRANSIENT_STATUSES, escape_id
 from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 from services.turns import outbox
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -55,9 +54,9 @@ class StoredState:
 
 
 def _stored_state_of(doc: Mapping[str, Any]) -> StoredState:
-    # jsonpickle, as the SDK's own storages: dialog state holds SDK objects, not plain JSON.
+    # jsonpickle's format, as the SDK's own storages: dialog state holds SDK objects, not plain JSON.
     document = doc.get("document") or {}
-    state = dict(Unpickler().restore(document))
+    state = dict(state_codec.restore(document))
     state[ETAG_KEY] = doc["_etag"]
     return StoredState(state, document)
 
@@ -68,7 +67,7 @@ def _state_of(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def flatten(state: Mapping[str, Any]) -> dict[str, Any]:
     """The stored form of a state (without its etag)."""
-    return dict(Pickler().flatten({key: value for key, value in state.items() if key != ETAG_KEY}))
+    return dict(state_codec.flatten({key: value for key, value in state.items() if key != ETAG_KEY}))
 
 
 class CosmosStorage(Storage):
