@@ -227,7 +227,7 @@ class _Decoder:
             raise _Unsupported(name)
         cls = found[1]
         try:
-            instance = cls.__new__(cls)
+            instance = cls.__new__(cls)  # type: ignore[call-overload]  # cls is a plain class here, not a metaclass
         except TypeError as error:  # the Unpickler has other ways for such a class
             raise _Unsupported(name) from error
         self._objects.append(instance)
