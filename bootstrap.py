@@ -350,6 +350,7 @@ class Composition:
     def bot(self) -> LongOperationBot:
         from bot_logic.bot import LongOperationBot
         from bot_logic.operation_quota import OperationQuota
+        from services.channel.activity_json import to_json
         from services.transcripts.recorder import HandoffTranscripts
 
         scopes = self.unit_of_work.scopes
@@ -370,6 +371,7 @@ class Composition:
             progress_messages_per_operation=self.settings.progress_messages_per_operation,
             progress_interval_seconds=self.settings.progress_interval_seconds,
             handoff_signing_key=self.settings.handoff_signing_key,
+            model_json=to_json,
         )
 
     async def close(self) -> None:

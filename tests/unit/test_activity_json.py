@@ -157,9 +157,11 @@ def test_from_json_gives_msrests_model(index: int) -> None:
     assert posted == json.loads(json.dumps(POSTED[index]))  # the posted JSON is left as it was
 
 
-def test_from_json_of_a_conversation_reference() -> None:
-    reference = to_json(TurnContext.get_conversation_reference(Activity().deserialize(INBOUND)))
+def test_a_conversation_reference_both_ways() -> None:
+    model = TurnContext.get_conversation_reference(Activity().deserialize(INBOUND))
+    reference = to_json(model)  # what the bot keeps for proactive messages
 
+    assert reference == model.serialize()
     assert _fields(from_json(ConversationReference, reference)) == _fields(ConversationReference.deserialize(reference))
 
 
