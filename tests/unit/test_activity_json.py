@@ -15,11 +15,11 @@ from botbuilder.core import CardFactory, MessageFactory, TurnContext
 from botbuilder.dialogs.choices import Choice, ChoiceFactory
 from botbuilder.schema import (
     Activity,
-    ConversationReference,
     ActivityTypes,
     CardAction,
     ChannelAccount,
     ConversationAccount,
+    ConversationReference,
     Entity,
     HeroCard,
     Mention,
