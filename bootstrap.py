@@ -41,6 +41,19 @@ if TYPE_CHECKING:  # the SDKs are slow to import: built on first use, below
     from services.turns.unit_of_work import UnitOfWork
 
 logger = logging.getLogger(__name__)
+# The Azure SDKs' HTTP logging policies log each request and each response at INFO: the URL (a state
+# document's id is its key, which names the user), the partition key and the headers. The Functions Python
+# worker sets the root logger to INFO and forwards every record to the host, so in Azure that is two
+# records per Cosmos DB, Table or Queue call, formatted and sent on the turn's path (about 0.2 ms a Cosmos
+# call here) and user ids at INFO. Their warnings and errors still get through.
+AZURE_REQUEST_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy", "azure.cosmos._cosmos_http_logging_policy")
+
+
+def quiet_azure_request_logs() -> None:
+    for name in AZURE_REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 # The worker's Direct Line posts at once: one per running invocation (host.json batchSize plus
 # newBatchThreshold, at most 32 + 32 per instance); more only wait their turn.
 DIRECT_LINE_THREADS = 32
@@ -69,6 +82,7 @@ class Composition:
     functions on one event loop thread, so the lazy properties are never built concurrently."""
 
     def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+        quiet_azure_request_logs()
         self.settings = settings
         self.clock = clock
         self._closers: list[Callable[[], Awaitable[None]]] = []  # what close() releases, in reverse
@@ -336,6 +350,7 @@ class Composition:
     def bot(self) -> LongOperationBot:
         from bot_logic.bot import LongOperationBot
         from bot_logic.operation_quota import OperationQuota
+        from services.channel.activity_json import to_json
         from services.transcripts.recorder import HandoffTranscripts
 
         scopes = self.unit_of_work.scopes
@@ -356,6 +371,7 @@ class Composition:
             progress_messages_per_operation=self.settings.progress_messages_per_operation,
             progress_interval_seconds=self.settings.progress_interval_seconds,
             handoff_signing_key=self.settings.handoff_signing_key,
+            model_json=to_json,
         )
 
     async def close(self) -> None:

@@ -38,9 +38,9 @@ CATEGORIES = {
     "Bot Connector client created per turn (ConnectorFactory.create)": ("_connector_factory_impl.py:create",),
     "replies sent (Connector API calls, client side)": ("cloud_adapter_base.py:send_activities",),
     "Cosmos DB SDK calls (read_item, replace_item)": ("_container.py:read_item", "_container.py:replace_item"),
-    "Activity deserialize (msrest)": ("msrest/serialization.py:deserialize",),
+    "Activity deserialize (from_json, msrest)": ("activity_json.py:from_json", "msrest/serialization.py:deserialize"),
     "dialog (run_dialog)": ("dialog_extensions.py:run_dialog",),
-    "deepcopy (the SDK copies each reply activity)": ("copy.py:deepcopy",),
+    "copies of each reply activity (TurnContext.send_activities)": ("turn_context.py:deep_copy", "copy.py:deepcopy"),
     "whole handler (handle_messages)": ("handlers/messages.py:handle_messages",),
 }
 

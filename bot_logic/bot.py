@@ -16,8 +16,10 @@ from bot_logic.conversation_record import (
     DIALOG_STATE_PROPERTY,
     RECORD_PROPERTY,
     ConversationRecord,
+    ModelJson,
     already_handled,
     load_record,
+    msrest_json,
     new_record,
     remember_activity,
     start_over,
@@ -107,7 +109,9 @@ class LongOperationBot(ActivityHandler):
         handoff_signing_key: str,
         progress_messages_per_operation: int = 2,
         progress_interval_seconds: float = 5.0,
+        model_json: ModelJson = msrest_json,
     ) -> None:
+        self._model_json = model_json
         self._progress_messages = progress_messages_per_operation
         self._progress_gap = PROGRESS_MESSAGE_GAP_INTERVALS * progress_interval_seconds
         self._conversation_state = conversation_state
@@ -161,7 +165,7 @@ class LongOperationBot(ActivityHandler):
             if notice:
                 await turn_context.send_activity(notice)
             await turn_context.send_activity(WELCOME_BACK_TEXT)
-        remember_activity(record, activity, now)
+        remember_activity(record, activity, now, self._model_json)
         if activity.type == ActivityTypes.message and record["reference"] is not None:
             await self._subscriptions.remember(record["reference"])  # never raises
         if timed_out(record, now):

@@ -3,12 +3,13 @@ it proactively, which inbound activities it has already handled; and the one way
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 if TYPE_CHECKING:  # botbuilder is slow to import; keep this module cheap
     from botbuilder.core import StatePropertyAccessor, TurnContext
     from botbuilder.schema import Activity
+    from msrest.serialization import Model
 
 # A serialised ConversationReference (ConversationReference.serialize()): channelId, serviceUrl,
 # conversation {id}, user {id, name}, bot {id}, ...
@@ -92,7 +93,17 @@ def already_handled(record: ConversationRecord, activity: Activity) -> bool:
     return bool(activity.id) and activity.id in record["recentActivityIds"]
 
 
-def remember_activity(record: ConversationRecord, activity: Activity, now: float) -> None:
+# A model's JSON form, as its `.serialize()` gives it (the composition root passes a faster equivalent).
+ModelJson = Callable[["Model"], dict[str, Any]]
+
+
+def msrest_json(model: Model) -> dict[str, Any]:
+    return dict(model.serialize())
+
+
+def remember_activity(
+    record: ConversationRecord, activity: Activity, now: float, model_json: ModelJson = msrest_json
+) -> None:
     """Record the turn: last access, the reference for proactive messages, the activity id."""
     from botbuilder.core import TurnContext
 
@@ -100,7 +111,7 @@ def remember_activity(record: ConversationRecord, activity: Activity, now: float
     if activity.type == "message" or not record["reference"]:
         # The user's messages address proactive replies; a channel's event (a handoff.status sent
         # on an agent's behalf, say) must not redirect them to its sender.
-        reference: Reference = TurnContext.get_conversation_reference(activity).serialize()
+        reference: Reference = model_json(TurnContext.get_conversation_reference(activity))
         record["reference"] = reference
     if activity.id:
         ids = [*record["recentActivityIds"], activity.id]

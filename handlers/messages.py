@@ -18,6 +18,7 @@ from botbuilder.schema import Activity
 
 from bot_logic.operation_protocol import PROGRESS_EVENT, RESULT_EVENT, carried_traceparent, trace_attributes
 from handlers.http_types import BadJson, HttpRequestData, HttpResponseData, error, parse_json
+from services.channel.activity_json import from_json
 from services.telemetry import CONVERSATION_ID, OUTCOME, Tracing
 from services.turns.authentication import KeySourceUnavailable, TokenRejected
 from services.turns.unit_of_work import TurnConflictError
@@ -98,7 +99,7 @@ def _parse_activity(request: HttpRequestData) -> Activity | HttpResponseData:
     if problems:
         return error(400, "BadRequest", f"The activity is not usable: {'; '.join(problems)}.")
     try:
-        return Activity().deserialize(body)
+        return from_json(Activity, body)  # msrest's Activity, without its per-value dispatch
     except Exception:  # msrest raises several types for shape errors
         fields = ", ".join(_malformed_fields(body)) or "some field"
         return error(400, "BadRequest", f"The activity is not well-formed: {fields} has the wrong shape.")

@@ -28,6 +28,7 @@ from uuid import uuid4
 from botbuilder.core import BotState, Storage, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
+from services.channel.activity_json import from_json
 from services.state.bot_states import FlattenOnce, loaded_state
 from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 from services.turns.outbox import (
@@ -232,7 +233,7 @@ class UnitOfWork:
         delivery = Delivery()
 
         async def send_reply(payload: dict[str, Any]) -> None:
-            await context.adapter.send_activities(context, [Activity().deserialize(payload)])
+            await context.adapter.send_activities(context, [from_json(Activity, payload)])
 
         # Earlier effects first (a result whose reply failed before reads best before the answer to
         # the message that brought it), then this turn's, in the order the turn made them.
@@ -243,7 +244,7 @@ class UnitOfWork:
             elif item.activity is not None:
                 await _send_best_effort(context, [item.activity])
         for failure_reply in delivery.failure_replies:
-            await _send_best_effort(context, [Activity().deserialize(failure_reply)])
+            await _send_best_effort(context, [from_json(Activity, failure_reply)])
         if delivery.changed:
             key = self.scopes.conversation.get_storage_key(context)
             if not await update_state(self.scopes.conversation_storage, key, delivery.apply, first=state):

@@ -1,6 +1,8 @@
 """The fast JSON form of Bot Framework activities is msrest's own, byte for byte, for what the bot sends
 and receives: prompts with suggested actions, cards, entities, channel data, enums, timestamps; and
-anything it does not handle itself (a dict where a model is declared) still comes out as msrest's."""
+anything it does not handle itself (a dict where a model is declared) still comes out as msrest's.
+The way back (from_json) gives msrest's model for what channels post, and msrest's conversion or error
+for what it would convert or refuse."""
 
 from __future__ import annotations
 
@@ -17,15 +19,17 @@ from botbuilder.schema import (
     CardAction,
     ChannelAccount,
     ConversationAccount,
+    ConversationReference,
     Entity,
     HeroCard,
     Mention,
     SuggestedActions,
 )
 from botframework.connector import models
-from msrest.serialization import Serializer
+from msrest.exceptions import DeserializationError
+from msrest.serialization import Model, Serializer
 
-from services.channel.activity_json import PlainBodySerializer, to_json
+from services.channel.activity_json import PlainBodySerializer, from_json, to_json
 
 INBOUND = {
     "type": "message",
@@ -113,3 +117,64 @@ def test_a_dict_body_is_msrests_business() -> None:
     assert PlainBodySerializer(client_models).body(dict(body), "Activity") == Serializer(client_models).body(
         dict(body), "Activity"
     )
+
+
+def _fields(value: Any) -> Any:
+    """A model's attributes, recursively, with each value's type: what two deserialized models must share."""
+    if isinstance(value, Model):
+        return (type(value), {name: _fields(item) for name, item in vars(value).items()})
+    if isinstance(value, dict):
+        return {key: _fields(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fields(item) for item in value]
+    return (type(value), value)
+
+
+POSTED: list[dict[str, Any]] = [
+    INBOUND,
+    {**INBOUND, "timestamp": "2026-12-07T10:11:12.1234567Z", "unknownField": {"kept": [1]}, "locale": None},
+    {
+        "type": "message",
+        "text": "hi <at>Bot</at>",
+        "entities": [{"type": "mention", "mentioned": {"id": "bot", "name": "Bot"}, "text": "<at>Bot</at>"}, None],
+        "attachments": [{"contentType": "application/vnd.microsoft.card.hero", "content": {"title": "x"}}],
+        "suggestedActions": {"to": ["u"], "actions": [{"type": "imBack", "title": "a", "value": {"v": 1}}]},
+        "membersAdded": [{"id": "bot"}, {"id": "u", "aadObjectId": "o"}],
+        "relatesTo": {"activityId": "a1", "conversation": {"id": "c"}, "channelId": "directline"},
+        "listenFor": ["yes", "no"],
+    },
+    # What msrest converts: a number where a str is declared, an int where a bool is.
+    {"type": "message", "text": 5, "conversation": {"id": 7, "isGroup": 1}},
+    {"type": "event", "name": "x", "value": "plain", "channelData": [1, "two"]},
+]
+
+
+@pytest.mark.parametrize("index", range(len(POSTED)))
+def test_from_json_gives_msrests_model(index: int) -> None:
+    posted = json.loads(json.dumps(POSTED[index]))
+
+    assert _fields(from_json(Activity, posted)) == _fields(Activity().deserialize(posted))
+    assert posted == json.loads(json.dumps(POSTED[index]))  # the posted JSON is left as it was
+
+
+def test_a_conversation_reference_both_ways() -> None:
+    model = TurnContext.get_conversation_reference(Activity().deserialize(INBOUND))
+    reference = to_json(model)  # what the bot keeps for proactive messages
+
+    assert reference == model.serialize()
+    assert _fields(from_json(ConversationReference, reference)) == _fields(ConversationReference.deserialize(reference))
+
+
+@pytest.mark.parametrize(
+    "posted",
+    [
+        {"type": "message", "from": "not an account"},
+        {"type": "message", "entities": {"not": "a list"}},
+        {"type": "message", "timestamp": "yesterday"},
+    ],
+)
+def test_from_json_refuses_what_msrest_refuses(posted: dict[str, Any]) -> None:
+    with pytest.raises(DeserializationError):
+        Activity().deserialize(posted)
+    with pytest.raises(DeserializationError):
+        from_json(Activity, posted)
