@@ -351,7 +351,9 @@ class Composition:
             handoff_timeout_seconds=self.settings.handoff_timeout_seconds,
             handoff_after_misunderstandings=self.settings.handoff_after_misunderstandings,
             operation_quota=OperationQuota(
-                self.settings.max_running_operations_per_user, self.settings.operation_starts_per_user_per_hour
+                self.settings.max_running_operations_per_user,
+                self.settings.operation_starts_per_user_per_hour,
+                read_conversation=self._read_conversation,
             ),
             progress_messages_per_operation=self.settings.progress_messages_per_operation,
             progress_interval_seconds=self.settings.progress_interval_seconds,

@@ -226,17 +226,21 @@ class UnitOfWork:
             user_before = await self._prepare_user_state(context)
             await logic(context)
             key = scopes.conversation.get_storage_key(context)
-            saving = _worth_saving(scopes.conversation, context)
+            saving, folded = _worth_saving(scopes.conversation, context), False
             if saving:
                 state = scopes.conversation.get(context)
                 sends.claimed = claim_due(state, self.clock())
                 unrecorded = self._unrecorded.get(key)
-                if unrecorded is not None:
-                    Delivery(delivered=unrecorded.delivered).apply(state)  # folded into this commit
+                # Sent operation requests are recorded by this commit; a turn that writes nothing (a
+                # refused event, say) is not made to write for them.
+                if unrecorded is not None and _changed(scopes.conversation, context):
+                    Delivery(delivered=unrecorded.delivered).apply(state)
+                    folded = True
             try:
                 # The conversation document is the commit point: its etag serialises the turns.
                 if saving:
                     await scopes.conversation.save_changes(context)
+                if folded:
                     self._forget_unrecorded(key)
             except StateConflictError:
                 logger.info(
@@ -432,6 +436,11 @@ async def _send_best_effort(context: TurnContext, activities: list[Activity]) ->
     except Exception:
         # Best effort: the state is committed and the turn must not fail now.
         logger.warning("conversation %s: a reply was not delivered", _id(context), exc_info=True)
+
+
+def _changed(state: BotState, context: TurnContext) -> bool:
+    cached = state.get_cached_state(context)
+    return cached is None or bool(cached.is_changed)
 
 
 def _only_operations_delivered(state: Mapping[str, Any], delivery: Delivery) -> bool:
