@@ -87,6 +87,12 @@ class OperationQuota:
     starts_per_hour: int = 0
     read_conversation: ConversationReader | None = None
 
+    @property
+    def limits(self) -> bool:
+        """Whether there is any limit (else nothing is counted: starts made meanwhile count for
+        nothing once a limit is set)."""
+        return bool(self.max_running or self.starts_per_hour)
+
     async def refusal(self, usage: MutableMapping[str, Any], now: float) -> str | None:
         """What to tell a user who may not start another operation now; None if they may."""
         _pruned(usage, now)

@@ -247,16 +247,18 @@ class MainDialog(ComponentDialog):
         except InvalidParameters as error:
             await step.context.send_activity(f"I can't run the {operation.name} like that: {error}")
             return await step.replace_dialog(WATERFALL)
-        usage = await load_usage(self._quota_usage, step.context)
         now = self._clock()
-        refusal = await self._quota.refusal(usage, now)
+        # No limits, nothing to count: the start then reads and writes no user state.
+        usage = await load_usage(self._quota_usage, step.context) if self._quota.limits else None
+        refusal = await self._quota.refusal(usage, now) if usage is not None else None
         if refusal:
             await step.context.send_activity(refusal)
             return await step.replace_dialog(WATERFALL)
         record = await load_record(self._records, step.context)
         assert record["reference"] is not None  # remembered at the start of every turn
         pending = start_pending(operation.name, parameters, now, self._timeout, record["reference"])
-        record_start(usage, pending["id"], pending["deadline"], now, state_key(record["reference"]))
+        if usage is not None:
+            record_start(usage, pending["id"], pending["deadline"], now, state_key(record["reference"]))
         record["pendingOperation"] = pending
         self._effects.request_operation(
             step.context,
