@@ -112,7 +112,10 @@ class Composition:
         )
 
     async def _read_conversation(self, key: str) -> dict[str, Any] | None:
-        return (await self.conversations.read([key])).get(key)
+        """A conversation's record only (all the worker and the quota look at): cheaper to restore."""
+        from bot_logic.conversation_record import RECORD_PROPERTY
+
+        return await self.conversations.read_properties(key, [RECORD_PROPERTY])
 
     @cached_property
     def directline_token(self) -> DirectLineTokenDependencies:
