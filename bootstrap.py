@@ -333,7 +333,10 @@ class Composition:
         scopes = StateScopes(
             DurableConversationState(conversations), DurableUserState(user_storage), conversations, user_storage
         )
-        return UnitOfWork(scopes, self.outbox, self.clock, busy_text=BUSY_TEXT)
+        unit_of_work = UnitOfWork(scopes, self.outbox, self.clock, busy_text=BUSY_TEXT)
+        # Sent operation requests whose delivery is still unwritten: written before the Cosmos client closes.
+        self._closers.append(unit_of_work.record_deliveries_now)
+        return unit_of_work
 
     @cached_property
     def bot(self) -> LongOperationBot:

@@ -308,11 +308,11 @@ class UnitOfWork:
             async with self.locks.hold(key):
                 if self._unrecorded.get(key) is not unrecorded:
                     return  # a turn folded it into its commit meanwhile, or another call wrote it
-                del self._unrecorded[key]
                 delivery = Delivery(delivered=unrecorded.delivered)
                 recorded = await update_state(
                     self.scopes.conversation_storage, key, delivery.apply, first=unrecorded.state
                 )
+                del self._unrecorded[key]  # written or given up (logged); not if cancelled meanwhile
         except ConversationBusyError:
             pass  # logged below
         if not recorded:
@@ -328,9 +328,12 @@ class UnitOfWork:
 
     async def record_deliveries_now(self) -> None:
         """Record every sent operation request still waiting for a write (when the host stops, say)."""
-        for key, unrecorded in list(self._unrecorded.items()):
+        waiting = list(self._unrecorded.items())
+        for _, unrecorded in waiting:
             if unrecorded.task is not None:
                 unrecorded.task.cancel()
+        await asyncio.gather(*(u.task for _, u in waiting if u.task is not None), return_exceptions=True)
+        for key, unrecorded in waiting:
             await self._record(key, unrecorded)
 
     async def _apologise(self, context: TurnContext) -> bool:
