@@ -126,7 +126,10 @@ class Composition:
         )
 
     async def _read_conversation(self, key: str) -> dict[str, Any] | None:
-        return (await self.conversations.read([key])).get(key)
+        """A conversation's record only (all the worker and the quota look at): cheaper to restore."""
+        from bot_logic.conversation_record import RECORD_PROPERTY
+
+        return await self.conversations.read_properties(key, [RECORD_PROPERTY])
 
     @cached_property
     def directline_token(self) -> DirectLineTokenDependencies:
@@ -344,7 +347,10 @@ class Composition:
         scopes = StateScopes(
             DurableConversationState(conversations), DurableUserState(user_storage), conversations, user_storage
         )
-        return UnitOfWork(scopes, self.outbox, self.clock, busy_text=BUSY_TEXT)
+        unit_of_work = UnitOfWork(scopes, self.outbox, self.clock, busy_text=BUSY_TEXT)
+        # Sent operation requests whose delivery is still unwritten: written before the Cosmos client closes.
+        self._closers.append(unit_of_work.record_deliveries_now)
+        return unit_of_work
 
     @cached_property
     def bot(self) -> LongOperationBot:
@@ -366,7 +372,9 @@ class Composition:
             handoff_timeout_seconds=self.settings.handoff_timeout_seconds,
             handoff_after_misunderstandings=self.settings.handoff_after_misunderstandings,
             operation_quota=OperationQuota(
-                self.settings.max_running_operations_per_user, self.settings.operation_starts_per_user_per_hour
+                self.settings.max_running_operations_per_user,
+                self.settings.operation_starts_per_user_per_hour,
+                read_conversation=self._read_conversation,
             ),
             progress_messages_per_operation=self.settings.progress_messages_per_operation,
             progress_interval_seconds=self.settings.progress_interval_seconds,

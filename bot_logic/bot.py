@@ -56,7 +56,7 @@ from bot_logic.handoff import (
 from bot_logic.notification_rules import normalise_topic
 from bot_logic.notifications import NotificationSubscriptions
 from bot_logic.operation_protocol import PROGRESS_EVENT
-from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, load_usage, record_end
+from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota
 from bot_logic.pending_operation import (
     PROGRESS_MESSAGE_GAP_INTERVALS,
     operation_event_refusal,
@@ -200,7 +200,6 @@ class LongOperationBot(ActivityHandler):
             # No dialogs run while a person has the conversation, but the result is still told; the
             # dialog that waited for it restarts when the handoff ends.
             record["pendingOperation"] = None
-            record_end(await load_usage(self._quota_usage, turn_context), pending["id"])
             self._effects.reply_durably(turn_context, result_reply(pending["name"], value))
             return
         await DialogExtensions.run_dialog(self._dialog, turn_context, self._dialog_state)

@@ -21,7 +21,7 @@ from botbuilder.schema import ActionTypes, CardAction
 
 from bot_logic.clock import Clock
 from bot_logic.commands import CANCEL, HELP, MENU, command_in, yes_or_no
-from bot_logic.conversation_record import ConversationRecord, PendingOperation, load_record
+from bot_logic.conversation_record import ConversationRecord, PendingOperation, load_record, state_key
 from bot_logic.dialogs.wait_for_operation import CANCELLED, TIMED_OUT, WaitForOperationDialog, with_cancel_button
 from bot_logic.effects import DurableEffects
 from bot_logic.handoff import (
@@ -33,7 +33,7 @@ from bot_logic.handoff import (
     offer_handoff,
 )
 from bot_logic.operation_protocol import operation_request
-from bot_logic.operation_quota import OperationQuota, load_usage, record_end, record_start
+from bot_logic.operation_quota import OperationQuota, load_usage, record_start
 from bot_logic.pending_operation import describe_duration, result_reply, start_pending, timeout_notice_once
 from bot_logic.user_profile import MENU_SEEN, display_name, get_profile
 from operations import InvalidParameters, Operation, all_operations, resolve_parameters
@@ -181,8 +181,7 @@ class MainDialog(ComponentDialog):
         pending = record.get("pendingOperation")
         if not pending:
             return
-        record["pendingOperation"] = None
-        record_end(await load_usage(self._quota_usage, context), pending["id"])
+        record["pendingOperation"] = None  # the quota sees it ended from this record (bot_logic/operation_quota.py)
         await context.send_activity(f"Stopped the {pending['name']}.")
 
     async def _understood(self, prompt: PromptValidatorContext) -> bool:
@@ -248,16 +247,18 @@ class MainDialog(ComponentDialog):
         except InvalidParameters as error:
             await step.context.send_activity(f"I can't run the {operation.name} like that: {error}")
             return await step.replace_dialog(WATERFALL)
-        usage = await load_usage(self._quota_usage, step.context)
         now = self._clock()
-        refusal = self._quota.refusal(usage, now)
+        # No limits, nothing to count: the start then reads and writes no user state.
+        usage = await load_usage(self._quota_usage, step.context) if self._quota.limits else None
+        refusal = await self._quota.refusal(usage, now) if usage is not None else None
         if refusal:
             await step.context.send_activity(refusal)
             return await step.replace_dialog(WATERFALL)
         record = await load_record(self._records, step.context)
         assert record["reference"] is not None  # remembered at the start of every turn
         pending = start_pending(operation.name, parameters, now, self._timeout, record["reference"])
-        record_start(usage, pending["id"], pending["deadline"], now)
+        if usage is not None:
+            record_start(usage, pending["id"], pending["deadline"], now, state_key(record["reference"]))
         record["pendingOperation"] = pending
         self._effects.request_operation(
             step.context,
@@ -278,8 +279,6 @@ class MainDialog(ComponentDialog):
         result = cast(dict[str, Any], step.result or {})
         name = result.get("name", "operation")
         outcome = result.get("outcome")
-        if isinstance(result.get("operationId"), str):
-            record_end(await load_usage(self._quota_usage, step.context), result["operationId"])
         # A result or failure must reach the user: durable replies, kept until delivered.
         if outcome == TIMED_OUT:
             notice = timeout_notice_once(cast(PendingOperation, result))  # the pending operation, with outcome

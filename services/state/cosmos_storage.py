@@ -65,6 +65,15 @@ def _state_of(doc: Mapping[str, Any]) -> dict[str, Any]:
     return _stored_state_of(doc).state
 
 
+def _refers(stored: Any) -> bool:
+    """Whether a stored (flattened) value refers to an object stored elsewhere in its document."""
+    if isinstance(stored, dict):
+        return "py/id" in stored or "py/ref" in stored or any(_refers(value) for value in stored.values())
+    if isinstance(stored, list):
+        return any(_refers(value) for value in stored)
+    return False
+
+
 def flatten(state: Mapping[str, Any]) -> dict[str, Any]:
     """The stored form of a state (without its etag)."""
     return dict(state_codec.flatten({key: value for key, value in state.items() if key != ETAG_KEY}))
@@ -87,8 +96,28 @@ class CosmosStorage(Storage):
         return {key: stored.state for key, stored in (await self.read_stored(keys)).items()}
 
     async def read_stored(self, keys: list[str]) -> dict[str, StoredState]:
+        return {key: _stored_state_of(doc) for key, doc in (await self._read_documents(keys)).items()}
+
+    async def read_properties(self, key: str, names: Iterable[str]) -> dict[str, Any] | None:
+        """The stored state's top-level properties `names` (those it has), None if it is gone.
+
+        For a reader that needs one small property of a large state (the worker asking whether its
+        conversation still waits): a property whose stored form refers to nothing outside itself
+        (no jsonpickle references) is restored on its own, without restoring the rest (the dialog
+        stack's objects); otherwise the whole state is restored."""
+        doc = (await self._read_documents([key])).get(key)
+        if doc is None:
+            return None
+        document = doc.get("document") or {}
+        wanted = [name for name in names if name in document]
+        if any(_refers(document[name]) for name in wanted):
+            state = _state_of(doc)
+            return {name: state[name] for name in wanted}
+        return {name: state_codec.restore(document[name]) for name in wanted}
+
+    async def _read_documents(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         container = await self._container()
-        items: dict[str, StoredState] = {}
+        items: dict[str, dict[str, Any]] = {}
         for key in keys:
             doc_id = escape_key(key)
             self.counters.reads += 1
@@ -102,7 +131,7 @@ class CosmosStorage(Storage):
                 raise
             except (ServiceRequestError, ServiceResponseError) as error:
                 raise StateUnavailableError(f"state {key!r}: {error}") from error
-            items[key] = _stored_state_of(doc)
+            items[key] = doc
         return items
 
     async def _query(self, query: str, parameters: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

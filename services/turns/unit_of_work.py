@@ -8,7 +8,12 @@
     each reply once.
   * Effects that must not be lost (bot logic asks through its DurableEffects port,
     bot_logic/effects.py) go into the conversation's transactional outbox (services/turns/outbox.py),
-    committed with the state, then sent, then removed.
+    committed with the state, then sent, then removed. A sent reply is removed by a write at once;
+    a sent operation request is removed by the conversation's next write in this process (its
+    result turn, usually) or, if none comes within RECORD_OPERATIONS_AFTER_SECONDS, by a write of
+    its own: one write per start instead of two. Should the process die first, the request is
+    sent again after its lease (at least once; a duplicate has effect once: the worker skips an
+    operation its conversation no longer waits for, and the bot accepts one result).
   * A message the turn could not take in (the conversation stayed busy, or every commit race was
     lost) is answered with a plain apology asking the user to send it again, never dropped silently.
 """
@@ -32,6 +37,7 @@ from services.channel.activity_json import from_json
 from services.state.bot_states import FlattenOnce, loaded_state
 from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 from services.turns.outbox import (
+    LEASE_SECONDS,
     OPERATION,
     REPLY,
     REPLY_LIFETIME_SECONDS,
@@ -40,6 +46,7 @@ from services.turns.outbox import (
     add_entry,
     addressed,
     claim_due,
+    entries,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,6 +56,9 @@ DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BUSY_WAIT_SECONDS = 10.0  # a channel gives the bot about 15 s per activity
 STATE_UPDATE_ATTEMPTS = 5
 UNAVAILABLE_BACKOFF_SECONDS = (0.1, 0.3, 0.6, 1.0)  # bounded: these updates run inside a turn
+# A sent operation request waits this long for the conversation's next write to record its delivery;
+# well inside its lease, so that it is recorded before anyone would send it again.
+RECORD_OPERATIONS_AFTER_SECONDS = LEASE_SECONDS / 2
 
 Logic = Callable[[TurnContext], Awaitable[None]]
 
@@ -135,6 +145,16 @@ class StateScopes:
     user_storage: Storage
 
 
+@dataclass
+class _Unrecorded:
+    """Operation requests of one conversation sent but not yet recorded as delivered."""
+
+    conversation: str  # its id, for the log
+    delivered: set[str]
+    state: dict[str, Any]  # as committed (with its etag): written without reading first if nothing changed since
+    task: asyncio.Task[None] | None = None  # the write of its own, should no turn fold it in first
+
+
 class UnitOfWork:
     """Runs turns over these state scopes; see the module's docstring. Implements DurableEffects."""
 
@@ -146,8 +166,11 @@ class UnitOfWork:
         busy_text: str,
         locks: ConversationLocks | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        record_operations_after: float = RECORD_OPERATIONS_AFTER_SECONDS,
     ) -> None:
         self.scopes = scopes
+        self.record_operations_after = record_operations_after
+        self._unrecorded: dict[str, _Unrecorded] = {}  # by conversation storage key
         self.outbox = outbox
         self.clock = clock
         self.busy_text = busy_text  # "{text}" is the user's message
@@ -203,12 +226,23 @@ class UnitOfWork:
             await scopes.conversation.load(context, force=True)
             user_before = await self._prepare_user_state(context)
             await logic(context)
-            if _worth_saving(scopes.conversation, context):
-                sends.claimed = claim_due(scopes.conversation.get(context), self.clock())
+            key = scopes.conversation.get_storage_key(context)
+            saving, folded = _worth_saving(scopes.conversation, context), False
+            if saving:
+                state = scopes.conversation.get(context)
+                sends.claimed = claim_due(state, self.clock())
+                unrecorded = self._unrecorded.get(key)
+                # Sent operation requests are recorded by this commit; a turn that writes nothing (a
+                # refused event, say) is not made to write for them.
+                if unrecorded is not None and _changed(scopes.conversation, context):
+                    Delivery(delivered=unrecorded.delivered).apply(state)
+                    folded = True
             try:
                 # The conversation document is the commit point: its etag serialises the turns.
-                if _worth_saving(scopes.conversation, context):
+                if saving:
                     await scopes.conversation.save_changes(context)
+                if folded:
+                    self._forget_unrecorded(key)
             except StateConflictError:
                 logger.info(
                     "turn of conversation %s lost a commit race (attempt %d of %d); running it again",
@@ -245,12 +279,63 @@ class UnitOfWork:
                 await _send_best_effort(context, [item.activity])
         for failure_reply in delivery.failure_replies:
             await _send_best_effort(context, [from_json(Activity, failure_reply)])
-        if delivery.changed:
-            key = self.scopes.conversation.get_storage_key(context)
+        key = self.scopes.conversation.get_storage_key(context)
+        if delivery.changed and _only_operations_delivered(state, delivery):
+            self._record_later(key, _id(context), delivery.delivered, state)
+        elif delivery.changed:
             if not await update_state(self.scopes.conversation_storage, key, delivery.apply, first=state):
                 # The turn is committed and answered; a sent entry left behind is sent again after its
                 # lease (at least once), so this is logged, not failed.
                 logger.warning("conversation %s: delivery of %s not recorded", _id(context), sorted(delivery.delivered))
+
+    def _record_later(self, key: str, conversation: str, delivered: set[str], state: dict[str, Any]) -> None:
+        """Leave the record of these sent operation requests to the conversation's next commit in this
+        process, or to a write of its own after record_operations_after."""
+        unrecorded = self._unrecorded.get(key)
+        if unrecorded is not None:  # not folded in yet (the turn saved nothing): one record for both
+            unrecorded.delivered |= delivered
+            return
+        unrecorded = self._unrecorded[key] = _Unrecorded(conversation, set(delivered), state)
+        unrecorded.task = asyncio.create_task(self._record_after_wait(key, unrecorded))
+
+    async def _record_after_wait(self, key: str, unrecorded: _Unrecorded) -> None:
+        await asyncio.sleep(self.record_operations_after)
+        await self._record(key, unrecorded)
+
+    async def _record(self, key: str, unrecorded: _Unrecorded) -> None:
+        recorded = False
+        try:
+            # Under the conversation's lock: a turn starting meanwhile waits instead of racing this write.
+            async with self.locks.hold(key):
+                if self._unrecorded.get(key) is not unrecorded:
+                    return  # a turn folded it into its commit meanwhile, or another call wrote it
+                delivery = Delivery(delivered=unrecorded.delivered)
+                recorded = await update_state(
+                    self.scopes.conversation_storage, key, delivery.apply, first=unrecorded.state
+                )
+                del self._unrecorded[key]  # written or given up (logged); not if cancelled meanwhile
+        except ConversationBusyError:
+            pass  # logged below
+        if not recorded:
+            # Sent again after its lease: at least once, and a duplicate has effect once.
+            delivered = sorted(unrecorded.delivered)
+            logger.warning("conversation %s: delivery of %s not recorded", unrecorded.conversation, delivered)
+
+    def _forget_unrecorded(self, key: str) -> None:
+        """A commit of the conversation recorded them: no write of their own."""
+        unrecorded = self._unrecorded.pop(key, None)
+        if unrecorded is not None and unrecorded.task is not None:
+            unrecorded.task.cancel()
+
+    async def record_deliveries_now(self) -> None:
+        """Record every sent operation request still waiting for a write (when the host stops, say)."""
+        waiting = list(self._unrecorded.items())
+        for _, unrecorded in waiting:
+            if unrecorded.task is not None:
+                unrecorded.task.cancel()
+        await asyncio.gather(*(u.task for _, u in waiting if u.task is not None), return_exceptions=True)
+        for key, unrecorded in waiting:
+            await self._record(key, unrecorded)
 
     async def _apologise(self, context: TurnContext) -> bool:
         """Ask the user to send a message again that the turn could not take in; False if it cannot."""
@@ -355,6 +440,19 @@ async def _send_best_effort(context: TurnContext, activities: list[Activity]) ->
     except Exception:
         # Best effort: the state is committed and the turn must not fail now.
         logger.warning("conversation %s: a reply was not delivered", _id(context), exc_info=True)
+
+
+def _changed(state: BotState, context: TurnContext) -> bool:
+    cached = state.get_cached_state(context)
+    return cached is None or bool(cached.is_changed)
+
+
+def _only_operations_delivered(state: Mapping[str, Any], delivery: Delivery) -> bool:
+    """Whether this delivery only sent operation requests: nothing failed or was lost, no reply went."""
+    if delivery.lost or delivery.retries:
+        return False
+    kinds = {entry["id"]: entry["kind"] for entry in entries(state)}
+    return all(kinds.get(entry_id) == OPERATION for entry_id in delivery.delivered)
 
 
 def _id(context: TurnContext) -> str:

@@ -82,3 +82,27 @@ async def test_user_state_is_read_only_by_a_turn_that_uses_it_and_a_lost_race_is
 
     await unit_of_work.run(turn("c-lazy"), picks_a_colour_while_another_conversation_counts_a_visit)
     assert (await storage.read([key]))[key]["UserProfile"] == {"name": "Ada", "visits": 2, "colour": "blue"}
+
+
+class Reply:
+    """An object of the kind dialog state holds (jsonpickle stores its class)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+async def test_one_property_reads_back_as_the_whole_state_restores_it_even_when_it_shares_objects(
+    app: Composition,
+) -> None:
+    storage = app.conversations
+    shared = {"id": "op-1", "name": "prime report"}
+    for key, state in {
+        "test/conversations/plain": {"Dialog": [Reply("menu")], "Record": {"pending": {"id": "op-1"}, "n": (1, 2)}},
+        # The record's pending operation is the very object the dialog state holds: stored as a reference.
+        "test/conversations/shared": {"Dialog": {"options": shared}, "Record": {"pending": shared}},
+    }.items():
+        await storage.write({key: state})
+        whole = (await storage.read([key]))[key]
+        assert await storage.read_properties(key, ["Record", "Missing"]) == {"Record": whole["Record"]}
+    assert (await storage.read_properties("test/conversations/shared", ["Record"]))["Record"]["pending"] == shared
+    assert await storage.read_properties("test/conversations/never-written", ["Record"]) is None

@@ -16,6 +16,7 @@ from bot_logic.expiry import ExpiryPolicy
 from handlers.sweeper import SweeperDependencies, SweepReport, handle_sweep, sweep_conversation
 from localdev.emulators import Azurite, CosmosStandIn
 from services.state.cosmos_storage import escape_key
+from services.turns.outbox import LEASE_SECONDS
 from tests.support.activities import activity, joined
 from tests.support.app import composed_app, send
 from tests.support.clock import FakeClock
@@ -177,7 +178,11 @@ async def test_containers_and_per_item_ttl_as_stored(
     busy = await conversations.read_item(doc_id, doc_id)
     timeout = app.settings.operation_timeout_seconds
     assert busy["ttl"] == app.settings.cosmos_time_to_live + timeout  # outlives the operation's deadline
-    assert busy["sweepAt"] == clock.now + timeout  # the sweeper looks again at the deadline
+    # The request is sent; until its delivery is written (by the next commit), its lease is indexed.
+    assert busy["sweepAt"] == clock.now + LEASE_SECONDS
+    await app.unit_of_work.record_deliveries_now()
+    recorded = await conversations.read_item(doc_id, doc_id)
+    assert recorded["sweepAt"] == clock.now + timeout  # the sweeper looks again at the deadline
 
 
 async def test_a_conversation_due_only_under_older_settings_is_reindexed_not_left_blocking_the_sweep(

@@ -301,6 +301,38 @@ async def test_a_user_may_run_only_so_many_operations_at_once(
         assert (await choose(app, connector, conversations[2], user, "1 end=1000")).startswith("Starting")
 
 
+async def test_a_told_result_frees_its_place_and_the_result_turn_leaves_the_users_state_alone(
+    azurite: Azurite, cosmos: CosmosStandIn, clock: FakeClock, connector: RecordingConnector
+) -> None:
+    async with composed_app(azurite, cosmos, clock, MaxRunningOperationsPerUser="1") as app:
+        user = f"dl_{uuid.uuid4().hex}"
+        first, second = [await new_user_conversation(app, connector, user) for _ in range(2)]
+        assert (await choose(app, connector, first, user, "1 end=1000")).startswith("Starting")
+        assert (await choose(app, connector, second, user, "1 end=1000")).startswith("You already have 1 operation")
+        [request] = [r for r in await queued_requests(app) if r["conversation"]["user"]["id"] == user]
+        users = await app.cosmos.user_container()
+        doc_id = escape_key(f"directline/users/{user}")
+        before = (await users.read_item(doc_id, doc_id))["_etag"]
+        await send(app, worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "42")))
+        assert connector.messages(first)[-2].startswith("Thanks for waiting.")
+        assert (await users.read_item(doc_id, doc_id))["_etag"] == before  # the end is not written there
+        # The next start finds the first operation's conversation no longer waiting for it.
+        assert (await choose(app, connector, second, user, "1 end=1000")).startswith("Starting")
+
+
+async def test_without_limits_a_start_reads_and_writes_no_user_state(
+    azurite: Azurite, cosmos: CosmosStandIn, clock: FakeClock, connector: RecordingConnector
+) -> None:
+    no_limits = {"MaxRunningOperationsPerUser": "0", "OperationStartsPerUserPerHour": "0"}
+    async with composed_app(azurite, cosmos, clock, **no_limits) as app:
+        user = f"dl_{uuid.uuid4().hex}"
+        conversation = await new_user_conversation(app, connector, user)
+        reads, writes = app.counters.reads, app.counters.writes
+        assert (await choose(app, connector, conversation, user, "1 end=1000")).startswith("Starting")
+        # The conversation's state: one read, one write (the sent request is recorded by its next commit).
+        assert (app.counters.reads - reads, app.counters.writes - writes) == (1, 1)
+
+
 async def test_a_user_may_start_only_so_many_operations_an_hour(
     azurite: Azurite, cosmos: CosmosStandIn, clock: FakeClock, connector: RecordingConnector
 ) -> None:

@@ -2,48 +2,107 @@
 
 from __future__ import annotations
 
-from bot_logic.operation_quota import OperationQuota, new_usage, record_end, record_start
+from collections.abc import Mapping
+from typing import Any
+
+from bot_logic.operation_quota import OperationQuota, new_usage, record_start
+
+RUNNING_LIMIT = (
+    "You already have 2 operations running, the most one person may run at once. "
+    "Wait for one of them to finish (or cancel it), then ask again."
+)
 
 
-def test_no_limits_never_refuse() -> None:
+class Conversations:
+    """Stored conversation states by key, as the quota reads them; a key in `unreadable` fails."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any]] = {}
+        self.unreadable: set[str] = set()
+        self.reads: list[str] = []
+
+    def waiting_for(self, key: str, operation_id: str | None) -> None:
+        pending = {"id": operation_id} if operation_id else None
+        self.states[key] = {"ConversationRecord": {"pendingOperation": pending}}
+
+    async def read(self, key: str) -> Mapping[str, Any] | None:
+        self.reads.append(key)
+        if key in self.unreadable:
+            raise ConnectionError("storage unavailable")
+        return self.states.get(key)
+
+
+async def test_no_limits_never_refuse() -> None:
     usage = new_usage()
     for n in range(50):
-        record_start(usage, f"op-{n}", deadline=1000.0, now=float(n))
-    assert OperationQuota(0, 0).refusal(usage, 60.0) is None
+        record_start(usage, f"op-{n}", deadline=1000.0, now=float(n), conversation=f"c-{n}")
+    assert await OperationQuota(0, 0).refusal(usage, 60.0) is None
 
 
-def test_running_operations_count_until_their_end_or_deadline() -> None:
-    quota = OperationQuota(max_running=2, starts_per_hour=0)
+async def test_running_operations_count_while_their_conversations_wait_for_them() -> None:
+    conversations = Conversations()
+    quota = OperationQuota(max_running=2, starts_per_hour=0, read_conversation=conversations.read)
     usage = new_usage()
-    record_start(usage, "a", deadline=600.0, now=0.0)
-    assert quota.refusal(usage, 1.0) is None
-    record_start(usage, "b", deadline=900.0, now=1.0)
-    assert quota.refusal(usage, 2.0) == (
-        "You already have 2 operations running, the most one person may run at once. "
-        "Wait for one of them to finish (or cancel it), then ask again."
-    )
-    record_end(usage, "a")
-    assert quota.refusal(usage, 3.0) is None
-    record_start(usage, "c", deadline=700.0, now=3.0)
-    assert quota.refusal(usage, 699.0) is not None
-    assert quota.refusal(usage, 700.0) is None  # "c" passed its deadline: its end was never seen, it stops counting
+    record_start(usage, "a", deadline=600.0, now=0.0, conversation="c-a")
+    conversations.waiting_for("c-a", "a")
+    assert await quota.refusal(usage, 1.0) is None
+    assert conversations.reads == []  # below the limit: nothing read
+    record_start(usage, "b", deadline=900.0, now=1.0, conversation="c-b")
+    conversations.waiting_for("c-b", "b")
+    assert await quota.refusal(usage, 2.0) == RUNNING_LIMIT
+    conversations.waiting_for("c-a", None)  # "a" told its result (or was cancelled): its conversation waits no more
+    assert await quota.refusal(usage, 3.0) is None
+    record_start(usage, "c", deadline=700.0, now=3.0, conversation="c-a")
+    conversations.waiting_for("c-a", "c")
+    assert await quota.refusal(usage, 699.0) == RUNNING_LIMIT
+    del conversations.states["c-b"]  # "b"'s conversation is gone (expired, removed by its TTL)
+    assert await quota.refusal(usage, 699.0) is None
 
 
-def test_starts_count_for_an_hour_and_the_wait_is_told() -> None:
+async def test_an_operation_past_its_deadline_stops_counting_without_a_read() -> None:
+    conversations = Conversations()
+    quota = OperationQuota(max_running=1, read_conversation=conversations.read)
+    usage = new_usage()
+    record_start(usage, "a", deadline=700.0, now=0.0, conversation="c-a")
+    conversations.waiting_for("c-a", "a")  # its end was never seen
+    assert await quota.refusal(usage, 699.0) is not None
+    conversations.reads.clear()
+    assert await quota.refusal(usage, 700.0) is None and conversations.reads == []
+
+
+async def test_a_conversation_that_cannot_be_read_keeps_its_operation_counting() -> None:
+    conversations = Conversations()
+    quota = OperationQuota(max_running=1, read_conversation=conversations.read)
+    usage = new_usage()
+    record_start(usage, "a", deadline=600.0, now=0.0, conversation="c-a")
+    conversations.unreadable.add("c-a")
+    assert await quota.refusal(usage, 1.0) is not None
+
+
+async def test_without_a_reader_or_a_conversation_an_operation_counts_until_its_deadline() -> None:
+    usage = {"running": {"old": 600.0}, "starts": []}  # stored before conversations were kept
+    conversations = Conversations()
+    assert await OperationQuota(1, read_conversation=conversations.read).refusal(usage, 1.0) is not None
+    record_start(usage, "new", deadline=600.0, now=1.0, conversation="c-new")
+    assert await OperationQuota(2).refusal(usage, 2.0) == RUNNING_LIMIT
+    assert await OperationQuota(2).refusal(usage, 600.0) is None
+
+
+async def test_starts_count_for_an_hour_and_the_wait_is_told() -> None:
     quota = OperationQuota(max_running=0, starts_per_hour=3)
     usage = new_usage()
     for at in (0.0, 600.0, 1200.0):
-        record_start(usage, f"op-{at}", deadline=at + 60, now=at)
-    refusal = quota.refusal(usage, 1800.0)
+        record_start(usage, f"op-{at}", deadline=at + 60, now=at, conversation="c-1")
+    refusal = await quota.refusal(usage, 1800.0)
     assert refusal == (
         "You have started 3 operations in the last hour, the most allowed. You can start the next one in 30 min."
     )
-    assert quota.refusal(usage, 3599.0) is not None
-    assert quota.refusal(usage, 3600.0) is None  # the first start is an hour old
+    assert await quota.refusal(usage, 3599.0) is not None
+    assert await quota.refusal(usage, 3600.0) is None  # the first start is an hour old
 
 
-def test_a_damaged_usage_record_counts_as_empty() -> None:
+async def test_a_damaged_usage_record_counts_as_empty() -> None:
     usage = {"running": ["not", "a", "map"], "starts": "nope"}
-    assert OperationQuota(1, 1).refusal(usage, 10.0) is None
-    record_start(usage, "a", deadline=20.0, now=10.0)
-    assert OperationQuota(1, 1).refusal(usage, 11.0) is not None
+    assert await OperationQuota(1, 1).refusal(usage, 10.0) is None
+    record_start(usage, "a", deadline=20.0, now=10.0, conversation="c-1")
+    assert await OperationQuota(1, 1).refusal(usage, 11.0) is not None

@@ -5,7 +5,7 @@ queue; user-state merges after a conflict keep what other conversations wrote.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -178,7 +178,72 @@ async def test_a_lost_commit_race_reruns_the_turn_on_fresh_state_and_effects_lea
     assert storage.documents[CONVERSATION_KEY]["Log"] == ["other turn", "turn"]  # nothing overwritten
     assert texts(adapter) == ["attempt 2"]  # the losing attempt's reply is gone
     assert queue.sent == [{"log": ["other turn", "turn"]}]  # once, as committed
+    await unit_of_work.record_deliveries_now()
     assert "Outbox" not in storage.documents[CONVERSATION_KEY]  # delivered, so removed
+
+
+def quiet(unit_of_work: UnitOfWork) -> Callable[[TurnContext], Awaitable[None]]:
+    """A turn that changes a little state and asks for nothing durable."""
+
+    async def turn(context: TurnContext) -> None:
+        state = unit_of_work.scopes.conversation.get(context)
+        state["Seen"] = state.get("Seen", 0) + 1
+
+    return turn
+
+
+async def test_a_start_costs_one_write_and_the_next_turn_records_the_sent_request_in_its_own_commit(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter,
+    clock: FakeClock,
+) -> None:  # fmt: skip
+    await unit_of_work.run(new_turn(adapter), StartingTurn(unit_of_work))
+    assert queue.sent == [{"log": ["turn"]}] and storage.writes == 1
+    [entry] = storage.documents[CONVERSATION_KEY]["Outbox"]  # sent, its delivery not yet written
+    assert entry["nextAttemptAt"] > clock.now  # under its lease: nobody sends it again meanwhile
+
+    await unit_of_work.run(new_turn(adapter, "and now?"), quiet(unit_of_work))
+    assert storage.writes == 2  # the next turn's own commit, nothing more
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY] and storage.documents[CONVERSATION_KEY]["Seen"] == 1
+    await unit_of_work.record_deliveries_now()
+    assert storage.writes == 2 and queue.sent == [{"log": ["turn"]}]
+
+
+async def test_a_sent_request_no_turn_follows_is_recorded_by_a_write_of_its_own(
+    storage: ConflictingMemoryStorage, queue: Queue, clock: FakeClock, adapter: HoldingTestAdapter
+) -> None:
+    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
+    written = asyncio.Event()
+    unit_of_work = UnitOfWork(scopes, Outbox(queue.send, clock), clock, "{text}", record_operations_after=0.0)
+    original_write = storage.write
+
+    async def write(changes: dict[str, Any]) -> None:
+        await original_write(changes)
+        written.set()
+
+    storage.write = write  # type: ignore[method-assign]
+    await unit_of_work.run(new_turn(adapter), StartingTurn(unit_of_work))
+    written.clear()
+    await asyncio.wait_for(written.wait(), 5)
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY] and storage.writes == 2
+    assert queue.sent == [{"log": ["turn"]}]
+
+
+async def test_a_sent_request_whose_record_a_process_took_with_it_is_sent_again_after_its_lease(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter,
+    clock: FakeClock,
+) -> None:  # fmt: skip
+    await unit_of_work.run(new_turn(adapter), StartingTurn(unit_of_work))
+    [entry] = storage.documents[CONVERSATION_KEY]["Outbox"]
+    # The process dies here: another one, over the same storage, knows nothing of the send.
+    scopes = StateScopes(ConversationState(storage), UserState(storage), storage, storage)
+    survivor = UnitOfWork(scopes, Outbox(queue.send, clock), clock, "{text}")
+    await survivor.run(new_turn(adapter, "before the lease ends"), quiet(survivor))
+    assert queue.sent == [{"log": ["turn"]}]  # still leased: not sent twice meanwhile
+    clock.now = entry["nextAttemptAt"]
+    await survivor.run(new_turn(adapter, "after it"), quiet(survivor))
+    assert queue.sent == [{"log": ["turn"]}] * 2  # at least once; the worker and the bot dedupe by operation id
+    await survivor.record_deliveries_now()
+    assert "Outbox" not in storage.documents[CONVERSATION_KEY]
 
 
 async def test_a_message_that_loses_every_race_is_answered_with_a_request_to_resend(
@@ -219,6 +284,7 @@ async def test_an_operation_request_that_cannot_be_sent_is_told_kept_and_sent_by
 
     await unit_of_work.run(new_turn(adapter, "anything"), quiet)
     assert queue.sent == [{"log": ["turn"]}]
+    await unit_of_work.record_deliveries_now()
     assert "Outbox" not in storage.documents[CONVERSATION_KEY]
     assert texts(adapter).count("Not yet.") == 1  # told once, not at every attempt
 
@@ -576,6 +642,7 @@ async def test_a_delivered_effect_whose_record_cannot_be_written_is_logged_and_t
     await unit_of_work.run(new_turn(adapter, "again"), StartingTurn(unit_of_work))
     assert texts(adapter)[-1] == "attempt 1"
     assert len(queue.sent) == 2
+    await unit_of_work.record_deliveries_now()  # the sent request's record waits for a write
     assert "conversation c-1: delivery of ['" in caplog.text and "not recorded" in caplog.text
 
 
