@@ -166,6 +166,9 @@ def test_unknown_parameter_rejected() -> None:
 def test_parameter_default_must_be_in_range() -> None:
     with pytest.raises(ValueError, match="outside"):
         Parameter("n", "a count", default=0, minimum=1, maximum=10)
+    # Either bound is a fine default (an author's "from 1" or "at most 10").
+    assert Parameter("n", "a count", default=1, minimum=1, maximum=10).default == 1
+    assert Parameter("n", "a count", default=10, minimum=1, maximum=10).default == 10
 
 
 async def test_register_and_unregister() -> None:
