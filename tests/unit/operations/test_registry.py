@@ -206,6 +206,19 @@ def _modules_loaded_by(statement: str) -> list[str]:
     return result.stdout.split()
 
 
+def test_a_fresh_process_loads_the_builtin_menu_on_first_use() -> None:
+    """A cold start (a new host process): the first lookup loads the built-ins, in menu order.
+    In a fresh process, since this one loaded them long ago."""
+    code = (
+        "import operations; print(operations.get_operation('Prime Report').name); "
+        "print('\\n'.join(op.name for op in operations.all_operations()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    first, *menu = result.stdout.splitlines()
+    assert first == "prime report"
+    assert menu[:4] == ["prime report", "sales report", "risk simulation", "route report"]
+
+
 def test_import_is_cheap() -> None:
     """Importing the package loads no operation module and nothing outside the stdlib."""
     loaded = _modules_loaded_by("import operations")
