@@ -26,6 +26,17 @@ def _operation_threads() -> ThreadPoolExecutor:
     return _workers
 
 
+def _forget_workers_in_child() -> None:
+    """A forked child has none of its parent's threads, yet the pool it inherits counts them as idle:
+    work handed to it would wait for ever. The child makes a pool of its own on first use."""
+    global _workers
+    _workers = None
+
+
+if hasattr(os, "register_at_fork"):  # POSIX only; there is no fork elsewhere
+    os.register_at_fork(after_in_child=_forget_workers_in_child)
+
+
 async def in_thread(work: Callable[..., T], *args: Any) -> T:
     """Run a chunk of CPU work off the event loop, on the operations' threads.
 

@@ -183,11 +183,16 @@ def test_a_topic_is_stripped_and_lower_case() -> None:
 
 @pytest.mark.parametrize(
     ("topic", "why"),
-    [("   ", "must not be empty"), ("x" * (MAX_TOPIC_LENGTH + 1), "at most 100 characters"), (7, "must be text")],
+    [
+        ("   ", "a topic must not be empty"),
+        ("x" * (MAX_TOPIC_LENGTH + 1), "a topic may be at most 100 characters long"),
+        (7, "a topic must be text"),
+    ],
 )
 def test_a_topic_that_is_empty_too_long_or_not_text_is_refused(topic: object, why: str) -> None:
-    with pytest.raises(InvalidTopic, match=why):
+    with pytest.raises(InvalidTopic) as refusal:
         normalise_topic(topic)
+    assert str(refusal.value) == why  # the words the user reads in the chat
 
 
 def test_a_notification_names_its_topic_normalised() -> None:
@@ -238,8 +243,162 @@ def test_a_429_is_waited_out_in_process_only_when_short_and_not_the_last_attempt
     assert not waits_on_queue(retry_after=2.0, attempt=1, max_attempts=3, max_in_process_wait=10.0)
     assert waits_on_queue(retry_after=11.0, attempt=1, max_attempts=3, max_in_process_wait=10.0)
     assert waits_on_queue(retry_after=2.0, attempt=3, max_attempts=3, max_in_process_wait=10.0)
+    # "Up to" the limit is waited out in process.
+    assert not waits_on_queue(retry_after=10.0, attempt=1, max_attempts=3, max_in_process_wait=10.0)
 
 
 def test_another_senders_claim_is_waited_out_with_a_second_to_spare() -> None:
     assert in_flight_delay(busy_until=130.0, now=100.0) == 31.0
     assert in_flight_delay(busy_until=None, now=100.0) < 0  # no lease: the defer's own minimum applies
+
+
+# --- what a refusal says ---------------------------------------------------------------------------
+
+ACCEPTED = "only 'id', 'text' and one of 'userId', 'conversationId', 'topic' are accepted"
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "fields"),
+    [
+        ([1], "the body must be a JSON object", ()),
+        (
+            {"text": "Hi"},
+            "name exactly one target: 'userId', 'conversationId' or 'topic'",
+            ("userId", "conversationId", "topic"),
+        ),
+        (
+            {"userId": "u", "topic": "t", "text": "Hi"},
+            "name exactly one target, not 'userId' and 'topic'",
+            ("userId", "topic"),
+        ),
+        ({"userId": "u"}, "'text' is required: the message to send", ("text",)),
+        ({"userId": "u", "text": " \n "}, "'text' must not be empty", ("text",)),
+        ({"userId": "u", "text": "a\ud800"}, "'text' holds an unpaired surrogate (\\ud800-\\udfff)", ("text",)),
+        (
+            {"userId": "u", "text": "Hi", "failures": 1, "viaTopic": "t"},
+            "unknown fields 'failures', 'viaTopic' ('failures', 'viaTopic': kept for the app's own bookkeeping, "
+            f"never set by a caller); {ACCEPTED}",
+            ("failures", "viaTopic"),
+        ),
+        ({"userId": "u", "text": "Hi", "colour": 1}, f"unknown field 'colour'; {ACCEPTED}", ("colour",)),
+    ],
+)
+def test_a_callers_mistake_is_named_in_the_refusal(data: Any, message: str, fields: tuple[str, ...]) -> None:
+    """The message and the fields are what POST /api/notify's 400 tells the caller."""
+    problem = refused(data)
+    assert (str(problem), problem.fields) == (message, fields)
+
+
+def test_exactly_as_many_unknown_fields_as_are_named_adds_no_and_more() -> None:
+    problem = refused({"userId": "u", "text": "Hi", **{f"f{n}": n for n in range(MAX_NAMED_FIELDS)}})
+    assert len(problem.fields) == MAX_NAMED_FIELDS and "more" not in str(problem)
+
+
+def test_a_long_field_name_is_cut_with_an_ellipsis_and_a_lone_surrogate_is_shown_escaped() -> None:
+    assert refused({"userId": "u", "text": "Hi", "x" * 41: 1}).fields == ("x" * 40 + "…",)
+    assert refused({"userId": "u", "text": "Hi", "x" * 40: 1}).fields == ("x" * 40,)
+    # A field name JSON can carry but UTF-8 cannot: refused with a 400 naming it, not a 500.
+    assert refused({"userId": "u", "text": "Hi", "a\ud800": 1}).fields == ("a\\ud800",)
+
+
+def signed(content: Any) -> dict[str, str]:
+    """An envelope signed with the app's key around `content` (JSON text as given, or dumped)."""
+    text = content if isinstance(content, str) else json.dumps(content)
+    return {"envelope": text, "signature": hmac.new(KEY, text.encode(), hashlib.sha256).hexdigest()}
+
+
+CALLER = {"id": "n", "userId": "u", "text": "x"}
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (
+            {"envelope": "{}", "signature": "s", "x": 1, "y": 2},
+            "an envelope holds only 'envelope' and 'signature', not 'x', 'y'",
+        ),
+        ({"envelope": 5, "signature": "s"}, "an envelope's 'envelope' and 'signature' must be strings"),
+        ({"envelope": "{}", "signature": 5}, "an envelope's 'envelope' and 'signature' must be strings"),
+        ({"envelope": "{\ud800}", "signature": "s"}, "the envelope holds an unpaired surrogate"),
+        ({"envelope": "{}", "signature": "\ud800"}, "the envelope's signature does not verify: not sealed by this app"),
+        (signed({"notification": CALLER}), "the envelope must hold exactly 'internal' and 'notification'"),
+        (signed([]), "the envelope must hold exactly 'internal' and 'notification'"),
+        (
+            signed({"internal": [], "notification": CALLER}),
+            "the envelope's 'internal' and 'notification' must be objects",
+        ),
+        (signed({"internal": {}, "notification": []}), "the envelope's 'internal' and 'notification' must be objects"),
+        (
+            signed({"internal": {}, "notification": {"userId": "u", "text": "x"}}),
+            "the envelope's notification has no 'id'",
+        ),
+        (signed({"internal": {"a": 1}, "notification": CALLER}), "unknown internal field 'a'"),
+        (signed({"internal": {"a": 1, "b": 2}, "notification": CALLER}), "unknown internal fields 'a', 'b'"),
+        (
+            signed({"internal": {"viaTopic": "p"}, "notification": {"id": "n", "topic": "t", "text": "x"}}),
+            "'viaTopic' goes only with 'userId'",
+        ),
+        (
+            signed({"internal": {"viaTopic": "p" * 101}, "notification": CALLER}),
+            "'viaTopic': a topic may be at most 100 characters long",
+        ),
+        (
+            signed({"internal": {"failures": 17}, "notification": CALLER}),
+            "'failures' must be a whole number from 0 to 16",
+        ),
+    ],
+)
+def test_a_refused_envelope_says_why(data: dict[str, Any], reason: str) -> None:
+    """The reason is what the poison queue's log line tells an operator; a malformed envelope is refused
+    (poisoned once), never an exception the queue would retry."""
+    with pytest.raises(InvalidNotification) as refusal:
+        open_envelope(data, KEY)
+    assert str(refusal.value) == reason
+
+
+def test_an_envelope_that_is_not_json_says_so() -> None:
+    with pytest.raises(InvalidNotification) as refusal:
+        open_envelope(signed("not json"), KEY)
+    assert str(refusal.value).startswith("the envelope is not valid JSON: Expecting value")
+
+
+@pytest.mark.parametrize(
+    "queued",
+    [
+        Notification("Pizza!", USER, "u", via_topic="pizza"),  # a topic's fresh delivery: no failures yet
+        Notification("Your pizza is ready.", USER, "u", failures=1),  # a direct notice deferred after a failure
+        Notification("x", USER, "u", failures=MAX_TRANSIENT_FAILURES),  # the last try before giving up
+    ],
+)
+def test_what_the_app_queues_opens_to_what_it_sealed(queued: Notification) -> None:
+    opened = open_envelope(seal(queued, "n-1", KEY), KEY)
+    assert opened == replace(queued, id="n-1")
+
+
+def test_a_deferred_direct_notice_is_still_sent_to_a_user_who_follows_no_topic() -> None:
+    opened = open_envelope(seal(Notification("Your pizza is ready.", USER, "ann", failures=1), "n-1", KEY), KEY)
+    assert refusal_for_user(opened, Reach()) is None
+
+
+# Made by this version and kept literally: a delivery still on the queue across an upgrade (a deferred one
+# waits up to 15 min, a queue message lives for days) must open after it, and keep its id.
+QUEUED_BEFORE_AN_UPGRADE = {
+    "envelope": '{"internal":{"viaTopic":"pizza","failures":2},'
+    '"notification":{"id":"n-1/u-49915e0d7d4b402e3017d010","userId":"ann","text":"Pizza!"}}',
+    "signature": "83f7087a0e331f3bac4305448839be60cdba84260c915fde37aa5da6c5de3ac7",
+}
+
+
+def test_a_delivery_queued_by_this_version_opens_after_an_upgrade_with_the_same_id() -> None:
+    delivery = Notification("Pizza!", USER, "ann", via_topic="pizza", failures=2)
+    assert delivery_id("n-1", "ann") == "n-1/u-49915e0d7d4b402e3017d010"
+    assert seal(delivery, delivery_id("n-1", "ann"), envelope_key(SIGNING_KEY)) == QUEUED_BEFORE_AN_UPGRADE
+    assert open_envelope(QUEUED_BEFORE_AN_UPGRADE, envelope_key(SIGNING_KEY)) == replace(
+        delivery, id="n-1/u-49915e0d7d4b402e3017d010"
+    )
+
+
+def test_each_subscriber_gets_a_delivery_id_of_their_own() -> None:
+    """One id for two users would make the second delivery a duplicate of the first: never sent."""
+    assert delivery_id("n-1", "ann") != delivery_id("n-1", "bob")
+    assert delivery_id("n-1", "ann") == delivery_id("n-1", "ann")

@@ -99,9 +99,10 @@ def test_values_converted_to_int() -> None:
     op = get_operation("prime report")
     assert resolve_parameters(op, {"END": "20,000,000", "Start": 3.0}) == {"start": 3, "end": 20_000_000}
     assert resolve_parameters(op, {"end": " 1 000 "})["end"] == 1000
+    assert resolve_parameters(op, {"end": "1_000_000"})["end"] == 1_000_000
 
 
-@pytest.mark.parametrize("value", [True, 2.5, "ten", "", None, [1], "1e6"])
+@pytest.mark.parametrize("value", [True, 2.5, "ten", "", None, [1], "1e6", "X12"])
 def test_non_integers_rejected(value: object) -> None:
     with pytest.raises(InvalidParameters, match="whole number"):
         resolve_parameters(get_operation("prime report"), {"end": value})
@@ -113,6 +114,34 @@ def test_out_of_range_rejected(value: int) -> None:
         resolve_parameters(get_operation("prime report"), {"end": value})
     allowed = "a whole number from 1 to 5,000,000,000 (default 500,000,000)"
     assert str(refusal.value) == f"end must be {allowed}, not {value:,}."
+
+
+def test_a_typed_negative_number_is_told_its_range_not_called_a_non_number() -> None:
+    with pytest.raises(InvalidParameters) as refusal:
+        resolve_parameters(get_operation("prime report"), {"end": "-5"})
+    assert str(refusal.value) == "end must be a whole number from 1 to 5,000,000,000 (default 500,000,000), not -5."
+
+
+def test_a_name_that_is_not_text_is_an_unknown_operation() -> None:
+    """A queued request's name is JSON: a number or a list is refused by name, not a crash of the worker."""
+    for name in (5, None, ["prime report"]):
+        with pytest.raises(UnknownOperation, match="There is no operation called"):
+            get_operation(name)  # type: ignore[arg-type]
+
+
+def test_a_parameter_given_to_an_operation_that_takes_none_is_refused_saying_so() -> None:
+    plain = Operation(name="plain", description="No parameters.", parameters=(), run=_always_fails)
+    with pytest.raises(InvalidParameters) as refusal:
+        resolve_parameters(plain, {"size": 3})
+    assert str(refusal.value) == "plain has no parameter called 'size' (it takes: none)."
+
+
+def test_an_operation_without_a_name_is_not_registered() -> None:
+    before = all_operations()
+    with pytest.raises(ValueError) as refusal:
+        register(Operation(name="  ", description="Nameless.", parameters=(), run=_always_fails))
+    assert str(refusal.value) == "an operation needs a name"
+    assert all_operations() == before
 
 
 def test_a_value_that_is_not_a_number_is_named_with_what_is_allowed() -> None:
@@ -137,6 +166,9 @@ def test_unknown_parameter_rejected() -> None:
 def test_parameter_default_must_be_in_range() -> None:
     with pytest.raises(ValueError, match="outside"):
         Parameter("n", "a count", default=0, minimum=1, maximum=10)
+    # Either bound is a fine default (an author's "from 1" or "at most 10").
+    assert Parameter("n", "a count", default=1, minimum=1, maximum=10).default == 1
+    assert Parameter("n", "a count", default=10, minimum=1, maximum=10).default == 10
 
 
 async def test_register_and_unregister() -> None:
@@ -172,6 +204,21 @@ def _modules_loaded_by(statement: str) -> list[str]:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     return result.stdout.split()
+
+
+def test_a_fresh_process_loads_the_builtin_menu_on_first_use() -> None:
+    """A cold start (a new host process): the first lookup loads the built-ins, in menu order.
+    In a fresh process, since this one loaded them long ago (under mutmut too: each mutant's tests
+    run in a fork of a process that ran them all once)."""
+    code = (
+        "import operations; print(operations.get_operation('Prime Report').name); "
+        "print('\\n'.join(op.name for op in operations.all_operations()))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    first, *menu = result.stdout.splitlines()
+    assert first == "prime report"
+    assert menu[:4] == ["prime report", "sales report", "risk simulation", "route report"]
+    assert menu == [op.name for op in all_operations()]  # the same menu as a process that has served for a while
 
 
 def test_import_is_cheap() -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from operations._support import Progress, money, plural
+import asyncio
+import os
+import signal
+
+import pytest
+
+from operations._support import Progress, in_thread, money, plural
 
 
 async def test_progress_is_monotonic_keeps_1_for_the_end_and_finishes_once() -> None:
@@ -26,3 +32,16 @@ def test_formatting() -> None:
     assert money(-5) == "-$0.05"
     assert plural(1, "prime") == "1 prime"
     assert plural(1_000, "prime") == "1,000 primes"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+async def test_a_process_forked_after_an_operation_ran_can_run_operations_too() -> None:
+    """A worker process forked from one that already ran an operation (the pool's threads stay behind)."""
+    assert await in_thread(sum, [1, 2]) == 3  # the parent's pool now exists, with its threads
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through its exit status
+        signal.alarm(60)  # a hang ends the child with SIGALRM instead of hanging the test run
+        total = asyncio.run(in_thread(sum, [3, 4]))
+        os._exit(0 if total == 7 else 1)
+    _, status = await asyncio.to_thread(os.waitpid, child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
