@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,7 +86,8 @@ async def test_a_conversation_that_cannot_be_read_keeps_its_operation_counting(
     conversations.unreadable.add("c-a")
     assert await quota.refusal(usage, 1.0) is not None
     # The operator learns which operation counts on and why (no user id, no conversation key).
-    assert "operation a counts on: its conversation cannot be read now (storage unavailable)" in caplog.text
+    logged = [record.getMessage() for record in caplog.records]
+    assert logged == ["operation a counts on: its conversation cannot be read now (storage unavailable)"]
     assert "c-a" not in caplog.text
 
 
@@ -123,7 +125,7 @@ async def test_the_wait_told_is_rounded_up_so_that_waiting_it_is_enough() -> Non
 
 
 @pytest.mark.parametrize(
-    "usage",
+    "damaged",
     [
         {"running": ["not", "a", "map"], "starts": "nope"},
         {"running": {"a": "soon", "b": {"deadline": None}, "c": {"conversation": "c-1"}}, "starts": None},
@@ -132,7 +134,8 @@ async def test_the_wait_told_is_rounded_up_so_that_waiting_it_is_enough() -> Non
     ],
     ids=["wrong-containers", "deadlines-not-numbers", "not-containers", "running-missing"],
 )
-async def test_a_damaged_usage_record_counts_as_empty(usage: dict[str, Any]) -> None:
+async def test_a_damaged_usage_record_counts_as_empty(damaged: dict[str, Any]) -> None:
+    usage = copy.deepcopy(damaged)  # the parameter is shared by every run of the test in this process
     assert await OperationQuota(1, 1).refusal(usage, 10.0) is None
     record_start(usage, "a", deadline=20.0, now=10.0, conversation="c-1")
     assert await OperationQuota(1, 1).refusal(usage, 11.0) is not None
