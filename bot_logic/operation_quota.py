@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -104,7 +105,9 @@ class OperationQuota:
         if self.starts_per_hour and len(starts) >= self.starts_per_hour:
             # The oldest start that keeps the count at the limit leaves the window first.
             frees_at = starts[len(starts) - self.starts_per_hour] + HOUR_SECONDS
-            wait = describe_duration(max(1, frees_at - now))
+            # Rounded up (at least 1 s: pruning kept only starts less than an hour old), so that a
+            # user who waits the time told is let through, not told to wait "1 s" more.
+            wait = describe_duration(math.ceil(frees_at - now))
             return HOURLY_LIMIT_TEXT.format(count=len(starts), wait=wait)
         return None
 

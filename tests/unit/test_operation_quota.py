@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
-from bot_logic.operation_quota import OperationQuota, new_usage, record_start
+import pytest
+from botbuilder.core import MemoryStorage, TurnContext, UserState
+from botbuilder.core.adapters import TestAdapter
+from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
+
+from bot_logic.operation_quota import QUOTA_PROPERTY, OperationQuota, load_usage, new_usage, record_start
 
 RUNNING_LIMIT = (
     "You already have 2 operations running, the most one person may run at once. "
@@ -70,13 +76,19 @@ async def test_an_operation_past_its_deadline_stops_counting_without_a_read() ->
     assert await quota.refusal(usage, 700.0) is None and conversations.reads == []
 
 
-async def test_a_conversation_that_cannot_be_read_keeps_its_operation_counting() -> None:
+async def test_a_conversation_that_cannot_be_read_keeps_its_operation_counting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     conversations = Conversations()
     quota = OperationQuota(max_running=1, read_conversation=conversations.read)
     usage = new_usage()
     record_start(usage, "a", deadline=600.0, now=0.0, conversation="c-a")
     conversations.unreadable.add("c-a")
     assert await quota.refusal(usage, 1.0) is not None
+    # The operator learns which operation counts on and why (no user id, no conversation key).
+    logged = [record.getMessage() for record in caplog.records]
+    assert logged == ["operation a counts on: its conversation cannot be read now (storage unavailable)"]
+    assert "c-a" not in caplog.text
 
 
 async def test_without_a_reader_or_a_conversation_an_operation_counts_until_its_deadline() -> None:
@@ -101,8 +113,63 @@ async def test_starts_count_for_an_hour_and_the_wait_is_told() -> None:
     assert await quota.refusal(usage, 3600.0) is None  # the first start is an hour old
 
 
-async def test_a_damaged_usage_record_counts_as_empty() -> None:
-    usage = {"running": ["not", "a", "map"], "starts": "nope"}
+async def test_the_wait_told_is_rounded_up_so_that_waiting_it_is_enough() -> None:
+    quota = OperationQuota(max_running=0, starts_per_hour=1)
+    usage = new_usage()
+    record_start(usage, "a", deadline=60.0, now=0.0, conversation="c-1")
+    told = await quota.refusal(usage, 1799.5)
+    assert told is not None and told.endswith("You can start the next one in 30 min 1 s.")
+    late = await quota.refusal(usage, 3599.5)  # half a second left
+    assert late is not None and late.endswith("You can start the next one in 1 s.")
+    assert await quota.refusal(usage, 1799.5 + 1801) is None  # waited what they were told: let through
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        {"running": ["not", "a", "map"], "starts": "nope"},
+        {"running": {"a": "soon", "b": {"deadline": None}, "c": {"conversation": "c-1"}}, "starts": None},
+        {"running": None, "starts": 5},
+        {"starts": {"not": "a list"}},
+    ],
+    ids=["wrong-containers", "deadlines-not-numbers", "not-containers", "running-missing"],
+)
+async def test_a_damaged_usage_record_counts_as_empty(damaged: dict[str, Any]) -> None:
+    usage = copy.deepcopy(damaged)  # the parameter is shared by every run of the test in this process
     assert await OperationQuota(1, 1).refusal(usage, 10.0) is None
     record_start(usage, "a", deadline=20.0, now=10.0, conversation="c-1")
     assert await OperationQuota(1, 1).refusal(usage, 11.0) is not None
+
+
+def turn_of(adapter: TestAdapter, user: str, conversation: str) -> TurnContext:
+    return TurnContext(
+        adapter,
+        Activity(
+            type="message",
+            text="1",
+            channel_id="test",
+            conversation=ConversationAccount(id=conversation),
+            from_property=ChannelAccount(id=user),
+            recipient=ChannelAccount(id="bot"),
+        ),
+    )
+
+
+async def test_a_users_starts_count_in_all_their_conversations_and_only_theirs() -> None:
+    users = UserState(MemoryStorage())
+    usage_of = users.create_property(QUOTA_PROPERTY)
+    adapter = TestAdapter()
+    quota = OperationQuota(max_running=1)
+
+    first = turn_of(adapter, "u-1", "c-1")
+    usage = await load_usage(usage_of, first)
+    assert await quota.refusal(usage, 0.0) is None  # a new user: nothing counted yet
+    record_start(usage, "a", deadline=600.0, now=0.0, conversation="test/conversations/c-1")
+    await users.save_changes(first)
+
+    another_conversation = turn_of(adapter, "u-1", "c-2")
+    await users.load(another_conversation)
+    assert await quota.refusal(await load_usage(usage_of, another_conversation), 1.0) is not None
+    another_user = turn_of(adapter, "u-2", "c-3")
+    await users.load(another_user)
+    assert await quota.refusal(await load_usage(usage_of, another_user), 1.0) is None
