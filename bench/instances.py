@@ -15,7 +15,7 @@ import aiohttp
 from bench.client import ChannelClient, Conversation
 from bench.cpu import CpuMeter, ms_per_turn, this_process, trees
 from bench.stack import Emulators, bot_stack
-from bench.turns import PLAIN_TEXT, _gather_bounded, plain_level
+from bench.turns import PLAIN_TEXT, gather_bounded, plain_level
 
 FULL_LEVEL, FULL_TURNS, FULL_TIME_BOUND = 32, 800, 20.0
 QUICK_LEVEL, QUICK_TURNS, QUICK_TIME_BOUND = 8, 16, 5.0
@@ -29,7 +29,7 @@ async def _one(stack: Emulators, instances: int, level: int, turns: int, time_bo
         readers["load driver"] = this_process
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as session:
             client = ChannelClient(session, bot.messages_url, bot.directline.url)
-            conversations = await _gather_bounded([lambda: Conversation.start(client)] * level, 8)
+            conversations = await gather_bounded([lambda: Conversation.start(client)] * level, 8)
             for conversation in conversations:  # warm every instance (the balancer alternates)
                 await conversation.expect(text=PLAIN_TEXT)
             meter = CpuMeter(readers)

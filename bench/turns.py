@@ -51,7 +51,7 @@ FULL = TurnSizes((1, 8, 32), {1: 150, 8: 400, 32: 800}, {1: 30, 8: 64, 32: 128},
 QUICK = TurnSizes((1, 8, 32), {1: 5, 8: 16, 32: 32}, {1: 2, 8: 8, 32: 32}, 5.0, 2, 1, 15.0)
 
 
-async def _gather_bounded(factories: list[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
+async def gather_bounded(factories: list[Callable[[], Awaitable[Any]]], limit: int) -> list[Any]:
     semaphore = asyncio.Semaphore(limit)
 
     async def run(factory: Callable[[], Awaitable[Any]]) -> Any:
@@ -199,9 +199,9 @@ async def _introduced(
     client: ChannelClient, sizes: TurnSizes
 ) -> tuple[list[Conversation], dict[int, list[Conversation]]]:
     """Setup (not timed): conversations for the plain levels and, per level, for the start levels."""
-    plain = await _gather_bounded([lambda: Conversation.start(client)] * max(sizes.levels), 8)
+    plain = await gather_bounded([lambda: Conversation.start(client)] * max(sizes.levels), 8)
     starts = {
-        level: await _gather_bounded([lambda: Conversation.start(client)] * sizes.start_conversations[level], 8)
+        level: await gather_bounded([lambda: Conversation.start(client)] * sizes.start_conversations[level], 8)
         for level in sizes.levels
     }
     return plain, starts
@@ -212,7 +212,7 @@ async def measure(bot: LocalStack, stats: CosmosStats, sizes: TurnSizes, meter: 
         client = ChannelClient(session, bot.messages_url, bot.directline.url)
         # Setup (not timed): introduced conversations; also warms the app up (runtime, containers).
         plain, starts = await _introduced(client, sizes)
-        counting = await _gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
+        counting = await gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
         memory_before = peak_rss_mib(bot.host.pid)
 
         # Storage round trips, counted at the stand-in, one turn at a time on a quiet host.
@@ -263,7 +263,7 @@ async def measure_baseline(
         client = ChannelClient(session, baseline.messages_url, directline_url)
         plain, starts = await _introduced(client, sizes)
         # Warm-up (not timed): the turns the app gets while its storage round trips are counted.
-        warm_up = await _gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
+        warm_up = await gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
         for _ in range(sizes.count_samples_plain):
             await plain[0].expect(text=PLAIN_TEXT)
         for conversation in warm_up:

@@ -623,13 +623,8 @@ async def test_a_conditional_update_waits_out_a_store_briefly_unavailable_but_no
     assert storage.documents["k"]["Value"] == "after four refusals"
     assert "state k not updated: the store stayed unavailable (state 'k': HTTP 503)" in caplog.text
 
-
-async def test_a_delivered_effect_whose_record_cannot_be_written_is_logged_and_the_turn_still_answered(
-    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter,
-    caplog: pytest.LogCaptureFixture, no_waiting: None,
-) -> None:  # fmt: skip
-    await unit_of_work.run(new_turn(adapter), StartingTurn(unit_of_work))
-    assert "not recorded" not in caplog.text  # recorded: nothing to say
+def fail_writes_after_the_first(storage: ConflictingMemoryStorage) -> None:
+    """The next write commits; every one after it fails as Cosmos DB's 503 would."""
     commit, writes = storage.write, 0
 
     async def commit_then_unavailable(changes: dict[str, Any]) -> None:
@@ -640,6 +635,15 @@ async def test_a_delivered_effect_whose_record_cannot_be_written_is_logged_and_t
         await commit(changes)
 
     storage.write = commit_then_unavailable  # type: ignore[method-assign]
+
+
+async def test_a_delivered_effect_whose_record_cannot_be_written_is_logged_and_the_turn_still_answered(
+    unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, queue: Queue, adapter: HoldingTestAdapter,
+    caplog: pytest.LogCaptureFixture, no_waiting: None,
+) -> None:  # fmt: skip
+    await unit_of_work.run(new_turn(adapter), StartingTurn(unit_of_work))
+    assert "not recorded" not in caplog.text  # recorded: nothing to say
+    fail_writes_after_the_first(storage)
     await unit_of_work.run(new_turn(adapter, "again"), StartingTurn(unit_of_work))
     assert texts(adapter)[-1] == "attempt 1"
     assert len(queue.sent) == 2
@@ -686,16 +690,7 @@ async def test_a_sent_durable_reply_whose_record_cannot_be_written_is_logged_for
     unit_of_work: UnitOfWork, storage: ConflictingMemoryStorage, adapter: HoldingTestAdapter,
     caplog: pytest.LogCaptureFixture, no_waiting: None,
 ) -> None:  # fmt: skip
-    commit, writes = storage.write, 0
-
-    async def commit_then_unavailable(changes: dict[str, Any]) -> None:
-        nonlocal writes
-        writes += 1
-        if writes > 1:
-            raise StateUnavailableError("HTTP 503")
-        await commit(changes)
-
-    storage.write = commit_then_unavailable  # type: ignore[method-assign]
+    fail_writes_after_the_first(storage)
 
     async def result(context: TurnContext) -> None:
         unit_of_work.scopes.conversation.get(context)["Done"] = True
