@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import HttpResponseError
 
+from services.azure_transport import direct_transport
 from services.settings import StorageConnection
 
 if TYPE_CHECKING:
@@ -27,12 +28,19 @@ def _credential(connection: StorageConnection) -> DefaultAzureCredential:
     return DefaultAzureCredential(managed_identity_client_id=connection.client_id or None)
 
 
+def _with_transport(options: dict[str, Any]) -> dict[str, Any]:
+    """The client's options with its own direct transport, which takes the connection timeouts."""
+    timeouts = {name: options.pop(name) for name in ("connection_timeout", "read_timeout") if name in options}
+    return {**options, "transport": direct_transport(**timeouts)}
+
+
 def queue_client(
     connection: StorageConnection, queue_name: str, **options: Any
 ) -> tuple[QueueClient, DefaultAzureCredential | None]:
     """An async QueueClient for `queue_name`, and the credential to close after it (None locally)."""
     from azure.storage.queue.aio import QueueClient
 
+    options = _with_transport(options)
     if not connection.uses_identity:
         return QueueClient.from_connection_string(connection.connection_string, queue_name, **options), None
     credential = _credential(connection)
@@ -46,6 +54,7 @@ def table_client(
     """An async TableClient for `table_name`, and the credential to close after it (None locally)."""
     from azure.data.tables.aio import TableClient
 
+    options = _with_transport(options)
     if not connection.uses_identity:
         return TableClient.from_connection_string(connection.connection_string, table_name, **options), None
     credential = _credential(connection)

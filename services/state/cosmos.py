@@ -13,6 +13,7 @@ from typing import Any
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
 
+from services.azure_transport import direct_transport
 from services.settings import Settings
 
 # Throttled (429, 449 retry-with), timed out (408) or unavailable (5xx): what is left after the SDK's
@@ -80,12 +81,7 @@ class CosmosAccount:
             if self._containers:
                 return
             settings = self._settings
-            # use_env_settings=False: with it, aiohttp looks up ~/.netrc and the proxy variables in a
-            # worker thread on every request (two thread hand-offs per Cosmos call on the turn's hot
-            # path). The Function App reaches Cosmos DB directly; HTTP(S)_PROXY is not honoured here.
-            from azure.core.pipeline.transport import AioHttpTransport
-
-            transport = AioHttpTransport(use_env_settings=False)
+            transport = direct_transport()  # no .netrc and proxy lookups on every request
             client = CosmosClient(settings.cosmos_endpoint, credential=self._credential(), transport=transport)
             database = await client.create_database_if_not_exists(id=settings.cosmos_database_id)
             conversations = await database.create_container_if_not_exists(
