@@ -20,8 +20,10 @@ Layout of the table (created on first use):
   for each conversation listed deletes its rows older than the cutoff (a RowKey range): its cost
   follows what it deletes, never the size of the table.
 
-All of one `write` for one conversation is one transaction per 100 rows (the service's limit, and
-4 MiB per transaction). Errors worth retrying (no connection, timeout, 408, 429, 5xx, the table
+A `write` of up to three rows (a turn's message and replies, usually) is that many upserts sent at
+once; a larger one is one transaction per 100 rows (the service's limit, and 4 MiB per transaction).
+A failed write is retried whole, which upserts make harmless; a reader may see part of a write
+that is still under way. Errors worth retrying (no connection, timeout, 408, 429, 5xx, the table
 gone) are raised as `TranscriptStoreUnavailableError`; the table client itself does not retry, so
 the caller decides (the recorder retries with backoff, a reader answers 503).
 """
@@ -65,6 +67,9 @@ T = TypeVar("T")
 INDEX_PREFIX = "~index-"  # + YYYYMMDD; sorts apart from conversations, whose keys never start with "~"
 PAGE_SIZE = 20  # the SDK's stores return 20 activities or transcripts per page
 TRANSACTION_ROWS = 100  # the service's limit per transaction
+# Up to this many rows, one upsert each, sent at once: a transaction's multipart body costs more CPU
+# (azure-core builds and parses it with the email package) than three plain requests.
+SINGLE_UPSERT_ROWS = 3
 TRANSACTION_BYTES = 3_000_000  # the service allows 4 MiB per transaction; JSON escaping adds some
 CHUNK_UNITS = 30_000  # UTF-16 code units per string property (the limit is 64 KiB = 32,768 units)
 MAX_JSON_UNITS = 450_000  # 900 KB of an entity's 1 MiB for the activity, the rest for keys and columns
@@ -418,6 +423,14 @@ class TableTranscriptStore(TranscriptStore):
         from azure.data.tables import UpdateMode
 
         for group in _transactions(activity_entity(partition_key, entry) for entry in entries):
+            if len(group) <= SINGLE_UPSERT_ROWS:
+                await asyncio.gather(
+                    *(
+                        self._call(lambda table, row=entity: table.upsert_entity(row, mode=UpdateMode.REPLACE))  # type: ignore[misc]  # mypy infers no lambda with defaults
+                        for entity in group
+                    )
+                )
+                continue
             operations = [("upsert", entity, {"mode": UpdateMode.REPLACE}) for entity in group]
             await self._call(lambda table, operations=operations: table.submit_transaction(operations))  # type: ignore[misc]  # mypy infers no lambda with defaults
 

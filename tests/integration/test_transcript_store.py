@@ -206,7 +206,15 @@ async def test_a_table_service_that_is_down_never_reaches_the_turn(
     assert "transcript: dropped 2 activities of conversation conversation-1; 2 dropped since start" in caplog.text
 
 
-async def test_a_transient_failure_is_retried_and_then_written(azurite: Azurite, table: str, proxy: FaultProxy) -> None:
+# A turn's few rows are single upserts sent at once; more rows go as a transaction. Either fails once here.
+ONE_ROW_OF_CONVERSATION_1 = ("PUT", r"PartitionKey=(%27|')conversation-1")
+THE_TRANSACTION = ("POST", r"/\$batch")
+
+
+@pytest.mark.parametrize(("rows", "failing"), [(2, ONE_ROW_OF_CONVERSATION_1), (5, THE_TRANSACTION)])
+async def test_a_transient_failure_is_retried_and_then_written(
+    azurite: Azurite, table: str, proxy: FaultProxy, rows: int, failing: tuple[str, str]
+) -> None:
     sleeps: list[float] = []
 
     async def no_wait(delay: float) -> None:
@@ -214,14 +222,16 @@ async def test_a_transient_failure_is_retried_and_then_written(azurite: Azurite,
 
     store = TableTranscriptStore(through(azurite, proxy.port), table)
     recorder = TranscriptRecorder(store, sleep=no_wait)
-    proxy.inject(UNAVAILABLE, times=1, method="POST", path=r"/\$batch")  # the activities' transaction fails once
-    recorder.record("conversation-1", [message("hello", activity_id="1"), message("hi", role="bot")])
+    method, path = failing
+    proxy.inject(UNAVAILABLE, times=1, method=method, path=path)
+    said = [f"line {n}" for n in range(rows)]
+    recorder.record("conversation-1", [message(text, activity_id=str(n)) for n, text in enumerate(said)])
     assert await recorder.flush(20)
     try:
-        assert (recorder.written, recorder.dropped) == (2, 0)
+        assert (recorder.written, recorder.dropped) == (rows, 0)
         assert sleeps == [2.0]
-        assert proxy.count(path=r"/\$batch", outcome=UNAVAILABLE) == 1
-        assert await texts(store, "conversation-1") == ["hello", "hi"]
+        assert proxy.count(method=method, path=path, outcome=UNAVAILABLE) == 1
+        assert await texts(store, "conversation-1") == said
     finally:
         await recorder.close()
 
