@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.queue.aio import QueueServiceClient
 
 from localdev.functions_host.hostjson import HostConfig, load_host_config
@@ -213,7 +214,10 @@ class FunctionsHost:
                     )
                 connection = storage_connection_string(trigger.get("connection"))
                 if connection not in services:
-                    services[connection] = QueueServiceClient.from_connection_string(connection)
+                    # Without aiohttp's .netrc and proxy lookups on every poll (a worker thread each):
+                    # the real host's listeners are not Python, so their cost should not look like the app's.
+                    transport = AioHttpTransport(use_env_settings=False)
+                    services[connection] = QueueServiceClient.from_connection_string(connection, transport=transport)
                 service = services[connection]
                 poison_name = poison_queue_name(queue_name)
                 if poison_name is None:
