@@ -202,7 +202,7 @@ class TranscriptRecorder:
         self.max_queued_activities = max_queued_activities
         self.retry_delays = tuple(retry_delays)  # one attempt more than delays
         self.linger_seconds = linger_seconds
-        self.writes = 0  # store writes (table transactions, unless one holds over 100 activities)
+        self.writes = 0  # store writes, one per batch (the store sends it as one or more requests)
         self._sleep = sleep
         self._clock = clock
         self.dropped = 0  # activities given up since start (queue full, store failing, closed)
