@@ -108,6 +108,23 @@ _YES_NO = [
 ]
 
 
+# The user's name, carried from one round of the menu to the next in the waterfall's options: the
+# result turn (and any other way back to the menu) then reads no user state. A name is set only
+# before the first menu of a conversation, so the carried one is current.
+CARRIED_NAME = "name"
+
+
+def _carried_name(step: WaterfallStepContext) -> str | None:
+    options = step.options
+    name = options.get(CARRIED_NAME) if isinstance(options, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def _back_to_the_menu(step: WaterfallStepContext) -> dict[str, str] | None:
+    name = step.values.get(CARRIED_NAME)
+    return {CARRIED_NAME: name} if isinstance(name, str) and name else None
+
+
 class MainDialog(ComponentDialog):
     def __init__(
         self,
@@ -202,7 +219,7 @@ class MainDialog(ComponentDialog):
         return False
 
     async def _ask_name(self, step: WaterfallStepContext) -> DialogTurnResult:
-        if display_name(await get_profile(self._profiles, step.context)):
+        if _carried_name(step) or display_name(await get_profile(self._profiles, step.context)):
             return await step.next(None)
         return await step.prompt(
             "name_prompt",
@@ -219,13 +236,20 @@ class MainDialog(ComponentDialog):
 
     async def _offer_operations(self, step: WaterfallStepContext) -> DialogTurnResult:
         operations = all_operations()
-        profile = await get_profile(self._profiles, step.context)
-        name = display_name(profile) or "friend"
-        if profile.get(MENU_SEEN):
-            text = SHORT_MENU.format(name=name)
+        known = _carried_name(step)
+        if known:  # back at the menu in this conversation: the menu has been seen
+            text = SHORT_MENU.format(name=known)
         else:
-            text = MENU_QUESTION.format(name=name) + "\n\n" + operation_list() + PARAMETERS_HINT
-            profile[MENU_SEEN] = True
+            profile = await get_profile(self._profiles, step.context)
+            known = display_name(profile)
+            name = known or "friend"
+            if profile.get(MENU_SEEN):
+                text = SHORT_MENU.format(name=name)
+            else:
+                text = MENU_QUESTION.format(name=name) + "\n\n" + operation_list() + PARAMETERS_HINT
+                profile[MENU_SEEN] = True
+        if known:
+            step.values[CARRIED_NAME] = known
         # The retry prompt is set when a choice is not understood (_understood). Prompt options live in dialog state,
         # which is serialised on every turn; one copy of the menu keeps that state small. The text
         # lists the choices for channels without buttons; Web Chat also shows one button per operation
@@ -246,14 +270,14 @@ class MainDialog(ComponentDialog):
             parameters = resolve_parameters(operation, parameters_in(step.context.activity.text or ""))
         except InvalidParameters as error:
             await step.context.send_activity(f"I can't run the {operation.name} like that: {error}")
-            return await step.replace_dialog(WATERFALL)
+            return await step.replace_dialog(WATERFALL, _back_to_the_menu(step))
         now = self._clock()
         # No limits, nothing to count: the start then reads and writes no user state.
         usage = await load_usage(self._quota_usage, step.context) if self._quota.limits else None
         refusal = await self._quota.refusal(usage, now) if usage is not None else None
         if refusal:
             await step.context.send_activity(refusal)
-            return await step.replace_dialog(WATERFALL)
+            return await step.replace_dialog(WATERFALL, _back_to_the_menu(step))
         record = await load_record(self._records, step.context)
         assert record["reference"] is not None  # remembered at the start of every turn
         pending = start_pending(operation.name, parameters, now, self._timeout, record["reference"])
@@ -288,4 +312,4 @@ class MainDialog(ComponentDialog):
             await step.context.send_activity(f"Cancelled the {name}.")
         else:
             self._effects.reply_durably(step.context, result_reply(name, result))
-        return await step.replace_dialog(WATERFALL)
+        return await step.replace_dialog(WATERFALL, _back_to_the_menu(step))

@@ -109,6 +109,22 @@ async def test_result_resumes_the_dialog_once_with_thanks_and_the_menu(
     assert not await activities_after_result(app, connector, request, "42 primes.")
 
 
+async def test_back_at_the_menu_after_a_result_the_user_is_named_without_reading_their_state(
+    app: Composition, connector: RecordingConnector
+) -> None:
+    conversation, request = await start_operation(app, connector)
+    reads = app.counters.reads
+    result = worker_event(connector, RESULT_EVENT, signed_result(app, request, "succeeded", "42 primes."))
+    assert (await send(app, result)).status == 200
+    assert connector.messages(conversation)[-1] == "Which long operation shall I run, Alan? " + (
+        "Tap one, or say 'help' to see what each does."
+    )
+    assert app.counters.reads - reads == 1  # the conversation's state; the name came with the dialog
+    # And again after a choice the menu cannot run: still the short menu, still by name.
+    await send(app, activity(conversation, connector.service_url, text="prime report end=-5"))
+    assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Alan? Tap one")
+
+
 async def test_progress_is_a_few_messages_and_typing_in_between(
     app: Composition, connector: RecordingConnector, clock: FakeClock
 ) -> None:
