@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=memory.FULL_LARGEST,
         help=f"distinct conversations the memory section goes up to (default {memory.FULL_LARGEST:,}; "
-        "100000 takes about an hour on 2 cores)",
+        "100000 takes about 40 minutes on 2 cores)",
     )
     return parser.parse_args(argv)
 
