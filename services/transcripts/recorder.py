@@ -217,6 +217,7 @@ class TranscriptRecorder:
         self._last_stamp_ms = 0
         self._last_queue_full_warning = float("-inf")
         self._closed = False
+        self._dropped_at_close: dict[str, int] = {}  # conversation id -> activities close() gave up
 
     @property
     def queued_activities(self) -> int:
@@ -285,8 +286,8 @@ class TranscriptRecorder:
                     # Refused (an entity too large, say): one turn's batch must not take the others with it.
                     for single in batches:
                         await self._write_with_retries(single)
-            except asyncio.CancelledError:  # close() gave up waiting
-                self._drop(batch.conversation_id, len(batch.entries), "the recorder closed before they were written")
+            except asyncio.CancelledError:  # close() gave up waiting: counted there, with the rest
+                self._give_up_at_close(batch)
                 raise
             finally:
                 self._queued_activities -= len(batch.entries)
@@ -346,6 +347,10 @@ class TranscriptRecorder:
             reason,
         )
 
+    def _give_up_at_close(self, batch: _Batch) -> None:
+        conversation = batch.conversation_id
+        self._dropped_at_close[conversation] = self._dropped_at_close.get(conversation, 0) + len(batch.entries)
+
     def _drop_queue_full(self, conversation_id: str, count: int) -> None:
         now = time.monotonic()
         if now - self._last_queue_full_warning >= QUEUE_FULL_LOG_INTERVAL:
@@ -399,8 +404,19 @@ class TranscriptRecorder:
             while self._pending:
                 batch = self._pending.popleft()
                 self._queued_activities -= len(batch.entries)
-                self._drop(batch.conversation_id, len(batch.entries), "the recorder closed before they were written")
+                self._give_up_at_close(batch)
                 self._finish([batch.number])
+            if self._dropped_at_close:
+                # One line for the lot: a backlog of thousands of conversations must not flood the log.
+                count = sum(self._dropped_at_close.values())
+                self.dropped += count
+                logger.warning(
+                    "transcript: dropped %d activities of %d conversations: the recorder closed before they were "
+                    "written; %d dropped since start",
+                    count,
+                    len(self._dropped_at_close),
+                    self.dropped,
+                )
         await self.store.close()
 
 

@@ -333,18 +333,28 @@ async def test_close_writes_what_is_queued_then_closes_the_store() -> None:
     assert recorder.dropped == 1
 
 
-async def test_close_gives_up_on_a_hanging_store_within_its_timeout() -> None:
+async def test_close_gives_up_on_a_hanging_store_within_its_timeout_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class HangingStore(MemoryStore):
         async def write(self, conversation_id: str, entries: Sequence[TranscriptEntry]) -> None:
             await asyncio.Event().wait()
 
     store = HangingStore()
     recorder = TranscriptRecorder(store)
-    recorder.record("conversation-1", [message("one", activity_id="1")])
-    recorder.record("conversation-2", [message("two", activity_id="2")])
+    recorder.record("conversation-1", [message("one", activity_id="1")])  # being written when close gives up
+    for n in range(2, 6):
+        two = [message("two", activity_id=f"{n}a"), message("more", activity_id=f"{n}b")]
+        recorder.record(f"conversation-{n}", two)
+    caplog.set_level(logging.WARNING, logger="services.transcripts.recorder")
     await recorder.close(timeout=0.1)
-    assert recorder.dropped == 2 and recorder.queued_activities == 0
+    assert recorder.dropped == 9 and recorder.queued_activities == 0
     assert store.closed
+    # A backlog of many conversations is one line at shutdown, not one per conversation.
+    assert [r.getMessage() for r in caplog.records] == [
+        "transcript: dropped 9 activities of 5 conversations: the recorder closed before they were written; "
+        "9 dropped since start"
+    ]
 
 
 async def test_turns_recorded_while_the_writer_lingers_go_out_in_one_write_per_conversation() -> None:
