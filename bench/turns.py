@@ -6,19 +6,21 @@ replies go to the local Direct Line's Connector API. Two kinds of turn:
   * start: the choice -> pending record committed -> queue message -> acknowledgement.
 Each conversation sends one turn at a time (as a person does); `concurrency` conversations at once.
 
-Then the same load against the plain-SDK baseline (bench/baseline: the same dialog in the SDK's
-aiohttp hosting with MemoryStorage), replying to the same local Direct Line, for a side-by-side
+The same load, level by level in turn (the order rotating), against the plain-SDK baseline
+(bench/baseline: the same dialog in the SDK's aiohttp hosting with MemoryStorage) and the Microsoft 365
+Agents SDK baseline (bench/agents_baseline), replying to the same local Direct Line, for a side-by-side
 comparison; and the CPU time of each serving process per turn (bench/cpu.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -169,30 +171,38 @@ def _add_cpu(figures: dict[str, Any], cpu_s: dict[str, float]) -> None:
 Drain = Callable[[int], Awaitable[bool]]
 
 
-async def timed_plain_levels(conversations: list[Conversation], sizes: TurnSizes, meter: CpuMeter) -> dict[str, Any]:
-    levels: dict[str, Any] = {}
-    for level in sizes.levels:
-        meter.start()
-        figures = await plain_level(conversations[:level], sizes.plain_turns[level], sizes.time_bound)
-        _add_cpu(figures, meter.stop())
-        levels[str(level)] = figures
-    return levels
+@dataclass
+class Contender:
+    """One bot under the same load: its conversations (introduced, untimed), its CPU meter and, for the
+    app, how to wait for the background work a start level caused. `levels` collects its figures."""
+
+    plain: list[Conversation]
+    starts: dict[int, list[Conversation]]
+    meter: CpuMeter
+    drain: Drain | None = None
+    levels: dict[str, dict[str, Any]] = field(default_factory=lambda: {"plain": {}, "start": {}})
 
 
-async def timed_start_levels(
-    starts: dict[int, list[Conversation]], sizes: TurnSizes, meter: CpuMeter, drain: Drain | None = None
-) -> dict[str, Any]:
-    levels: dict[str, Any] = {}
-    for level in sizes.levels:
-        meter.start()
-        figures = await start_level(starts[level], level, sizes.time_bound)
-        _add_cpu(figures, meter.stop())
-        if drain is not None:
-            figures["results_drained"] = await drain(figures["count"])
-            # The meter still runs: the level's turns plus the worker's runs and result turns they caused.
-            figures["cpu_ms_per_turn_until_results"] = ms_per_turn(meter.stop()["serving"], figures["count"])
-        levels[str(level)] = figures
-    return levels
+async def timed_levels(contenders: list[Contender], sizes: TurnSizes) -> None:
+    """Every level of each kind, the contenders one after another at that level, the order rotating from
+    level to level: a drift in the machine's speed over the run then falls on all of them alike."""
+    for kind in ("plain", "start"):
+        for index, level in enumerate(sizes.levels):
+            shift = index % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
+                contender.meter.start()
+                if kind == "plain":
+                    figures = await plain_level(contender.plain[:level], sizes.plain_turns[level], sizes.time_bound)
+                else:
+                    figures = await start_level(contender.starts[level], level, sizes.time_bound)
+                _add_cpu(figures, contender.meter.stop())
+                if kind == "start" and contender.drain is not None:
+                    figures["results_drained"] = await contender.drain(figures["count"])
+                    # The meter still runs: the level's turns plus the worker's runs and result turns they caused.
+                    figures["cpu_ms_per_turn_until_results"] = ms_per_turn(
+                        contender.meter.stop()["serving"], figures["count"]
+                    )
+                contender.levels[kind][str(level)] = figures
 
 
 async def _introduced(
@@ -207,80 +217,52 @@ async def _introduced(
     return plain, starts
 
 
-async def measure(bot: LocalStack, stats: CosmosStats, sizes: TurnSizes, meter: CpuMeter) -> dict[str, Any]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as session:
-        client = ChannelClient(session, bot.messages_url, bot.directline.url)
-        # Setup (not timed): introduced conversations; also warms the app up (runtime, containers).
-        plain, starts = await _introduced(client, sizes)
-        counting = await gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
-        memory_before = peak_rss_mib(bot.host.pid)
+async def prepare_app(
+    bot: LocalStack, stats: CosmosStats, sizes: TurnSizes, meter: CpuMeter, session: aiohttp.ClientSession
+) -> tuple[Contender, dict[str, Any]]:
+    """The app's conversations, and its storage round trips per turn (counted one turn at a time on a
+    quiet host); the setup also warms the app up (runtime, containers)."""
+    client = ChannelClient(session, bot.messages_url, bot.directline.url)
+    plain, starts = await _introduced(client, sizes)
+    counting = await gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
+    snapshots = []
+    for _ in range(sizes.count_samples_plain):
+        await stats.reset()
+        await plain[0].expect(text=PLAIN_TEXT)
+        snapshots.append(await stats.read())
+    plain_counts = _per_turn(snapshots)
+    snapshots = []
+    results = bot.host.output.count(SUCCEEDED_LINE)
+    for conversation in counting:
+        await stats.reset()
+        await conversation.expect(text=TINY_OPERATION)
+        snapshots.append(await stats.read())
+        results += 1
+        # Its result turn must not land in the next window.
+        await _wait_for_results(bot, results, sizes.drain_timeout)
+    start_counts = _per_turn(snapshots)
 
-        # Storage round trips, counted at the stand-in, one turn at a time on a quiet host.
-        snapshots = []
-        for _ in range(sizes.count_samples_plain):
-            await stats.reset()
-            await plain[0].expect(text=PLAIN_TEXT)
-            snapshots.append(await stats.read())
-        plain_counts = _per_turn(snapshots)
-        snapshots = []
-        results = bot.host.output.count(SUCCEEDED_LINE)
-        for conversation in counting:
-            await stats.reset()
-            await conversation.expect(text=TINY_OPERATION)
-            snapshots.append(await stats.read())
-            results += 1
-            # Its result turn must not land in the next window.
-            await _wait_for_results(bot, results, sizes.drain_timeout)
-        start_counts = _per_turn(snapshots)
+    async def drain(count: int) -> bool:
+        nonlocal results
+        results += count
+        return await _wait_for_results(bot, results, sizes.drain_timeout)
 
-        plain_levels = await timed_plain_levels(plain, sizes, meter)
-        memory_after_plain = peak_rss_mib(bot.host.pid)
-
-        async def drain(count: int) -> bool:
-            nonlocal results
-            results += count
-            return await _wait_for_results(bot, results, sizes.drain_timeout)
-
-        start_levels = await timed_start_levels(starts, sizes, meter, drain)
-        memory_after = peak_rss_mib(bot.host.pid)
-    return {
-        "plain": {"levels": plain_levels, "storage_per_turn": plain_counts},
-        "start": {"levels": start_levels, "storage_per_turn": start_counts},
-        "memory": {
-            "host_pid_rss_mib_after_setup": memory_before.get("VmRSS"),
-            "host_peak_rss_mib_after_plain_levels": memory_after_plain.get("VmHWM"),
-            "host_peak_rss_mib_after_all_levels": memory_after.get("VmHWM"),
-            "host_rss_mib_at_end": memory_after.get("VmRSS"),
-        },
-    }
+    counts = {"plain": plain_counts, "start": start_counts}
+    return Contender(plain, starts, meter, drain), counts
 
 
-async def measure_baseline(
-    baseline: BaselineProcess, directline_url: str, sizes: TurnSizes, meter: CpuMeter
-) -> dict[str, Any]:
-    """The app's levels, against the baseline: the same conversations, turns and time bounds."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128)) as session:
-        client = ChannelClient(session, baseline.messages_url, directline_url)
-        plain, starts = await _introduced(client, sizes)
-        # Warm-up (not timed): the turns the app gets while its storage round trips are counted.
-        warm_up = await gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
-        for _ in range(sizes.count_samples_plain):
-            await plain[0].expect(text=PLAIN_TEXT)
-        for conversation in warm_up:
-            await conversation.expect(text=TINY_OPERATION)
-        memory_before = peak_rss_mib(baseline.pid)
-        plain_levels = await timed_plain_levels(plain, sizes, meter)
-        start_levels = await timed_start_levels(starts, sizes, meter)  # nothing runs the operations
-        memory_after = peak_rss_mib(baseline.pid)
-    return {
-        "plain": {"levels": plain_levels},
-        "start": {"levels": start_levels},
-        "memory": {
-            "rss_mib_after_setup": memory_before.get("VmRSS"),
-            "peak_rss_mib_after_all_levels": memory_after.get("VmHWM"),
-            "rss_mib_at_end": memory_after.get("VmRSS"),
-        },
-    }
+async def prepare_baseline(
+    baseline: BaselineProcess, directline_url: str, sizes: TurnSizes, meter: CpuMeter, session: aiohttp.ClientSession
+) -> Contender:
+    """A baseline's conversations, the same as the app's, and the same warm-up turns as the app's counted ones."""
+    client = ChannelClient(session, baseline.messages_url, directline_url)
+    plain, starts = await _introduced(client, sizes)
+    warm_up = await gather_bounded([lambda: Conversation.start(client)] * sizes.count_samples_start, 4)
+    for _ in range(sizes.count_samples_plain):
+        await plain[0].expect(text=PLAIN_TEXT)
+    for conversation in warm_up:
+        await conversation.expect(text=TINY_OPERATION)
+    return Contender(plain, starts, meter)  # nothing runs a baseline's operations: no drain
 
 
 def _ratio(app: float | None, baseline: float | None) -> float | None:
@@ -307,28 +289,58 @@ def compare(app: dict[str, Any], baseline: dict[str, Any]) -> dict[str, dict[str
 
 async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
     sizes = QUICK if quick else FULL
-    with bot_stack(stack, "turns") as bot:
-        async with aiohttp.ClientSession() as session:
-            stats = CosmosStats(stack.cosmos.endpoint, session)
-            result = await measure(bot, stats, sizes, CpuMeter(cpu_readers(stack, bot, bot.host.pid)))
-        result["unclosed_client_sessions_logged"] = bot.host.output.count("Unclosed client session")
-        # Started once the app's levels are done, so the two never compete; the app's host stays up, idle.
-        # Its own queue: the app's worker must not pick up the baseline's requests.
+    with contextlib.ExitStack() as processes:
+        bot = processes.enter_context(bot_stack(stack, "turns"))
+        # Each baseline in its own process with its own queue: the app's worker must not pick up their
+        # requests. All three stay up for the whole run; an idle one costs the others nothing to speak of.
         settings = {**bot.settings, "OperationsQueueName": f"baseline-ops-{secrets.token_hex(4)}"}
-        with start_baseline(settings, LOG_DIR, "turns-baseline") as baseline:
-            meter = CpuMeter(cpu_readers(stack, bot, baseline.pid))
-            result["baseline"] = await measure_baseline(baseline, bot.directline.url, sizes, meter)
+        baseline = processes.enter_context(start_baseline(settings, LOG_DIR, "turns-baseline"))
+        settings = {**bot.settings, "OperationsQueueName": f"agents-ops-{secrets.token_hex(4)}"}
+        agents = processes.enter_context(
+            start_baseline(settings, LOG_DIR, "turns-agents-baseline", "bench.agents_baseline")
+        )
+        pids = {"app": bot.host.pid, "baseline": baseline.pid, "agents_baseline": agents.pid}
+        async with contextlib.AsyncExitStack() as sessions:
+            def session() -> aiohttp.ClientSession:
+                return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=128))
+
+            stats = CosmosStats(stack.cosmos.endpoint, await sessions.enter_async_context(aiohttp.ClientSession()))
+            app_meter = CpuMeter(cpu_readers(stack, bot, bot.host.pid))
+            app, counts = await prepare_app(bot, stats, sizes, app_meter, await sessions.enter_async_context(session()))
+            contenders = {"app": app}
+            for name, process in (("baseline", baseline), ("agents_baseline", agents)):
+                meter = CpuMeter(cpu_readers(stack, bot, process.pid))
+                opened = await sessions.enter_async_context(session())
+                contenders[name] = await prepare_baseline(process, bot.directline.url, sizes, meter, opened)
+            memory_before = {name: peak_rss_mib(pid) for name, pid in pids.items()}
+            await timed_levels(list(contenders.values()), sizes)
+            memory_after = {name: peak_rss_mib(pid) for name, pid in pids.items()}
+        result: dict[str, Any] = {
+            "plain": {"levels": app.levels["plain"], "storage_per_turn": counts["plain"]},
+            "start": {"levels": app.levels["start"], "storage_per_turn": counts["start"]},
+            "memory": {
+                "host_pid_rss_mib_after_setup": memory_before["app"].get("VmRSS"),
+                "host_peak_rss_mib_after_all_levels": memory_after["app"].get("VmHWM"),
+                "host_rss_mib_at_end": memory_after["app"].get("VmRSS"),
+            },
+            "unclosed_client_sessions_logged": bot.host.output.count("Unclosed client session"),
+        }
+        for name in ("baseline", "agents_baseline"):
+            result[name] = {
+                "plain": {"levels": contenders[name].levels["plain"]},
+                "start": {"levels": contenders[name].levels["start"]},
+                "memory": {
+                    "rss_mib_after_setup": memory_before[name].get("VmRSS"),
+                    "peak_rss_mib_after_all_levels": memory_after[name].get("VmHWM"),
+                    "rss_mib_at_end": memory_after[name].get("VmRSS"),
+                },
+            }
         result["baseline"]["turn_errors_logged"] = baseline.log_text().count(TURN_ERROR_LOG)
+        result["agents_baseline"]["turn_errors_logged"] = agents.log_text().count(AGENTS_TURN_ERROR_LOG)
         from bench.baseline.app import per_turn_clients_cpu_ms  # here: botbuilder is slow to import
 
         repeats = 5 if quick else 50
         result["baseline"]["sdk_clients_cpu_ms_per_turn"] = await per_turn_clients_cpu_ms(bot.directline.url, repeats)
-        # The Agents SDK baseline after the botbuilder one, the same way: its own process and queue.
-        settings = {**bot.settings, "OperationsQueueName": f"agents-ops-{secrets.token_hex(4)}"}
-        with start_baseline(settings, LOG_DIR, "turns-agents-baseline", "bench.agents_baseline") as agents:
-            meter = CpuMeter(cpu_readers(stack, bot, agents.pid))
-            result["agents_baseline"] = await measure_baseline(agents, bot.directline.url, sizes, meter)
-        result["agents_baseline"]["turn_errors_logged"] = agents.log_text().count(AGENTS_TURN_ERROR_LOG)
     result["comparison"] = compare(result, result["baseline"])
     result["comparison_agents"] = compare(result, result["agents_baseline"])
     result["notes"] = (
@@ -340,8 +352,10 @@ async def run(stack: Emulators, quick: bool) -> dict[str, Any]:
         "Baseline = bench/baseline: the same dialog and greeting (LongOperationBot, MainDialog) hosted as the "
         "SDK's Python samples host a bot (botbuilder-integration-aiohttp CloudAdapter, POST /api/messages -> "
         "adapter.process, MemoryStorage, state saved at the end of on_turn, no app id), in its own process, driven "
-        "after the app's levels by the same client with the same conversations, turns and time bounds, replying "
-        "to the same local Direct Line; it answers 201, which counts as success like the app's 200. Its start "
+        "by the same client with the same conversations, turns and time bounds, level by level in turn with the "
+        "app and the Agents SDK baseline (the order rotating from level to level, so that a drift in the "
+        "machine's speed falls on all three alike), replying to the same local Direct Line; it answers 201, "
+        "which counts as success like the app's 200. Its start "
         "turn sends the operation request straight to an Azurite queue once the state is saved (no outbox; "
         "nothing consumes that queue), where the app commits the request in its outbox with the state, sends "
         "it, and removes it with the conversation's next write (its result turn's commit): 1 write per start; "
