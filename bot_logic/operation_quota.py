@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from bot_logic.pending_operation import describe_duration, still_waiting
+from bot_logic.pending_operation import ConversationReader, describe_duration, still_waiting
 
 if TYPE_CHECKING:  # botbuilder is slow to import; keep this module cheap
     from botbuilder.core import StatePropertyAccessor, TurnContext
@@ -43,10 +43,6 @@ HOURLY_LIMIT_TEXT = (
     "You have started {count} operations in the last hour, the most allowed. "
     "You can start the next one in {wait}."
 )
-
-
-# A conversation's stored state by its storage key; None when it is gone.
-ConversationReader = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 
 
 def new_usage() -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ def operation_event_refusal(value: Mapping[str, Any], record: Mapping[str, Any])
     if not reply_address_matches(value.get("conversation"), pending.get("reference") or record.get("reference")):
         return "the reply address it carries is not the conversation's"
     return None
+
+
+# A conversation's stored state by its storage key, at least its record; None when it is gone.
+ConversationReader = Callable[[str], Awaitable[Mapping[str, Any] | None]]
 
 
 def still_waiting(conversation_state: Mapping[str, Any] | None, operation_id: str) -> bool:

@@ -30,7 +30,7 @@ from bot_logic.operation_protocol import (
     trace_attributes,
     with_traceparent,
 )
-from bot_logic.pending_operation import still_waiting
+from bot_logic.pending_operation import ConversationReader, still_waiting
 from handlers.queue_types import QueueMessageData
 from operations import InvalidParameters, OperationFailed, UnknownOperation, get_operation, resolve_parameters
 from services.channel.directline_client import DirectLineClient, DirectLineError
@@ -43,8 +43,6 @@ REPORT_MARGIN_SECONDS = 30.0  # time kept back from the deadline to post the res
 # this long (plus one chunk of the operation, 0.1-0.2 s) after the user cancels, on whichever instance runs it.
 CANCEL_CHECK_SECONDS = 2.0
 
-# The conversation's stored state by its storage key, at least its record (None when it is gone).
-ConversationReader = Callable[[str], Awaitable[dict[str, Any] | None]]
 # A worker's Direct Line token is renewed once this share of its lifetime has passed (30 min in Azure:
 # renewed after 15), well before it expires even when the instance sat idle in between.
 TOKEN_RENEWAL_SHARE = 0.5

@@ -115,14 +115,12 @@ CARRIED_NAME = "name"
 
 
 def _carried_name(step: WaterfallStepContext) -> str | None:
-    options = step.options
-    name = options.get(CARRIED_NAME) if isinstance(options, dict) else None
-    return name if isinstance(name, str) and name else None
+    return display_name(step.options) if isinstance(step.options, dict) else None
 
 
 def _back_to_the_menu(step: WaterfallStepContext) -> dict[str, str] | None:
-    name = step.values.get(CARRIED_NAME)
-    return {CARRIED_NAME: name} if isinstance(name, str) and name else None
+    name = display_name(step.values)
+    return {CARRIED_NAME: name} if name else None
 
 
 class MainDialog(ComponentDialog):
@@ -236,20 +234,19 @@ class MainDialog(ComponentDialog):
 
     async def _offer_operations(self, step: WaterfallStepContext) -> DialogTurnResult:
         operations = all_operations()
-        known = _carried_name(step)
-        if known:  # back at the menu in this conversation: the menu has been seen
-            text = SHORT_MENU.format(name=known)
-        else:
+        name, seen = _carried_name(step), True  # carried: back at the menu, which has been seen
+        if name is None:
             profile = await get_profile(self._profiles, step.context)
-            known = display_name(profile)
-            name = known or "friend"
-            if profile.get(MENU_SEEN):
-                text = SHORT_MENU.format(name=name)
-            else:
-                text = MENU_QUESTION.format(name=name) + "\n\n" + operation_list() + PARAMETERS_HINT
+            name, seen = display_name(profile), bool(profile.get(MENU_SEEN))
+            if not seen:
                 profile[MENU_SEEN] = True
-        if known:
-            step.values[CARRIED_NAME] = known
+        if name:
+            step.values[CARRIED_NAME] = name
+        shown = name or "friend"
+        if seen:
+            text = SHORT_MENU.format(name=shown)
+        else:
+            text = MENU_QUESTION.format(name=shown) + "\n\n" + operation_list() + PARAMETERS_HINT
         # The retry prompt is set when a choice is not understood (_understood). Prompt options live in dialog state,
         # which is serialised on every turn; one copy of the menu keeps that state small. The text
         # lists the choices for channels without buttons; Web Chat also shows one button per operation
@@ -272,12 +269,13 @@ class MainDialog(ComponentDialog):
             await step.context.send_activity(f"I can't run the {operation.name} like that: {error}")
             return await step.replace_dialog(WATERFALL, _back_to_the_menu(step))
         now = self._clock()
-        # No limits, nothing to count: the start then reads and writes no user state.
-        usage = await load_usage(self._quota_usage, step.context) if self._quota.limits else None
-        refusal = await self._quota.refusal(usage, now) if usage is not None else None
-        if refusal:
-            await step.context.send_activity(refusal)
-            return await step.replace_dialog(WATERFALL, _back_to_the_menu(step))
+        usage = None  # no limits, nothing to count: the start then reads and writes no user state
+        if self._quota.limits:
+            usage = await load_usage(self._quota_usage, step.context)
+            refusal = await self._quota.refusal(usage, now)
+            if refusal:
+                await step.context.send_activity(refusal)
+                return await step.replace_dialog(WATERFALL, _back_to_the_menu(step))
         record = await load_record(self._records, step.context)
         assert record["reference"] is not None  # remembered at the start of every turn
         pending = start_pending(operation.name, parameters, now, self._timeout, record["reference"])

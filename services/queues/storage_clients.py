@@ -28,18 +28,11 @@ def _credential(connection: StorageConnection) -> DefaultAzureCredential:
     return DefaultAzureCredential(managed_identity_client_id=connection.client_id or None)
 
 
-# The Storage SDKs' own defaults, which they give only a transport they build themselves.
-DEFAULT_CONNECTION_TIMEOUT_SECONDS = 20.0
-DEFAULT_READ_TIMEOUT_SECONDS = 60.0
-
-
 def _with_transport(options: dict[str, Any]) -> dict[str, Any]:
-    """The client's options with its own direct transport, which takes the connection timeouts."""
-    transport = direct_transport(
-        connection_timeout=options.pop("connection_timeout", DEFAULT_CONNECTION_TIMEOUT_SECONDS),
-        read_timeout=options.pop("read_timeout", DEFAULT_READ_TIMEOUT_SECONDS),
-    )
-    return {**options, "transport": transport}
+    """The client's options with its own direct transport, which takes the connection timeouts (every
+    caller gives both: a transport given to a client does not get the client's timeout options)."""
+    timeouts = {name: options.pop(name, None) for name in ("connection_timeout", "read_timeout")}
+    return {**options, "transport": direct_transport(**timeouts)}
 
 
 def queue_client(

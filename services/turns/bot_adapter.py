@@ -15,6 +15,7 @@ from botbuilder.schema import Activity, ConversationReference
 from botframework.connector import ConnectorClient
 from botframework.connector.auth import BotFrameworkAuthentication, ClaimsIdentity, ConnectorFactory, UserTokenClient
 
+from services.channel.activity_json import from_json
 from services.transcripts.middleware import RecordsSentActivities
 from services.turns.turn_context import CopyingTurnContext
 from services.turns.unit_of_work import HoldsRepliesUntilCommit
@@ -48,7 +49,7 @@ class FunctionsBotAdapter(HoldsRepliesUntilCommit, RecordsSentActivities, CloudA
 
     async def send_stored(self, payload: dict[str, Any]) -> None:
         """Send a stored, addressed activity outside any turn (the sweeper's outbox deliveries)."""
-        activity = Activity().deserialize(payload)
+        activity = from_json(Activity, payload)
         # The SDK reads a reference off an inbound activity; this one is outbound: swap the parties.
         reference = TurnContext.get_conversation_reference(activity)
         reference.user, reference.bot = activity.recipient, activity.from_property

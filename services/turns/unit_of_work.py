@@ -33,7 +33,7 @@ from uuid import uuid4
 from botbuilder.core import BotState, Storage, TurnContext
 from botbuilder.schema import Activity, ActivityTypes, ResourceResponse
 
-from services.channel.activity_json import from_json
+from services.channel.activity_json import from_json, to_json
 from services.state.bot_states import FlattenOnce, loaded_state
 from services.state.state_storage import ETAG_KEY, StateConflictError, StateUnavailableError
 from services.turns.outbox import (
@@ -181,13 +181,13 @@ class UnitOfWork:
 
     def reply_durably(self, context: TurnContext, text: str) -> None:
         now = self.clock()
-        reply = _reply(context, text).serialize()
+        reply = to_json(_reply(context, text))
         self._hold_durable(context, lambda state: add_entry(state, REPLY, reply, now, now + REPLY_LIFETIME_SECONDS))
 
     def request_operation(
         self, context: TurnContext, request: Mapping[str, Any], deadline: float, failure_reply: str
     ) -> None:
-        now, failure = self.clock(), _reply(context, failure_reply).serialize()
+        now, failure = self.clock(), to_json(_reply(context, failure_reply))
         self._hold_durable(context, lambda state: add_entry(state, OPERATION, request, now, deadline, failure))
 
     def _hold_durable(self, context: TurnContext, add: Callable[[dict[str, Any]], str]) -> None:
@@ -334,8 +334,7 @@ class UnitOfWork:
             if unrecorded.task is not None:
                 unrecorded.task.cancel()
         await asyncio.gather(*(u.task for _, u in waiting if u.task is not None), return_exceptions=True)
-        for key, unrecorded in waiting:
-            await self._record(key, unrecorded)
+        await asyncio.gather(*(self._record(key, unrecorded) for key, unrecorded in waiting))  # distinct keys
 
     async def _apologise(self, context: TurnContext) -> bool:
         """Ask the user to send a message again that the turn could not take in; False if it cannot."""
