@@ -106,3 +106,17 @@ async def test_one_property_reads_back_as_the_whole_state_restores_it_even_when_
         assert await storage.read_properties(key, ["Record", "Missing"]) == {"Record": whole["Record"]}
     assert (await storage.read_properties("test/conversations/shared", ["Record"]))["Record"]["pending"] == shared
     assert await storage.read_properties("test/conversations/never-written", ["Record"]) is None
+
+
+async def test_a_property_that_shares_nothing_is_read_without_restoring_the_rest(
+    app: Composition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = app.conversations
+    key = "test/conversations/record-only"
+    await storage.write({key: {"Dialog": [Reply("menu")], "Record": {"pending": {"id": "op-1"}}}})
+
+    def whole_state(_doc: object) -> object:
+        raise AssertionError("the whole state was restored for one property")
+
+    monkeypatch.setattr("services.state.cosmos_storage._state_of", whole_state)
+    assert await storage.read_properties(key, ["Record"]) == {"Record": {"pending": {"id": "op-1"}}}

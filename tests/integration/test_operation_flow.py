@@ -120,9 +120,11 @@ async def test_back_at_the_menu_after_a_result_the_user_is_named_without_reading
         "Tap one, or say 'help' to see what each does."
     )
     assert app.counters.reads - reads == 1  # the conversation's state; the name came with the dialog
-    # And again after a choice the menu cannot run: still the short menu, still by name.
+    # And again after a choice the menu cannot run: still the short menu, still by name, still no user state.
+    reads = app.counters.reads
     await send(app, activity(conversation, connector.service_url, text="prime report end=-5"))
     assert connector.messages(conversation)[-1].startswith("Which long operation shall I run, Alan? Tap one")
+    assert app.counters.reads - reads == 1
 
 
 async def test_progress_is_a_few_messages_and_typing_in_between(

@@ -1,6 +1,6 @@
 """The app's Azure Storage clients (operations queue, transcript table) go straight to the account,
-whatever proxy variables the process has, and give up on a silent service after their own timeouts,
-not azure-core's default of five minutes."""
+whatever proxy variables the process has; the transcript table gives up on a silent service after the
+store's timeout, not azure-core's default of five minutes."""
 
 from __future__ import annotations
 
@@ -16,34 +16,27 @@ from localdev.emulators import DEV_ACCOUNT, DEV_ACCOUNT_KEY
 from services.queues.storage_queue import StorageQueue
 from services.transcripts.recorder import TranscriptStoreUnavailableError, transcript_entry
 from services.transcripts.store import TableTranscriptStore
+from tests.support.local_server import LocalServer
 
 
-class Recorder:
+class Recorder(LocalServer):
     """An HTTP server that answers every request with `status` and remembers each path it saw."""
 
     def __init__(self, status: int) -> None:
+        super().__init__()
         self.status = status
         self.paths: list[str] = []
-        self.runner: web.AppRunner | None = None
-        self.url = ""
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._any)
 
     async def _any(self, request: web.Request) -> web.Response:
         self.paths.append(request.path_qs)
         return web.Response(status=self.status)
 
-    async def __aenter__(self) -> Recorder:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._any)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 def _connection_string(queue_url: str, table_url: str) -> str:

@@ -155,7 +155,7 @@ def turn_of(adapter: TestAdapter, user: str, conversation: str) -> TurnContext:
     )
 
 
-async def test_a_users_starts_count_in_all_their_conversations_and_only_theirs() -> None:
+async def test_a_users_running_operations_count_in_all_their_conversations_and_only_theirs() -> None:
     users = UserState(MemoryStorage())
     usage_of = users.create_property(QUOTA_PROPERTY)
     adapter = TestAdapter()
