@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
+from azure.cosmos.exceptions import CosmosResourceExistsError
 
 from services.azure_transport import direct_transport
 from services.settings import Settings
@@ -20,6 +22,18 @@ from services.settings import Settings
 # own retries and worth trying again shortly.
 TRANSIENT_STATUSES = frozenset({408, 429, 449, 500, 502, 503, 504})
 MAX_ID_LENGTH = 255
+
+
+T = TypeVar("T")
+
+
+async def if_not_exists(create: Callable[[], Awaitable[T]]) -> T:
+    """The SDK's create_*_if_not_exists reads, then creates: another instance starting at the same time
+    can create it in between, and this one gets 409. Then it exists: asking again reads it."""
+    try:
+        return await create()
+    except CosmosResourceExistsError:
+        return await create()
 
 
 def escape_id(key: str) -> str:
@@ -83,18 +97,27 @@ class CosmosAccount:
             settings = self._settings
             transport = direct_transport()  # no .netrc and proxy lookups on every request
             client = CosmosClient(settings.cosmos_endpoint, credential=self._credential(), transport=transport)
-            database = await client.create_database_if_not_exists(id=settings.cosmos_database_id)
-            conversations = await database.create_container_if_not_exists(
-                id=settings.cosmos_conversation_container_id,
-                partition_key=PartitionKey(path="/id"),
-                default_ttl=settings.cosmos_time_to_live,
-                indexing_policy=CONVERSATION_INDEXING_POLICY,
-            )
-            users = await database.create_container_if_not_exists(
-                id=settings.cosmos_user_container_id,
-                partition_key=PartitionKey(path="/id"),
-                indexing_policy=USER_INDEXING_POLICY,
-            )
+            try:
+                database_id = settings.cosmos_database_id
+                database = await if_not_exists(lambda: client.create_database_if_not_exists(id=database_id))
+                conversations = await if_not_exists(
+                    lambda: database.create_container_if_not_exists(
+                        id=settings.cosmos_conversation_container_id,
+                        partition_key=PartitionKey(path="/id"),
+                        default_ttl=settings.cosmos_time_to_live,
+                        indexing_policy=CONVERSATION_INDEXING_POLICY,
+                    )
+                )
+                users = await if_not_exists(
+                    lambda: database.create_container_if_not_exists(
+                        id=settings.cosmos_user_container_id,
+                        partition_key=PartitionKey(path="/id"),
+                        indexing_policy=USER_INDEXING_POLICY,
+                    )
+                )
+            except BaseException:
+                await client.close()  # unused: its connections must not leak
+                raise
             self._client = client
             self._database = database
             self._containers = {"conversations": conversations, "users": users}
@@ -117,11 +140,14 @@ class CosmosAccount:
             async with self._references_lock:
                 if self._references is None:
                     assert self._database is not None
-                    self._references = await self._database.create_container_if_not_exists(
-                        id=self._settings.cosmos_reference_container_id,
-                        partition_key=PartitionKey(path="/id"),
-                        default_ttl=REFERENCE_DEFAULT_TTL,
-                        indexing_policy=REFERENCE_INDEXING_POLICY,
+                    database = self._database
+                    self._references = await if_not_exists(
+                        lambda: database.create_container_if_not_exists(
+                            id=self._settings.cosmos_reference_container_id,
+                            partition_key=PartitionKey(path="/id"),
+                            default_ttl=REFERENCE_DEFAULT_TTL,
+                            indexing_policy=REFERENCE_INDEXING_POLICY,
+                        )
                     )
         return self._references
 
