@@ -274,7 +274,9 @@ class Composition:
         from services.turns.authentication import create_authentication
         from services.turns.bot_adapter import FunctionsBotAdapter
 
-        adapter = FunctionsBotAdapter(create_authentication(self.settings), self.settings.microsoft_app_id)
+        authentication = create_authentication(self.settings)
+        self._closers.append(authentication.close)
+        adapter = FunctionsBotAdapter(authentication, self.settings.microsoft_app_id)
         if self.transcripts is not None:
             from services.transcripts.middleware import CommittedTranscriptMiddleware
 

@@ -45,6 +45,7 @@ from botframework.connector.auth import (
 from jwt.algorithms import RSAAlgorithm
 
 from services.channel.activity_json import use_plain_bodies
+from services.channel.connector_sender import ConnectorSessions
 from services.settings import Settings, is_secure_address
 from services.unavailable import ServiceUnavailable
 
@@ -262,7 +263,7 @@ def create_authentication(
     settings: Settings,
     key_sources: KeySources = PUBLIC_CLOUD,
     credentials: ServiceClientCredentialsFactory | None = None,
-) -> BotFrameworkAuthentication:
+) -> ReusedConnectors:
     """The public cloud's Bot Framework authentication; tests pass their own key sources and credentials."""
     install_key_sources(key_sources)
     # The parameterized form, given the public cloud's constants (those the SDK's public-cloud form
@@ -278,7 +279,7 @@ def create_authentication(
         caller_id=CallerIdConstants.public_azure_channel,
         credential_factory=_CachedCredentials(credentials or credentials_from_settings(settings)),
     )
-    return _ReusedConnectors(sdk_authentication)
+    return ReusedConnectors(sdk_authentication)
 
 
 async def _validated(validation: Awaitable[T]) -> T:
@@ -331,12 +332,13 @@ class _CachedCredentials(ServiceClientCredentialsFactory):
         return self._cache[key]
 
 
-class _ReusedConnectors(BotFrameworkAuthentication):
+class ReusedConnectors(BotFrameworkAuthentication):
     """The SDK's authentication, with its failures classified and Connector clients reused across turns.
 
     The SDK builds a new ConnectorClient (HTTP session, TCP connection) on every turn; reusing
     one per (app, serviceUrl, audience) saves about a sixth of a turn's CPU (see bench/).
-    Bounded, since in local mode any serviceUrl is accepted.
+    Bounded, since in local mode any serviceUrl is accepted. The clients send over one aiohttp
+    session (services/channel/connector_sender.py), which `close()` releases.
     """
 
     MAX_CLIENTS = 32
@@ -345,11 +347,15 @@ class _ReusedConnectors(BotFrameworkAuthentication):
         self._inner = inner
         self._clients: OrderedDict[tuple[str, str, str | None], ConnectorClient] = OrderedDict()
         self._user_token_clients: dict[str, Any] = {}  # by the app id the claims name
+        self._sessions = ConnectorSessions()
 
     def _wrap(self, factory: ConnectorFactory | None, claims: ClaimsIdentity | None) -> ConnectorFactory | None:
         if factory is None:
             return None
-        return _ReusingFactory(factory, self._clients, _app_id(claims), self.MAX_CLIENTS)
+        return _ReusingFactory(factory, self._clients, _app_id(claims), self.MAX_CLIENTS, self._sessions)
+
+    async def close(self) -> None:
+        await self._sessions.close()
 
     async def authenticate_request(self, activity: Activity, auth_header: str) -> AuthenticateRequestResult:
         # The parameterized SDK class treats only None, not "", as "no Authorization header".
@@ -410,6 +416,7 @@ class _ReusingFactory(ConnectorFactory):
     clients: OrderedDict[tuple[str, str, str | None], ConnectorClient]  # shared by every factory
     app_id: str
     limit: int
+    sessions: ConnectorSessions
 
     async def create(self, service_url: str, audience: str | None = None) -> ConnectorClient:
         key = (self.app_id, service_url, audience)
@@ -417,6 +424,7 @@ class _ReusingFactory(ConnectorFactory):
         if client is None:
             client = await self.inner.create(service_url, audience)  # type: ignore[arg-type]  # None: the default
             use_plain_bodies(client)  # replies' request bodies without msrest's per-value dispatch
+            self.sessions.send_over_aiohttp(client)  # not requests in a thread
             self.clients[key] = client
             if len(self.clients) > self.limit:
                 self.clients.popitem(last=False)

@@ -17,8 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import jwt
 import pytest
 from botframework.connector.auth import AuthenticationConstants, JwtTokenExtractor
+from msrest.universal_http.async_requests import AsyncRequestsHTTPSender
 
 from bootstrap import Composition
 from handlers.http_types import HttpResponseData
@@ -55,7 +57,10 @@ async def secured_app(
             app.settings, entra.key_sources(**key_options), credentials=entra.bot_credentials(app.settings)
         )
         app.adapter = FunctionsBotAdapter(authentication, APP_ID)  # as bootstrap builds it, with the fake's keys
-        yield app
+        try:
+            yield app
+        finally:
+            await authentication.close()
 
 
 @pytest.fixture
@@ -84,12 +89,21 @@ def assert_unavailable(response: HttpResponseData) -> None:
 
 
 async def test_a_valid_channel_token_runs_the_turn(
-    bot: Composition, entra: FakeEntra, connector: RecordingConnector
+    bot: Composition, entra: FakeEntra, connector: RecordingConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("a reply went through the SDK's requests sender, in a thread")
+
+    monkeypatch.setattr(AsyncRequestsHTTPSender, "send", refuse)
     token = entra.channel_token(APP_ID, connector.service_url)
     conversation, response = await post_message(bot, connector, bearer(token))
     assert response.status == 200
     assert connector.messages(conversation) == ["What's your name?"]
+    # The reply is signed with the bot's own token for the channel, not the channel's token.
+    [signed] = {a["_authorization"] for a in connector.activities if a["_conversation"] == conversation}
+    assert (
+        signed.startswith("Bearer ") and jwt.decode(signed[7:], options={"verify_signature": False})["appid"] == APP_ID
+    )
 
 
 # --- bad tokens: 401 ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ class RecordingConnector(LocalServer):
         activity = await request.json()
         activity["_conversation"] = request.match_info["conversation"]
         activity["_reply_to"] = request.match_info.get("reply_to")
+        activity["_authorization"] = request.headers.get("Authorization")
         async with self._changed:
             self.activities.append(activity)
             self._changed.notify_all()
