@@ -178,3 +178,24 @@ def test_from_json_refuses_what_msrest_refuses(posted: dict[str, Any]) -> None:
         Activity().deserialize(posted)
     with pytest.raises(DeserializationError):
         from_json(Activity, posted)
+
+
+def test_plain_activities_never_reach_msrests_generic_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast paths are taken for what the bot really sends and receives (the tests above would still
+    pass with them switched off: msrest's output is the same, only slower)."""
+    from msrest.serialization import Deserializer
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("handed to msrest")
+
+    inbound, prompt, text = _activities()[:3]
+    client_models = {name: value for name, value in models.__dict__.items() if isinstance(value, type)}
+    expected = [to_json(a) for a in (inbound, prompt, text)]
+    monkeypatch.setattr(Serializer, "_serialize", refuse)
+    monkeypatch.setattr(Serializer, "body", refuse)
+    monkeypatch.setattr(Deserializer, "__call__", refuse)
+    monkeypatch.setattr(Deserializer, "_deserialize", refuse)
+
+    assert [to_json(a) for a in (inbound, prompt, text)] == expected
+    assert PlainBodySerializer(client_models).body(prompt, "Activity") == expected[1]
+    assert from_json(Activity, json.loads(json.dumps(INBOUND))).text == INBOUND["text"]

@@ -127,3 +127,18 @@ def test_objects_with_their_own_copy_rules_are_copied_by_them() -> None:
     assert copied["one"] is one
     assert copied["handle"] is not handle and copied["handle"].name == "h"
     assert copied["cycle"] is not cycle and copied["cycle"][0] is copied["cycle"]
+
+
+def test_activities_and_dialog_state_are_copied_without_copy_deepcopy(monkeypatch: Any) -> None:
+    """The fast copy is taken for what a turn sends (the tests above would still pass with it switched off)."""
+    state = DialogState()
+    state.dialog_stack.append({"id": "menu", "state": {"options": PromptOptions(prompt=menu()), "values": {}}})
+    reply = menu()
+    reply.value = {"dialog": state, "at": datetime(2026, 1, 2, tzinfo=UTC)}
+    expected = copy.deepcopy(reply)
+
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("handed to copy.deepcopy")
+
+    monkeypatch.setattr(copy, "deepcopy", refuse)
+    assert same_structure(expected, deep_copy(reply))
