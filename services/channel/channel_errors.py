@@ -1,9 +1,10 @@
 """What a failed send through the Bot Framework Connector client means for whoever retries it.
 
 botframework-connector 4.17 (msrest underneath) raises `ErrorResponseException`, a subclass of
-msrest's `HttpOperationError`, for any non-2xx answer; its `.response` is the HTTP response
-(a `requests.Response` with the SDK's default pipeline: `.status_code`, case-insensitive
-`.headers`). msrest itself does not retry a 429, so the bot must honour it.
+msrest's `HttpOperationError`, for any non-2xx answer; its `.response` is the HTTP response, with
+`.status_code` and case-insensitive `.headers` (a `ConnectorAnswer` for the bot's sends,
+services/channel/connector_sender.py; a `requests.Response` for the SDK's other calls). msrest itself
+does not retry a 429, so the bot must honour it.
 """
 
 from __future__ import annotations

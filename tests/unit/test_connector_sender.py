@@ -6,23 +6,35 @@ twice, wait minutes on a dead channel, or a channel's 429 no longer honoured."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from aiohttp import web
 from botbuilder.schema import Activity, ChannelAccount, ConversationAccount
 from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import MicrosoftAppCredentials
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from msrest.exceptions import ClientRequestError, HttpOperationError
 from msrest.pipeline.async_requests import AsyncRequestsCredentialsPolicy
 from msrest.pipeline.universal import RawDeserializer
+from msrest.universal_http.async_requests import AsyncRequestsHTTPSender
 
 from services.channel.activity_json import use_plain_bodies
 from services.channel.channel_errors import is_permanent, retry_after_of
-from services.channel.connector_sender import CONNECT_RETRIES, ConnectorSessions, backoff_seconds, proxy_for
+from services.channel.connector_sender import (
+    CONNECT_RETRIES,
+    AiohttpConnectorSender,
+    ConnectorSessions,
+    backoff_seconds,
+)
 from tests.support.local_server import LocalServer
 
 
@@ -37,9 +49,22 @@ class Channel(LocalServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v3/conversations/{conversation}/activities/{reply_to}", self._reply)
+        app.router.add_get("/v3/conversations/{conversation}/members", self._members)
+        app.router.add_route("*", "/moved/{tail:.*}", self._moved)
+
+    async def _members(self, request: web.Request) -> web.Response:
+        self.received.append((str(request.url), dict(request.headers), None))
+        return web.json_response([{"id": "user", "name": "Ada"}])
+
+    async def _moved(self, request: web.Request) -> web.Response:
+        self.received.append((str(request.url), dict(request.headers), None))
+        return web.json_response({"id": "after-redirect"})
 
     async def _reply(self, request: web.Request) -> web.Response:
         self.received.append((str(request.url), dict(request.headers), await request.json()))
+        if self.status in (303, 307, 308):
+            moved = {"error": {"code": "Moved", "message": "elsewhere"}}
+            return web.json_response(moved, status=self.status, headers={"Location": f"/moved{request.path}"})
         if self.status >= 400:
             return web.json_response(
                 {"error": {"code": "Nope", "message": "no"}}, status=self.status, headers=self.headers
@@ -97,15 +122,18 @@ def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def requests_forbidden(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The SDK's own sender would call requests (in a thread): make that fail loudly."""
+@pytest.fixture(autouse=True)
+def sdk_sends(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The methods of the calls that went through the SDK's own sender (requests, in a thread)."""
+    calls: list[str] = []
+    original = AsyncRequestsHTTPSender.send
 
-    def refuse(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("a reply went through requests")
+    async def recorded(self: Any, request: Any, **kwargs: Any) -> Any:
+        calls.append(request.method)
+        return await original(self, request, **kwargs)
 
-    monkeypatch.setattr(requests.Session, "request", refuse)
-    yield
+    monkeypatch.setattr(AsyncRequestsHTTPSender, "send", recorded)
+    yield calls
 
 
 def _client(url: str, sessions: ConnectorSessions, app_id: str = "", timeout: float | None = None) -> ConnectorClient:
@@ -117,9 +145,9 @@ def _client(url: str, sessions: ConnectorSessions, app_id: str = "", timeout: fl
     return client
 
 
-@pytest.mark.usefixtures("no_proxy_variables", "requests_forbidden")
+@pytest.mark.usefixtures("no_proxy_variables")
 async def test_a_reply_reaches_the_channel_signed_with_the_bots_token_and_its_id_comes_back(
-    channel: Channel, sessions: ConnectorSessions
+    channel: Channel, sessions: ConnectorSessions, sdk_sends: list[str]
 ) -> None:
     client = _client(channel.url, sessions, app_id="00000000-0000-0000-0000-000000000001")
     answer = await client.conversations.reply_to_activity("conv-1", "act-1", _reply("hello"))
@@ -128,8 +156,9 @@ async def test_a_reply_reaches_the_channel_signed_with_the_bots_token_and_its_id
     assert url.endswith("/v3/conversations/conv-1/activities/act-1")
     assert headers["Authorization"] == "Bearer token-from-entra"
     assert headers["Content-Type"].startswith("application/json")
-    assert "BotBuilder" in headers["User-Agent"] or "msrest" in headers["User-Agent"]
+    assert headers["User-Agent"] == client.config.user_agent
     assert body["text"] == "hello" and body["type"] == "message"
+    assert sdk_sends == []  # not requests in a thread
 
 
 @pytest.mark.usefixtures("no_proxy_variables")
@@ -153,6 +182,8 @@ def test_the_pipeline_has_the_sdks_policies_in_the_sdks_order(sessions: Connecto
 
     assert kinds(ours) == kinds(theirs)
     assert AsyncRequestsCredentialsPolicy in kinds(ours) and RawDeserializer in kinds(ours)
+    # The client's own user agent policy (which add_user_agent changes), not a new one.
+    assert ours.config.pipeline._impl_policies[0]._policy is ours.config.user_agent_policy
 
 
 @pytest.mark.usefixtures("no_proxy_variables")
@@ -206,7 +237,9 @@ async def test_a_channel_that_cannot_be_reached_is_tried_again_with_urllib3s_bac
 
 
 @pytest.mark.usefixtures("no_proxy_variables")
-async def test_a_silent_channel_is_given_up_after_the_clients_timeout(sessions: ConnectorSessions) -> None:
+async def test_a_silent_channel_is_given_up_after_the_clients_timeout_and_not_asked_again(
+    sessions: ConnectorSessions,
+) -> None:
     held: list[asyncio.StreamWriter] = []
 
     async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -218,36 +251,164 @@ async def test_a_silent_channel_is_given_up_after_the_clients_timeout(sessions: 
     with pytest.raises(ClientRequestError):
         await asyncio.wait_for(client.conversations.reply_to_activity("conv-1", "act-1", _reply()), timeout=10)
     assert time.monotonic() - started < 5  # the SDK's default is 100 s; the client's own setting decides
+    assert len(held) == 1  # the channel may have taken it: not sent again
     for writer in held:
         writer.close()
     server.close()
 
 
-async def test_a_reply_goes_through_the_proxy_the_environment_names_unless_no_proxy_exempts_it(
-    monkeypatch: pytest.MonkeyPatch, channel: Channel, sessions: ConnectorSessions
+@pytest.mark.parametrize("status", [303, 307])
+@pytest.mark.usefixtures("no_proxy_variables")
+async def test_a_redirect_answering_a_reply_fails_the_send_and_is_not_followed(
+    channel: Channel, sessions: ConnectorSessions, status: int
 ) -> None:
-    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+    """Following it would post the reply somewhere else, or (303) turn it into a GET that "succeeds"."""
+    channel.status = status
+    with pytest.raises(HttpOperationError) as raised:
+        await _client(channel.url, sessions).conversations.reply_to_activity("conv-1", "act-1", _reply())
+    assert [url.split("/v3/")[0].endswith("/moved") for url, _, _ in channel.received] == [False]
+    assert not is_permanent(raised.value)
+
+
+@pytest.mark.usefixtures("no_proxy_variables")
+async def test_calls_other_than_posts_go_through_the_sdks_own_sender(
+    channel: Channel, sessions: ConnectorSessions, sdk_sends: list[str]
+) -> None:
+    """GET, PUT, DELETE keep everything requests did for them (urllib3's status retries, redirects, streaming)."""
+    client = _client(channel.url, sessions, app_id="00000000-0000-0000-0000-000000000001")
+    members = await client.conversations.get_conversation_members("conv-1")
+    assert [m.name for m in members] == ["Ada"] and sdk_sends == ["GET"]
+    [(_, headers, _)] = channel.received
+    assert headers["Authorization"] == "Bearer token-from-entra"
+    await client.conversations.reply_to_activity("conv-1", "act-1", _reply())
+    assert sdk_sends == ["GET"]
+
+
+def _proxy_variables_only(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY"])
+async def test_a_reply_goes_through_the_proxy_the_environment_names_unless_no_proxy_exempts_it(
+    monkeypatch: pytest.MonkeyPatch, channel: Channel, sessions: ConnectorSessions, variable: str
+) -> None:
     async with Channel() as proxy:
-        monkeypatch.setenv("HTTP_PROXY", proxy.url)
-        via_proxy = "http://channel.example.com"
-        assert proxy_for(via_proxy) is not None
-        client = _client(via_proxy, sessions)
+        _proxy_variables_only(monkeypatch, **{variable: proxy.url})
+        client = _client("http://channel.example.com", sessions)
         await client.conversations.reply_to_activity("conv-1", "act-1", _reply())
         [(url, _, _)] = proxy.received
         assert url.startswith("http://channel.example.com/v3/conversations/conv-1/")  # asked as a proxy is
 
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        assert proxy_for(channel.url) is None
+        _proxy_variables_only(monkeypatch, **{variable: proxy.url, "NO_PROXY": "127.0.0.0/8"})  # a range, as requests
         await _client(channel.url, sessions).conversations.reply_to_activity("conv-1", "act-1", _reply())
         assert len(channel.received) == 1 and len(proxy.received) == 1
 
 
+def test_a_channel_behind_an_https_proxy_keeps_the_sdks_sender(
+    monkeypatch: pytest.MonkeyPatch, sessions: ConnectorSessions
+) -> None:
+    _proxy_variables_only(monkeypatch, HTTPS_PROXY="https://proxy.example.com:8443")
+    behind = _client("https://channel.example.com", sessions)
+    _proxy_variables_only(monkeypatch)
+    direct = _client("https://channel.example.com", sessions)
+    assert not isinstance(behind.config.pipeline._sender, AiohttpConnectorSender)
+    assert isinstance(direct.config.pipeline._sender, AiohttpConnectorSender)
+
+
+def _certificate_authority(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    """A CA of the test's own (its certificate in a PEM bundle) and a server context for 127.0.0.1 signed by it."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    import ipaddress
+
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    bundle = directory / "ca.pem"
+    bundle.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.key").write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "server.pem", directory / "server.key")
+    return bundle, context
+
+
+async def test_an_https_channel_is_trusted_through_requests_ca_bundle_and_refused_without_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bundle, server_tls = _certificate_authority(tmp_path)
+    _proxy_variables_only(monkeypatch)
+    received: list[str] = []
+
+    async def reply(request: web.Request) -> web.Response:
+        received.append(request.path)
+        return web.json_response({"id": "over-tls"})
+
+    app = web.Application()
+    app.router.add_post("/v3/conversations/{conversation}/activities/{reply_to}", reply)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    url = f"https://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    sessions = ConnectorSessions(sleep=no_wait)
+    try:
+        monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        with pytest.raises(ClientRequestError):  # certifi's bundle does not know the test's CA
+            await _client(url, sessions).conversations.reply_to_activity("conv-1", "act-1", _reply())
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+        answer = await _client(url, sessions).conversations.reply_to_activity("conv-1", "act-1", _reply())
+        assert answer.id == "over-tls" and len(received) == 1
+    finally:
+        await sessions.close()
+        await runner.cleanup()
+
+
 @pytest.mark.usefixtures("no_proxy_variables")
-async def test_replies_still_go_out_after_the_shared_session_was_closed(
+async def test_after_close_a_send_fails_as_a_transient_error_and_leaves_no_session_open(
     channel: Channel, sessions: ConnectorSessions
 ) -> None:
     client = _client(channel.url, sessions)
-    await sessions.close()  # e.g. a late send during the host's shutdown
     await client.conversations.reply_to_activity("conv-1", "act-1", _reply())
-    assert len(channel.received) == 1
+    await sessions.close()  # the host is shutting down: the outbox sends it again later
+    with pytest.raises(ClientRequestError) as refused:
+        await client.conversations.reply_to_activity("conv-1", "act-1", _reply())
+    assert not is_permanent(refused.value) and retry_after_of(refused.value) is None
+    assert len(channel.received) == 1 and sessions._session is None
