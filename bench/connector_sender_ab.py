@@ -12,9 +12,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from bench.profile_turn import Connector
-from bench.stack import bench_settings, emulators
-from bench.turn_ab import Built, introduced, print_medians, rotating_rounds
+from bench.stack import bench_settings
+from bench.turn_ab import Built, introduced, measure, print_medians
 from bootstrap import Composition
 from services.channel.connector_sender import ConnectorSessions
 from services.settings import load_settings
@@ -22,34 +21,21 @@ from services.settings import load_settings
 VARIANTS = ("A: the SDK's requests sender", "B: as shipped (aiohttp)")
 
 
-async def _composition(variant: str, stack: Any, connector: Connector) -> Built:
+async def _composition(variant: str, stack: Any, connector_url: str) -> Built:
     shipped = ConnectorSessions.send_over_aiohttp
     if variant.startswith("A"):
-        ConnectorSessions.send_over_aiohttp = lambda _self, _client: None  # type: ignore[method-assign]  # keep the SDK's
+        ConnectorSessions.send_over_aiohttp = lambda _self, _client: None  # type: ignore[method-assign,assignment]  # keep the SDK's
     try:
         app = Composition(load_settings(bench_settings(stack, "http://127.0.0.1:9/")))
-        return app, await introduced(app, connector.url)  # its Connector client built now, with this variant's sender
+        return app, await introduced(app, connector_url)  # its Connector client built now, with this variant's sender
     finally:
         ConnectorSessions.send_over_aiohttp = shipped  # type: ignore[method-assign]
-
-
-async def measure(rounds: int) -> dict[str, list[float]]:
-    connector = Connector()
-    await connector.start()
-    with emulators() as stack:
-        built = {variant: await _composition(variant, stack, connector) for variant in VARIANTS}
-        try:
-            return await rotating_rounds(built, connector.url, rounds)
-        finally:
-            for app, _ in built.values():
-                await app.close()
-            await connector.stop()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.connector_sender_ab", description=__doc__)
     parser.add_argument("--rounds", type=int, default=12)
-    cpu_ms = asyncio.run(measure(parser.parse_args().rounds))
+    cpu_ms = asyncio.run(measure(VARIANTS, _composition, parser.parse_args().rounds))
     print_medians(cpu_ms, [VARIANTS[::-1]])
 
 

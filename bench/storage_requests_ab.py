@@ -19,9 +19,8 @@ from azure.core.pipeline.transport import AioHttpTransport
 import services.queues.storage_clients as storage_clients
 import services.state.cosmos as cosmos
 import services.transcripts.store as transcript_store
-from bench.profile_turn import Connector
-from bench.stack import bench_settings, emulators
-from bench.turn_ab import Built, introduced, print_medians, rotating_rounds
+from bench.stack import bench_settings
+from bench.turn_ab import Built, introduced, measure, print_medians
 from bootstrap import Composition
 from services.azure_transport import direct_transport
 from services.settings import load_settings
@@ -34,37 +33,31 @@ def _default_transport(connection_timeout: float | None = None, read_timeout: fl
     return AioHttpTransport(**{name: seconds for name, seconds in timeouts.items() if seconds is not None})
 
 
-async def _composition(variant: str, stack: Any, connector: Connector) -> Built:
+async def _composition(variant: str, stack: Any, connector_url: str) -> Built:
     transport = _default_transport if variant.startswith("A") else direct_transport
     storage_clients.direct_transport = cosmos.direct_transport = transport  # type: ignore[assignment]  # read when a client is built
-    app = Composition(load_settings(bench_settings(stack, "http://127.0.0.1:9/")))
-    conversations = await introduced(app, connector.url)  # every client built now, with this variant's transport
-    storage_clients.direct_transport = cosmos.direct_transport = direct_transport
-    return app, conversations
+    try:
+        app = Composition(load_settings(bench_settings(stack, "http://127.0.0.1:9/")))
+        return app, await introduced(app, connector_url)  # every client built now, with this variant's transport
+    finally:
+        storage_clients.direct_transport = cosmos.direct_transport = direct_transport
 
 
 def _single_upserts_for(variant: str) -> None:
     transcript_store.SINGLE_UPSERT_ROWS = 3 if variant.startswith("C") else 0
 
 
-async def measure(rounds: int) -> dict[str, list[float]]:
-    connector = Connector()
-    await connector.start()
-    with emulators() as stack:
-        built = {variant: await _composition(variant, stack, connector) for variant in VARIANTS}
-        try:
-            return await rotating_rounds(built, connector.url, rounds, _single_upserts_for)
-        finally:
-            transcript_store.SINGLE_UPSERT_ROWS = 3
-            for app, _ in built.values():
-                await app.close()
-            await connector.stop()
+async def _measure(rounds: int) -> dict[str, list[float]]:
+    try:
+        return await measure(VARIANTS, _composition, rounds, _single_upserts_for)
+    finally:
+        transcript_store.SINGLE_UPSERT_ROWS = 3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.storage_requests_ab", description=__doc__)
     parser.add_argument("--rounds", type=int, default=12)
-    cpu_ms = asyncio.run(measure(parser.parse_args().rounds))
+    cpu_ms = asyncio.run(_measure(parser.parse_args().rounds))
     a, b, c = VARIANTS
     print_medians(cpu_ms, [(b, a), (c, b), (c, a)])
 

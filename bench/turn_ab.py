@@ -8,15 +8,18 @@ from __future__ import annotations
 import statistics
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from bench.profile_turn import _request
+from bench.profile_turn import Connector, _request
+from bench.stack import emulators
 from bootstrap import Composition
 from handlers.messages import handle_messages
+from localdev.emulators import Emulators
 
 CONVERSATIONS = 40
 
 Built = tuple[Composition, list[str]]
+Build = Callable[[str, Emulators, str], Awaitable[Built]]  # (variant, emulators, the stub Connector's URL)
 
 
 async def introduced(app: Composition, connector_url: str, count: int = CONVERSATIONS) -> list[str]:
@@ -52,6 +55,26 @@ async def rotating_rounds(
             await app.transcripts.flush(30)
             cpu_ms[variant].append((time.process_time() - started) * 1000 / len(conversations))
     return cpu_ms
+
+
+async def measure(
+    variants: Sequence[str], build: Build, rounds: int, before: Callable[[str], None] = lambda _v: None
+) -> dict[str, list[float]]:
+    """Each variant's composition built against the emulators and a stub Connector, then `rotating_rounds`."""
+    connector = Connector()
+    await connector.start()
+    built: dict[str, Built] = {}
+    try:
+        with emulators() as stack:
+            try:
+                for variant in variants:
+                    built[variant] = await build(variant, stack, connector.url)
+                return await rotating_rounds(built, connector.url, rounds, before)
+            finally:
+                for app, _ in built.values():
+                    await app.close()
+    finally:
+        await connector.stop()
 
 
 def print_medians(cpu_ms: dict[str, list[float]], ratios: Sequence[tuple[str, str]]) -> None:
