@@ -31,6 +31,7 @@ from services.turns.outbox import (
     add_entry,
     claim_due,
     reply_activity,
+    warn_unrecorded,
 )
 from services.turns.unit_of_work import update_state
 
@@ -124,4 +125,4 @@ async def sweep_conversation(key: str, state: dict[str, Any], deps: SweeperDepen
         except Exception:
             logger.warning("conversation %s: a failure notice was not delivered", key, exc_info=True)
     if delivery.changed and not await update_state(deps.conversations, key, delivery.apply, first=state):
-        logger.warning("conversation %s: delivery of %s not recorded", key, sorted(delivery.delivered))
+        warn_unrecorded(key, delivery.delivered)

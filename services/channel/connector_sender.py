@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import requests
 from msrest.exceptions import ClientRequestError
 from msrest.pipeline import Request, Response
 from msrest.pipeline.async_abc import AsyncHTTPSender, AsyncPipeline
@@ -47,6 +46,7 @@ from msrest.universal_http import ClientRequest
 from msrest.universal_http.async_abc import AsyncClientResponse
 from msrest.universal_http.async_requests import AsyncRequestsHTTPSender
 from multidict import CIMultiDict
+from requests import Session
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, select_proxy
 from yarl import URL
 
@@ -120,16 +120,16 @@ class AiohttpConnectorSender(AsyncHTTPSender[ClientRequest, AsyncClientResponse]
     def __init__(
         self,
         config: Any,
+        sdk_sender: AsyncPipelineRequestsHTTPSender,
         route: Route,
         session: Callable[[], aiohttp.ClientSession],
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._config = config
+        self._sdk_sender = sdk_sender  # what msrest's own pipeline ends in, for every call but a plain POST
         self._route = route
         self._session = session
         self._sleep = sleep
-        # What msrest's own pipeline ends in (msrest/async_client.py, _create_default_pipeline).
-        self._sdk_sender = AsyncPipelineRequestsHTTPSender(AsyncRequestsHTTPSender(config))
 
     async def __aenter__(self) -> AiohttpConnectorSender:
         await self._sdk_sender.__aenter__()
@@ -205,23 +205,26 @@ class ConnectorSessions:
         """Rebuild a botframework ConnectorClient's pipeline as msrest's `_create_default_pipeline` does,
         ending in this process's aiohttp sender (unless its channel is reached through an https:// proxy)."""
         config = client.config
-        route = self._route(config)
+        sdk_sender = AsyncPipelineRequestsHTTPSender(AsyncRequestsHTTPSender(config))
+        route = self._route(config, sdk_sender.driver.session)
         if route is None:
             return
         policies: list[Any] = [config.user_agent_policy, RawDeserializer(), config.http_logger_policy]
         if config.credentials:
             policies.insert(1, AsyncRequestsCredentialsPolicy(config.credentials))
-        config.pipeline = AsyncPipeline(policies, AiohttpConnectorSender(config, route, self.opened, self._sleep))
+        sender = AiohttpConnectorSender(config, sdk_sender, route, self.opened, self._sleep)
+        config.pipeline = AsyncPipeline(policies, sender)
 
-    def _route(self, config: Any) -> Route | None:
-        """requests' own decision for this channel URL (proxy, certificate bundle), taken once."""
+    def _route(self, config: Any, session: Session) -> Route | None:
+        """requests' own decision for this channel URL (proxy, certificate bundle), taken once, on the
+        session the SDK's sender would use, as msrest sets it up."""
+        session.trust_env = bool(config.proxies.use_env_settings)
         connection = config.connection
-        settings = requests.Session().merge_environment_settings(
-            config.base_url, {}, None, connection.verify, connection.cert
+        settings = session.merge_environment_settings(
+            config.base_url, dict(config.proxies.proxies), None, connection.verify, connection.cert
         )
         proxy, proxy_auth = None, None
-        chosen = select_proxy(config.base_url, settings["proxies"]) if config.proxies.use_env_settings else None
-        chosen = chosen or select_proxy(config.base_url, config.proxies.proxies)
+        chosen = select_proxy(config.base_url, settings["proxies"])
         if chosen:
             proxy = URL(chosen if "://" in chosen else f"http://{chosen}")
             if proxy.scheme == "https":
@@ -229,9 +232,9 @@ class ConnectorSessions:
             if proxy.user is not None:
                 proxy_auth = aiohttp.BasicAuth(proxy.user, proxy.password or "")
                 proxy = proxy.with_user(None)
-        verify, cert = settings["verify"], settings["cert"]
         if URL(config.base_url).scheme != "https":
             return Route(proxy, proxy_auth, True)
+        verify, cert = settings["verify"], settings["cert"]
         if verify is False:
             return Route(proxy, proxy_auth, False)
         return Route(proxy, proxy_auth, self._tls_context(DEFAULT_CA_BUNDLE_PATH if verify is True else verify, cert))

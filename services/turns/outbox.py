@@ -106,6 +106,12 @@ def claim_due(state: MutableMapping[str, Any], now: float) -> list[str]:
     return claimed
 
 
+def warn_unrecorded(conversation: str, delivered: set[str]) -> None:
+    """A sent entry whose removal could not be written: it is sent again after its lease (at least once;
+    a duplicate has effect once), so this is logged, not failed."""
+    logger.warning("conversation %s: delivery of %s not recorded", conversation, sorted(delivered))
+
+
 @dataclass
 class Delivery:
     """What one round of sending did; applied to the stored state afterwards."""

@@ -47,6 +47,7 @@ from services.turns.outbox import (
     addressed,
     claim_due,
     entries,
+    warn_unrecorded,
 )
 
 logger = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ class UnitOfWork:
         elif delivery.changed:
             if not await update_state(self.scopes.conversation_storage, key, delivery.apply, first=state):
                 # The turn is committed and answered: logged, not failed.
-                _warn_unrecorded(_id(context), delivery.delivered)
+                warn_unrecorded(_id(context), delivery.delivered)
 
     def _record_later(self, key: str, conversation: str, delivered: set[str], state: dict[str, Any]) -> None:
         """Leave the record of these sent operation requests to the conversation's next commit in this
@@ -316,7 +317,7 @@ class UnitOfWork:
         except ConversationBusyError:
             pass  # logged below
         if not recorded:
-            _warn_unrecorded(unrecorded.conversation, unrecorded.delivered)
+            warn_unrecorded(unrecorded.conversation, unrecorded.delivered)
 
     def _forget_unrecorded(self, key: str) -> None:
         """A commit of the conversation recorded them: no write of their own."""
@@ -449,11 +450,6 @@ def _only_operations_delivered(state: Mapping[str, Any], delivery: Delivery) -> 
         return False
     kinds = {entry["id"]: entry["kind"] for entry in entries(state)}
     return all(kinds.get(entry_id) == OPERATION for entry_id in delivery.delivered)
-
-
-def _warn_unrecorded(conversation: str, delivered: set[str]) -> None:
-    # A sent entry left unrecorded is sent again after its lease: at least once, and a duplicate has effect once.
-    logger.warning("conversation %s: delivery of %s not recorded", conversation, sorted(delivered))
 
 
 def _id(context: TurnContext) -> str:

@@ -412,3 +412,16 @@ async def test_after_close_a_send_fails_as_a_transient_error_and_leaves_no_sessi
         await client.conversations.reply_to_activity("conv-1", "act-1", _reply())
     assert not is_permanent(refused.value) and retry_after_of(refused.value) is None
     assert len(channel.received) == 1 and sessions._session is None
+
+
+async def test_a_client_told_not_to_use_the_environment_ignores_its_proxy(
+    monkeypatch: pytest.MonkeyPatch, channel: Channel, sessions: ConnectorSessions
+) -> None:
+    """msrest's `config.proxies.use_env_settings = False` (requests' trust_env) holds for the aiohttp sender too."""
+    async with Channel() as proxy:
+        _proxy_variables_only(monkeypatch, HTTP_PROXY=proxy.url)
+        client = ConnectorClient(_TokenCredentials("", ""), base_url=channel.url)
+        client.config.proxies.use_env_settings = False
+        sessions.send_over_aiohttp(client)
+        await client.conversations.reply_to_activity("conv-1", "act-1", _reply())
+        assert len(channel.received) == 1 and proxy.received == []
